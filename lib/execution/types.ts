@@ -1,0 +1,26 @@
+/** Options for one command run through a task's exec helper. */
+export interface ExecOptions {
+  /** Working directory of the child. */
+  readonly cwd?: string;
+  /** Extra environment variables, merged over the runner's environment. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Text written to the child's stdin; without it stdin is ignored. */
+  readonly input?: string;
+  /** Exit codes that count as success besides 0. */
+  readonly okExitCodes?: readonly number[];
+  /** Do not stream this command's lines to the task output (they still reach the log). */
+  readonly quiet?: boolean;
+  /** Called with every complete output line (stdout and stderr). */
+  readonly onLine?: (line: string) => void;
+}
+
+/** What a finished command produced. */
+export interface ExecResult {
+  readonly command: string;
+  readonly exitCode: number;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs one program with an argv (never through a shell). Throws CommandError on failure. */
+export type Exec = (file: string, args: readonly string[], options?: ExecOptions) => Promise<ExecResult>;
