@@ -1,0 +1,72 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { lstat, readdir, readlink, stat } from 'node:fs/promises';
+import path from 'node:path';
+
+/** A remembered hash: valid while size, mtime and inode are unchanged (the fast path). */
+export interface StatHash {
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly ino: number;
+  readonly hash: string;
+}
+
+/** Memory of file hashes across runs; `plan` reads it without writing. */
+export interface HashMemo {
+  get(file: string): StatHash | undefined;
+  set(file: string, entry: StatHash): void;
+}
+
+/** Hashes a file, or a folder as its sorted tree of names, modes, link targets and file hashes. */
+export async function hashPath(target: string, memo?: HashMemo): Promise<string> {
+  const info = await lstat(target);
+  if (info.isSymbolicLink()) return sha256(`link:${await readlink(target)}`);
+  if (info.isDirectory()) {
+    const names = (await readdir(target)).sort();
+    const parts: string[] = [];
+    for (const name of names) {
+      const child = path.join(target, name);
+      const mode = (await lstat(child)).mode & 0o7777;
+      parts.push(`${name}\0${mode.toString(8)}\0${await hashPath(child, memo)}`);
+    }
+    return sha256(`dir:${parts.join('\n')}`);
+  }
+  const remembered = memo?.get(target);
+  if (remembered && remembered.size === info.size && remembered.mtimeMs === info.mtimeMs && remembered.ino === info.ino) {
+    return remembered.hash;
+  }
+  const hash = await hashFileContent(target);
+  memo?.set(target, { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, hash });
+  return hash;
+}
+
+/** sha256 of a file's bytes, streamed. */
+export async function hashFileContent(file: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/** sha256 of a string, hex. */
+export function sha256(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** Finds a program on PATH, following symlinks, or undefined. */
+export async function whichTool(name: string, envPath = process.env.PATH ?? ''): Promise<string | undefined> {
+  if (name.includes('/')) return (await isExecutable(name)) ? name : undefined;
+  for (const dir of envPath.split(':').filter(Boolean)) {
+    const candidate = path.join(dir, name);
+    if (await isExecutable(candidate)) return candidate;
+  }
+  return undefined;
+}
+
+async function isExecutable(file: string): Promise<boolean> {
+  try {
+    const info = await stat(file);
+    return info.isFile() && (info.mode & 0o111) !== 0;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,70 @@
+import type { GraphNode, Json } from '../engine/task.ts';
+import { canonicalJson } from './canonical-json.ts';
+import { hashPath, sha256, whichTool, type HashMemo } from './file-hash.ts';
+
+/** Bumped when the manifest's meaning changes, so old entries stop matching. */
+export const MANIFEST_FORMAT = 1;
+
+/** Everything a task's output depends on; its canonical hash is the fingerprint. */
+export interface Manifest {
+  readonly format: number;
+  readonly id: string;
+  readonly version: number;
+  readonly inputs: Json;
+  /** Input file or folder path → content hash. */
+  readonly files: Readonly<Record<string, string>>;
+  /** Tool name → hash of the binary found on PATH, or "missing". */
+  readonly tools: Readonly<Record<string, string>>;
+  /** Dependency id → its fingerprint (or, for volatile dependencies, the hash of its outputs). */
+  readonly deps: Readonly<Record<string, string>>;
+}
+
+/** One field that differs between two manifests, as `explain` shows it. */
+export interface ManifestChange {
+  readonly field: string;
+  readonly before: string | undefined;
+  readonly after: string | undefined;
+}
+
+/** Builds the manifest of a node from its declaration and its dependencies' fingerprints. */
+export async function buildManifest(
+  node: GraphNode,
+  depKeys: Readonly<Record<string, string>>,
+  memo?: HashMemo,
+): Promise<Manifest> {
+  const files: Record<string, string> = {};
+  for (const file of node.inputFiles ?? []) {
+    files[file] = await hashPath(file, memo).catch(() => 'missing');
+  }
+  const tools: Record<string, string> = {};
+  for (const tool of node.tools ?? []) {
+    const found = await whichTool(tool);
+    tools[tool] = found ? await hashPath(found, memo).catch(() => 'unreadable') : 'missing';
+  }
+  return { format: MANIFEST_FORMAT, id: node.id, version: node.version, inputs: node.inputs, files, tools, deps: { ...depKeys } };
+}
+
+/** The fingerprint: sha256 over the canonical manifest. */
+export function fingerprintOf(manifest: Manifest): string {
+  return sha256(canonicalJson(manifest as unknown as Json));
+}
+
+/** Lists the fields that differ, as dotted paths (`inputs.format`, `deps.partition`, `files./etc/x`). */
+export function diffManifests(before: Manifest, after: Manifest): ManifestChange[] {
+  const a = flatten(before as unknown as Json);
+  const b = flatten(after as unknown as Json);
+  const fields = [...new Set([...a.keys(), ...b.keys()])].sort();
+  return fields.filter((f) => a.get(f) !== b.get(f)).map((field) => ({ field, before: a.get(field), after: b.get(field) }));
+}
+
+function flatten(value: Json, prefix = '', out = new Map<string, string>()): Map<string, string> {
+  if (value !== null && typeof value === 'object' && !Array.isArray(value)) {
+    const record = value as { readonly [key: string]: Json };
+    const keys = Object.keys(record);
+    if (keys.length === 0 && prefix) out.set(prefix, '{}');
+    for (const key of keys) flatten(record[key]!, prefix ? `${prefix}.${key}` : key, out);
+  } else {
+    out.set(prefix, canonicalJson(value));
+  }
+  return out;
+}

@@ -1,0 +1,57 @@
+import { readdir, readFile, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { isAlive } from './lock.ts';
+
+/** A plugin's hook to release what a dead run held in one of its folders (a pool, mounts, loop devices). */
+export type Sweeper = (leftover: { folder: string; pid: number }) => Promise<readonly string[]>;
+
+/** Paths that are mount points at or below `folder`, from /proc/mounts. */
+export async function mountsUnder(folder: string): Promise<string[]> {
+  let table = '';
+  try {
+    table = await readFile('/proc/mounts', 'utf8');
+  } catch {
+    return [];
+  }
+  const prefix = folder.endsWith('/') ? folder : `${folder}/`;
+  return table
+    .split('\n')
+    .map((line) => line.split(' ')[1]?.replace(/\\040/g, ' ') ?? '')
+    .filter((mount) => mount === folder || mount.startsWith(prefix));
+}
+
+/**
+ * Removes staging and working folders of runs that are gone (their pid leads the folder name).
+ * Plugins' sweepers run first; a folder that still has mounts is left alone and reported.
+ */
+export async function sweepLeftovers(folders: readonly string[], sweepers: readonly Sweeper[] = []): Promise<string[]> {
+  const report: string[] = [];
+  for (const parent of folders) {
+    let names: string[] = [];
+    try {
+      names = await readdir(parent);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const pid = Number(name.split('.')[0]);
+      if (!Number.isInteger(pid) || pid <= 0 || isAlive(pid)) continue;
+      const folder = path.join(parent, name);
+      for (const sweeper of sweepers) {
+        try {
+          report.push(...(await sweeper({ folder, pid })));
+        } catch (error) {
+          report.push(`could not clean ${folder}: ${(error as Error).message}`);
+        }
+      }
+      const mounts = await mountsUnder(folder);
+      if (mounts.length > 0) {
+        report.push(`left ${folder} in place: still mounted at ${mounts.join(', ')} (unmount by hand, then rerun)`);
+        continue;
+      }
+      await rm(folder, { recursive: true, force: true });
+      report.push(`removed ${path.relative(path.dirname(parent), folder)} left by dead run ${pid}`);
+    }
+  }
+  return report;
+}

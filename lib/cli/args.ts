@@ -1,0 +1,151 @@
+import { parseArgs } from 'node:util';
+import { fail, ok, type Result } from '../engine/result.ts';
+
+/** The commands the runner knows. */
+export const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'verify', 'help'] as const;
+
+/** One of COMMANDS. */
+export type Command = (typeof COMMANDS)[number];
+
+/** The parsed command line. */
+export interface CliArgs {
+  readonly command: Command;
+  readonly targets: readonly string[];
+  readonly config?: string | undefined;
+  readonly out: string;
+  readonly cacheDir: string;
+  readonly json: boolean;
+  readonly concurrency: number;
+  readonly verbose: boolean;
+  readonly force: boolean;
+  readonly noWait: boolean;
+  readonly format: 'mermaid' | 'dot';
+  readonly maxSize?: number | undefined;
+  /** Words after `--`. */
+  readonly rest: readonly string[];
+}
+
+/** Parses sizes such as `500M`, `10G`, `1GiB`, `2048` (bytes). */
+export function parseSize(text: string): number | undefined {
+  const match = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
+  if (!match) return undefined;
+  const power = ['', 'k', 'm', 'g', 't'].indexOf(match[2]!.toLowerCase());
+  return Math.round(Number(match[1]) * 1024 ** power);
+}
+
+/** Parses argv (without node and the script); usage errors are returned as text (exit 2). */
+export function parseCli(argv: readonly string[], cpuCount: number): Result<CliArgs, string> {
+  const dashdash = argv.indexOf('--');
+  const head = dashdash >= 0 ? argv.slice(0, dashdash) : argv;
+  const rest = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...head],
+      allowPositionals: true,
+      strict: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        out: { type: 'string', short: 'o' },
+        'cache-dir': { type: 'string' },
+        json: { type: 'boolean' },
+        concurrency: { type: 'string', short: 'j' },
+        verbose: { type: 'boolean', short: 'v' },
+        force: { type: 'boolean', short: 'f' },
+        'no-wait': { type: 'boolean' },
+        format: { type: 'string' },
+        'max-size': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (error) {
+    return fail((error as Error).message);
+  }
+  const { values, positionals } = parsed;
+  const word = positionals[0] ?? 'build';
+  if (values.help || word === 'help' || word === '--help') return ok(defaults('help'));
+  if (!(COMMANDS as readonly string[]).includes(word)) return fail(`unknown command "${word}"; commands: ${COMMANDS.join(', ')}`);
+  const command = word as Command;
+  const targets = positionals.slice(1);
+  if ((command === 'run' || command === 'explain' || command === 'logs') && targets.length !== 1) {
+    return fail(`${command} needs exactly one task or stage, e.g. \`${command} install\``);
+  }
+  if (['plan', 'clean', 'gc', 'verify', 'graph'].includes(command) && targets.length > 0 && command !== 'plan') {
+    return fail(`${command} takes no task names`);
+  }
+  let concurrency = cpuCount;
+  if (values.concurrency !== undefined) {
+    concurrency = Number(values.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1) return fail(`--concurrency must be a whole number of at least 1, not "${values.concurrency}"`);
+  }
+  const format = values.format ?? 'mermaid';
+  if (format !== 'mermaid' && format !== 'dot') return fail(`--format must be mermaid or dot, not "${format}"`);
+  let maxSize: number | undefined;
+  if (values['max-size'] !== undefined) {
+    maxSize = parseSize(values['max-size']);
+    if (maxSize === undefined) return fail(`--max-size must be a size such as 500M, 10G or 2GiB, not "${values['max-size']}"`);
+  }
+  if (command === 'gc' && maxSize === undefined) return fail('gc needs --max-size SIZE (e.g. --max-size 10G)');
+  if (values.force && command !== 'run') return fail('--force applies to `run <task>` only');
+  return ok({
+    ...defaults(command),
+    targets,
+    config: values.config,
+    out: values.out ?? 'result',
+    cacheDir: values['cache-dir'] ?? 'cache',
+    json: values.json ?? false,
+    concurrency,
+    verbose: values.verbose ?? false,
+    force: values.force ?? false,
+    noWait: values['no-wait'] ?? false,
+    format,
+    maxSize,
+    rest,
+  });
+
+  function defaults(cmd: Command): CliArgs {
+    return {
+      command: cmd,
+      targets: [],
+      out: 'result',
+      cacheDir: 'cache',
+      json: false,
+      concurrency: cpuCount,
+      verbose: false,
+      force: false,
+      noWait: false,
+      format: 'mermaid',
+      rest,
+    };
+  }
+}
+
+/** The text of `--help`. */
+export function helpText(program: string): string {
+  return `Usage: ${program} <command> [options]
+
+Commands:
+  build [task|stage...]   bring the image (or the named tasks) up to date (default)
+  plan [task|stage...]    show what build would do and why; reads only
+  run <task|stage>        run one stage from its cached inputs (--force: even when fresh)
+  explain <task|stage>    which inputs differ from the stage's last cached run
+  logs <task|stage>       print the stage's last log
+  graph                   print the task graph (--format mermaid|dot), coloured by state
+  verify                  rehash every cached artifact and report damage
+  clean                   remove everything in the cache folder
+  gc --max-size SIZE      evict least recently used cache entries down to SIZE (e.g. 10G)
+
+Options:
+  -c, --config FILE       JSON config (default: the embedded demo config)
+  -o, --out DIR           output folder (default: ./result)
+      --cache-dir DIR     cache folder (default: ./cache)
+      --json              one JSON object per line on stdout, nothing else
+  -j, --concurrency N     tasks run at the same time (default: the CPU count)
+  -v, --verbose           print every command's output
+  -f, --force             with run: run even when the cache is fresh
+      --no-wait           fail instead of waiting when another build holds the cache
+  -h, --help              this text
+
+Exit status: 0 done; 1 a task failed or the build was interrupted; 2 usage or config error.
+`;
+}

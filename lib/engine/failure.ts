@@ -1,0 +1,51 @@
+/** Why a graph cannot be run at all: these are configuration errors (exit 2). */
+export type GraphError =
+  | { readonly reason: 'duplicate-task'; readonly id: string }
+  | { readonly reason: 'unknown-dependency'; readonly id: string; readonly dependency: string }
+  | { readonly reason: 'cycle'; readonly path: readonly string[] }
+  | { readonly reason: 'unknown-target'; readonly target: string; readonly known: readonly string[] }
+  | { readonly reason: 'invalid-inputs'; readonly id: string; readonly message: string };
+
+/** Why one task did not produce its outputs. */
+export type TaskFailure =
+  | {
+      readonly reason: 'command-failed';
+      readonly command: string;
+      readonly exitCode: number;
+      readonly signal?: string | undefined;
+      readonly tail: readonly string[];
+      readonly logFile?: string | undefined;
+    }
+  | { readonly reason: 'aborted' }
+  | { readonly reason: 'threw'; readonly message: string; readonly tail: readonly string[]; readonly logFile?: string | undefined }
+  | { readonly reason: 'missing-artifact'; readonly artifact: string; readonly message: string };
+
+/** Renders a graph error as one line naming what is wrong and where. */
+export function describeGraphError(error: GraphError): string {
+  switch (error.reason) {
+    case 'duplicate-task':
+      return `task "${error.id}" is defined twice`;
+    case 'unknown-dependency':
+      return `task "${error.id}" depends on "${error.dependency}", which is not a task`;
+    case 'cycle':
+      return `dependency cycle: ${error.path.join(' -> ')}`;
+    case 'unknown-target':
+      return `unknown task or stage "${error.target}"; known: ${error.known.join(', ')}`;
+    case 'invalid-inputs':
+      return `task "${error.id}" has invalid inputs: ${error.message}`;
+  }
+}
+
+/** Renders a task failure as one line (the log tail is printed separately). */
+export function describeTaskFailure(failure: TaskFailure): string {
+  switch (failure.reason) {
+    case 'command-failed':
+      return `${failure.command} failed with ${failure.signal ? `signal ${failure.signal}` : `exit status ${failure.exitCode}`}`;
+    case 'aborted':
+      return 'interrupted';
+    case 'threw':
+      return failure.message;
+    case 'missing-artifact':
+      return failure.message;
+  }
+}

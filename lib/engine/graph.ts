@@ -1,0 +1,103 @@
+import type { GraphError } from './failure.ts';
+import type { GraphNode } from './task.ts';
+import { fail, ok, type Result } from './result.ts';
+
+/** A checked graph: nodes by id in a dependency-respecting order. */
+export interface Graph {
+  readonly nodes: ReadonlyMap<string, GraphNode>;
+  /** Every id, dependencies before dependents; ties keep declaration order. */
+  readonly order: readonly string[];
+  /** Direct dependents of each id. */
+  readonly dependents: ReadonlyMap<string, readonly string[]>;
+}
+
+/** Checks ids, dependencies, cycles and inputs before anything runs. */
+export function buildGraph(list: readonly GraphNode[]): Result<Graph, GraphError> {
+  const nodes = new Map<string, GraphNode>();
+  for (const node of list) {
+    if (nodes.has(node.id)) return fail({ reason: 'duplicate-task', id: node.id });
+    nodes.set(node.id, node);
+  }
+  for (const node of list) {
+    for (const dep of node.deps) {
+      if (!nodes.has(dep)) return fail({ reason: 'unknown-dependency', id: node.id, dependency: dep });
+    }
+    if (node.inputsSchema) {
+      const parsed = node.inputsSchema.safeParse(node.inputs);
+      if (!parsed.success) {
+        const message = parsed.error.issues.map((i) => `${i.path.join('.') || '(inputs)'}: ${i.message}`).join('; ');
+        return fail({ reason: 'invalid-inputs', id: node.id, message });
+      }
+    }
+  }
+  const cycle = findCycle(list, nodes);
+  if (cycle) return fail({ reason: 'cycle', path: cycle });
+  const order: string[] = [];
+  const placed = new Set<string>();
+  const visit = (id: string): void => {
+    if (placed.has(id)) return;
+    for (const dep of nodes.get(id)!.deps) visit(dep);
+    placed.add(id);
+    order.push(id);
+  };
+  for (const node of list) visit(node.id);
+  const dependents = new Map<string, string[]>(list.map((n) => [n.id, []]));
+  for (const node of list) for (const dep of node.deps) dependents.get(dep)!.push(node.id);
+  return ok({ nodes, order, dependents });
+}
+
+/** Depth-first search for a back edge; returns the cycle as a path that starts and ends on one id. */
+function findCycle(list: readonly GraphNode[], nodes: ReadonlyMap<string, GraphNode>): string[] | undefined {
+  const state = new Map<string, 'open' | 'done'>();
+  const stack: string[] = [];
+  const visit = (id: string): string[] | undefined => {
+    const seen = state.get(id);
+    if (seen === 'done') return undefined;
+    if (seen === 'open') return [...stack.slice(stack.indexOf(id)), id];
+    state.set(id, 'open');
+    stack.push(id);
+    for (const dep of nodes.get(id)!.deps) {
+      const found = visit(dep);
+      if (found) return found;
+    }
+    stack.pop();
+    state.set(id, 'done');
+    return undefined;
+  };
+  for (const node of list) {
+    const found = visit(node.id);
+    if (found) return found.reverse(); // read in the direction work flows
+  }
+  return undefined;
+}
+
+/** Resolves targets (task ids or stage names) to ids; no target means every task. */
+export function resolveTargets(graph: Graph, targets: readonly string[]): Result<string[], GraphError> {
+  if (targets.length === 0) return ok([...graph.order]);
+  const ids: string[] = [];
+  for (const target of targets) {
+    if (graph.nodes.has(target)) {
+      ids.push(target);
+      continue;
+    }
+    const byStage = graph.order.filter((id) => graph.nodes.get(id)!.stage === target);
+    if (byStage.length === 0) {
+      const known = [...new Set([...graph.order, ...graph.order.map((id) => graph.nodes.get(id)!.stage)])];
+      return fail({ reason: 'unknown-target', target, known });
+    }
+    ids.push(...byStage);
+  }
+  return ok(ids);
+}
+
+/** The targets and everything they depend on, in graph order. */
+export function closure(graph: Graph, ids: readonly string[]): string[] {
+  const wanted = new Set<string>();
+  const add = (id: string): void => {
+    if (wanted.has(id)) return;
+    wanted.add(id);
+    for (const dep of graph.nodes.get(id)!.deps) add(dep);
+  };
+  ids.forEach(add);
+  return graph.order.filter((id) => wanted.has(id));
+}

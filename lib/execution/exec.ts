@@ -1,0 +1,95 @@
+import { execa } from 'execa';
+import type { Exec, ExecOptions, ExecResult } from './types.ts';
+import { CommandError } from './command-error.ts';
+import { LineSplitter } from './line-splitter.ts';
+
+/** How a runner's exec helper reports and stops its children. */
+export interface ExecSetup {
+  /** Aborting kills the child's whole process group. */
+  readonly signal?: AbortSignal;
+  /** Receives every output line of every command (the task log and the renderer). */
+  readonly onLine?: (line: string) => void;
+  /** Grace period between SIGTERM and SIGKILL of a process group, in ms. */
+  readonly killGraceMs?: number;
+}
+
+/** Shell-like rendering of an argv, for messages and logs only (never executed). */
+export function formatCommand(file: string, args: readonly string[]): string {
+  const quote = (word: string): string =>
+    /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;
+  return [file, ...args].map(quote).join(' ');
+}
+
+/** Sends a signal to a whole process group, ignoring groups that are already gone. */
+export function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group has exited already
+  }
+}
+
+/**
+ * Creates an exec helper: argv only, every line streamed to `onLine`, the child
+ * in its own process group so an abort can kill it with all its descendants.
+ */
+export function createExec(setup: ExecSetup = {}): Exec {
+  const grace = setup.killGraceMs ?? 3000;
+  return async function exec(file: string, args: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
+    const command = formatCommand(file, args);
+    setup.signal?.throwIfAborted();
+    const tail: string[] = [];
+    const emit = (line: string): void => {
+      tail.push(line);
+      if (tail.length > 40) tail.shift();
+      options.onLine?.(line);
+      if (!options.quiet) setup.onLine?.(line);
+    };
+    const child = execa(file, [...args], {
+      cwd: options.cwd,
+      env: options.env ? { ...options.env } : undefined,
+      extendEnv: true,
+      input: options.input,
+      stdin: options.input === undefined ? 'ignore' : 'pipe',
+      reject: false,
+      detached: true, // own process group: abort kills grandchildren too
+      cleanup: true,
+      stripFinalNewline: false,
+      encoding: 'utf8',
+      maxBuffer: 256 * 1024 * 1024,
+    });
+    const pid = child.pid;
+    const splitOut = new LineSplitter(emit);
+    const splitErr = new LineSplitter(emit);
+    child.stdout?.on('data', (chunk: Buffer | string) => splitOut.push(chunk.toString()));
+    child.stderr?.on('data', (chunk: Buffer | string) => splitErr.push(chunk.toString()));
+    let killTimer: NodeJS.Timeout | undefined;
+    const onAbort = (): void => {
+      if (pid === undefined) return;
+      killGroup(pid, 'SIGTERM');
+      killTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), grace);
+    };
+    setup.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const result = await child;
+      splitOut.end();
+      splitErr.end();
+      // A child that exited may leave grandchildren in its group; they must not outlive an abort.
+      if (setup.signal?.aborted && pid !== undefined) killGroup(pid, 'SIGKILL');
+      const stdout = typeof result.stdout === 'string' ? result.stdout : '';
+      const stderr = typeof result.stderr === 'string' ? result.stderr : '';
+      const exitCode = result.exitCode ?? -1;
+      if (setup.signal?.aborted) {
+        throw new CommandError({ command, exitCode, signal: result.signal ?? 'SIGTERM', tail, aborted: true });
+      }
+      if (result.failed && !(options.okExitCodes ?? []).includes(exitCode)) {
+        const spawnError = result.exitCode === undefined && result.signal === undefined ? result.shortMessage : undefined;
+        throw new CommandError({ command, exitCode, signal: result.signal, tail, spawnError });
+      }
+      return { command, exitCode, stdout, stderr };
+    } finally {
+      if (killTimer) clearTimeout(killTimer);
+      setup.signal?.removeEventListener('abort', onAbort);
+    }
+  };
+}

@@ -1,0 +1,232 @@
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
+import type { Manifest } from '../caching/fingerprint.ts';
+import { copyDisk } from '../caching/disk-copy.ts';
+import type { TaskFailure } from '../engine/failure.ts';
+import { fail, ok, type Result } from '../engine/result.ts';
+import type { DependencyOutputs, Json, ResourceTask, Task, TaskContext } from '../engine/task.ts';
+import type { Reporter } from '../logging/events.ts';
+import { CommandError } from './command-error.ts';
+import { createExec } from './exec.ts';
+
+/** Logs kept per task; older ones are removed when a new run starts. */
+const LOGS_KEPT = 5;
+
+/** Everything needed to run one node. */
+export interface NodeRun {
+  readonly store: CacheStore;
+  readonly reporter: Reporter;
+  readonly signal: AbortSignal;
+  readonly deps: Readonly<Record<string, DependencyOutputs>>;
+  readonly resources: Readonly<Record<string, unknown>>;
+  /** Releases the resource this node uses (for `ctx.release`). */
+  readonly release?: () => Promise<Result<void, TaskFailure>>;
+  readonly manifest: Manifest;
+  readonly fingerprint: string;
+}
+
+/** A finished task run: its values and published entry, or why it failed. */
+export type TaskRun =
+  | { readonly ok: true; readonly values: Record<string, Json>; readonly entry: CacheEntry | undefined; readonly durationMs: number }
+  | { readonly ok: false; readonly error: TaskFailure; readonly durationMs: number };
+
+/** A held resource. */
+export type ResourceHold =
+  | {
+      readonly ok: true;
+      readonly handle: unknown;
+      readonly startedAt: number;
+      /** Idempotent: the first call releases, later calls return the first result. */
+      readonly release: () => Promise<Result<void, TaskFailure>>;
+    }
+  | { readonly ok: false; readonly error: TaskFailure; readonly durationMs: number };
+
+interface Session {
+  readonly ctx: TaskContext<any>;
+  readonly logFile: string;
+  readonly tail: string[];
+  readonly controller: AbortController;
+  runCleanups(): Promise<string[]>;
+  close(): Promise<void>;
+}
+
+/** Runs a task in a fresh staging folder and publishes it on success (unless it is volatile). */
+export async function runTask(node: Task<any>, run: NodeRun): Promise<TaskRun> {
+  const started = Date.now();
+  const staging = await run.store.makeStaging(node.id);
+  const session = await openSession(node, run, staging);
+  let values: Record<string, Json> = {};
+  let error: TaskFailure | undefined;
+  try {
+    values = ((await node.run(session.ctx)) ?? {}) as Record<string, Json>;
+    for (const spec of node.artifacts) {
+      if (spec.kind === 'value' && !(spec.name in values)) {
+        error = { reason: 'missing-artifact', artifact: spec.name, message: `${node.id} returned no value "${spec.name}"` };
+      } else if (spec.kind !== 'value' && !(await exists(path.join(staging, spec.name)))) {
+        error = { reason: 'missing-artifact', artifact: spec.name, message: `${node.id} did not write ${spec.kind} "${spec.name}"` };
+      }
+    }
+  } catch (thrown) {
+    error = toFailure(thrown, session, run.signal);
+  }
+  // Cleanups first: nothing mounted or attached may be published.
+  const cleanupErrors = await session.runCleanups();
+  if (!error && cleanupErrors.length > 0) error = { reason: 'threw', message: `cleanup failed: ${cleanupErrors[0]}`, tail: session.tail.slice(-20), logFile: session.logFile };
+  if (!error && run.signal.aborted) error = { reason: 'aborted' };
+  let entry: CacheEntry | undefined;
+  if (!error && !node.volatile) {
+    try {
+      entry = await run.store.publish({
+        fingerprint: run.fingerprint,
+        taskId: node.id,
+        manifest: run.manifest,
+        values,
+        specs: node.artifacts,
+        staging,
+        durationMs: Date.now() - started,
+      });
+    } catch (thrown) {
+      error = { reason: 'threw', message: `publishing failed: ${(thrown as Error).message}`, tail: [], logFile: session.logFile };
+    }
+  }
+  await session.close();
+  if (error || node.volatile) await rm(staging, { recursive: true, force: true });
+  const durationMs = Date.now() - started;
+  return error ? { ok: false, error, durationMs } : { ok: true, values, entry, durationMs };
+}
+
+/** Acquires a resource; the returned release runs the resource's release and its cleanups. */
+export async function holdResource(node: ResourceTask<any, any>, run: NodeRun): Promise<ResourceHold> {
+  const startedAt = Date.now();
+  const session = await openSession(node, run, undefined);
+  let handle: unknown;
+  try {
+    handle = await node.acquire(session.ctx);
+  } catch (thrown) {
+    const error = toFailure(thrown, session, run.signal);
+    await session.runCleanups();
+    await session.close();
+    return { ok: false, error, durationMs: Date.now() - startedAt };
+  }
+  let released: Promise<Result<void, TaskFailure>> | undefined;
+  const release = (): Promise<Result<void, TaskFailure>> => {
+    released ??= (async () => {
+      let error: TaskFailure | undefined;
+      try {
+        await node.release(session.ctx, handle);
+      } catch (thrown) {
+        error = toFailure(thrown, session, new AbortController().signal);
+      }
+      const cleanupErrors = await session.runCleanups();
+      if (!error && cleanupErrors.length > 0) error = { reason: 'threw', message: `cleanup failed: ${cleanupErrors[0]}`, tail: session.tail.slice(-20) };
+      await session.close();
+      return error ? fail(error) : ok(undefined);
+    })();
+    return released;
+  };
+  return { ok: true, handle, startedAt, release };
+}
+
+async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRun, staging: string | undefined): Promise<Session> {
+  const { store, reporter } = run;
+  const logDir = path.join(store.logsDir, node.id.replace(/[^A-Za-z0-9_.-]+/g, '_'));
+  await mkdir(logDir, { recursive: true });
+  await pruneLogs(logDir);
+  const logFile = path.join(logDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}.log`);
+  const log: WriteStream = createWriteStream(logFile, { flags: 'a' });
+  await mkdir(store.workDir, { recursive: true });
+  const scratch = await mkdtemp(path.join(store.workDir, `${process.pid}.${node.id.replace(/[^A-Za-z0-9_.-]+/g, '_')}.`));
+  // A task gets its own signal: the run's abort reaches it, and the task can be stopped alone.
+  const controller = new AbortController();
+  const onAbort = (): void => controller.abort();
+  if (run.signal.aborted) controller.abort();
+  else run.signal.addEventListener('abort', onAbort, { once: true });
+  const tail: string[] = [];
+  const writeLine = (line: string): void => {
+    log.write(`${line}\n`);
+    tail.push(line);
+    if (tail.length > 200) tail.shift();
+    reporter.event({ type: 'output', id: node.id, line });
+  };
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const exec = createExec({ signal: controller.signal, onLine: writeLine });
+  const loggedExec: typeof exec = (file, args, options) => {
+    log.write(`$ ${[file, ...args].join(' ')}\n`);
+    return exec(file, args, options);
+  };
+  const ctx: TaskContext<any> = {
+    id: node.id,
+    inputs: node.inputs,
+    signal: controller.signal,
+    exec: loggedExec,
+    deps: run.deps,
+    staging: staging ?? scratch,
+    scratch,
+    resources: run.resources,
+    log: writeLine,
+    progress: (fraction, detail) => reporter.event({ type: 'progress', id: node.id, fraction: Math.max(0, Math.min(1, fraction)), detail }),
+    cleanup: (fn) => {
+      cleanups.push(fn);
+    },
+    copyDisk: (source, destination) => copyDisk(source, destination, controller.signal),
+    release: async (resourceId) => {
+      if (!(resourceId in run.resources) || !run.release) throw new Error(`${node.id} holds no resource "${resourceId}"`);
+      const result = await run.release();
+      if (!result.ok) throw new Error(`releasing ${resourceId} failed: ${result.error.reason}`);
+    },
+  };
+  return {
+    ctx,
+    logFile,
+    tail,
+    controller,
+    async runCleanups() {
+      const errors: string[] = [];
+      while (cleanups.length > 0) {
+        const fn = cleanups.pop()!;
+        try {
+          await fn();
+        } catch (error) {
+          const message = (error as Error).message;
+          writeLine(`cleanup failed: ${message}`);
+          errors.push(message);
+        }
+      }
+      return errors;
+    },
+    async close() {
+      run.signal.removeEventListener('abort', onAbort);
+      await rm(scratch, { recursive: true, force: true });
+      await new Promise<void>((resolve) => log.end(resolve));
+    },
+  };
+}
+
+function toFailure(thrown: unknown, session: Session, signal: AbortSignal): TaskFailure {
+  if (signal.aborted) return { reason: 'aborted' };
+  if (thrown instanceof CommandError) {
+    const { command, exitCode, signal: killedBy, tail } = thrown.failure;
+    return { reason: 'command-failed', command, exitCode, signal: killedBy, tail: tail.slice(-20), logFile: session.logFile };
+  }
+  const message = thrown instanceof Error ? thrown.message : String(thrown);
+  session.ctx.log(`error: ${message}`);
+  return { reason: 'threw', message, tail: session.tail.slice(-20), logFile: session.logFile };
+}
+
+async function pruneLogs(logDir: string): Promise<void> {
+  const names = (await readdir(logDir)).filter((n) => n.endsWith('.log')).sort();
+  for (const name of names.slice(0, Math.max(0, names.length - (LOGS_KEPT - 1)))) {
+    await rm(path.join(logDir, name), { force: true });
+  }
+}
+
+async function exists(file: string): Promise<boolean> {
+  try {
+    await stat(file);
+    return true;
+  } catch {
+    return false;
+  }
+}

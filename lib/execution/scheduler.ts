@@ -1,0 +1,401 @@
+import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
+import { buildManifest, diffManifests, fingerprintOf, type Manifest } from '../caching/fingerprint.ts';
+import type { HashMemo } from '../caching/file-hash.ts';
+import { sha256 } from '../caching/file-hash.ts';
+import { canonicalJson } from '../caching/canonical-json.ts';
+import type { Graph } from '../engine/graph.ts';
+import type { TaskFailure } from '../engine/failure.ts';
+import { isResource, type DependencyOutputs, type GraphNode, type Json, type ResourceTask, type Task } from '../engine/task.ts';
+import type { Reporter, RunSummary, SummaryRow, TaskStatus } from '../logging/events.ts';
+import { holdResource, runTask, type NodeRun, type TaskRun } from './run-node.ts';
+import { describeTaskFailure } from '../engine/failure.ts';
+
+/** How to run a selection of the graph. */
+export interface ScheduleOptions {
+  readonly graph: Graph;
+  /** Ids to consider, dependencies first (see `closure`). */
+  readonly ids: readonly string[];
+  readonly store: CacheStore;
+  readonly reporter: Reporter;
+  readonly concurrency: number;
+  /** Ids to run even when their cache entry is fresh. */
+  readonly force?: ReadonlySet<string>;
+  readonly signal: AbortSignal;
+  /** Plan only: decide what would run, run nothing, write nothing. */
+  readonly dryRun?: boolean;
+  readonly memo?: HashMemo;
+  /** Told every manifest computed (explain diffs them). */
+  readonly onManifest?: (id: string, manifest: Manifest) => void;
+}
+
+/** What happened to one node; `key` is what dependents fingerprint. */
+interface Outcome {
+  readonly status: TaskStatus;
+  readonly reason: string;
+  readonly key?: string;
+  readonly outputs?: DependencyOutputs;
+  /** Plan mode: the node would run, so dependents cannot know their fingerprint yet. */
+  readonly pending?: boolean;
+}
+
+/** A unit of scheduling: one task, or a resource with the tasks that use it (one transaction). */
+interface Unit {
+  readonly ids: readonly string[];
+  readonly resource?: ResourceTask<any, any>;
+  /** Dependencies outside the unit. */
+  readonly deps: readonly string[];
+}
+
+/**
+ * Runs the selected nodes: independent units at the same time (up to `concurrency`),
+ * each node either taken from the cache or run; failures skip dependents only.
+ */
+export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
+  const { graph, store, reporter, signal } = options;
+  const started = Date.now();
+  const units = groupUnits(graph, options.ids);
+  const outcomes = new Map<string, Outcome>();
+  const rows = new Map<string, SummaryRow>();
+  const unitDone = new Map<Unit, Promise<void>>();
+  let running = 0;
+  const waiters: (() => void)[] = [];
+  const acquireSlot = async (): Promise<void> => {
+    while (running >= options.concurrency) await new Promise<void>((resolve) => waiters.push(resolve));
+    running += 1;
+  };
+  const releaseSlot = (): void => {
+    running -= 1;
+    waiters.shift()?.();
+  };
+
+  const finish = (node: GraphNode, outcome: Outcome, extra: Partial<SummaryRow> = {}): void => {
+    outcomes.set(node.id, outcome);
+    const row: SummaryRow = {
+      id: node.id,
+      stage: node.stage,
+      title: node.title,
+      status: outcome.status,
+      reason: outcome.reason,
+      durationMs: extra.durationMs ?? 0,
+      bytes: extra.bytes ?? 0,
+      fingerprint: extra.fingerprint,
+      failure: extra.failure,
+    };
+    rows.set(node.id, row);
+    reporter.event({
+      type: 'task',
+      id: node.id,
+      stage: node.stage,
+      status: row.status,
+      reason: row.reason,
+      durationMs: row.durationMs,
+      fingerprint: row.fingerprint,
+      bytes: extra.bytes,
+      failure: extra.failure,
+    });
+  };
+
+  /** Why a node cannot run because of its dependencies, if it cannot. */
+  const blockedBy = (node: GraphNode): string | undefined => {
+    for (const dep of node.deps) {
+      const outcome = outcomes.get(dep);
+      if (outcome?.status === 'failed') return `dependency ${dep} failed`;
+      if (outcome?.status === 'skipped' && !isResource(graph.nodes.get(dep)!)) return `dependency ${dep} was skipped`;
+    }
+    if (signal.aborted) return 'build interrupted';
+    return undefined;
+  };
+
+  const manifestOf = async (node: GraphNode, keys: Map<string, string>): Promise<Manifest> => {
+    const depKeys: Record<string, string> = {};
+    for (const dep of node.deps) depKeys[dep] = keys.get(dep) ?? outcomes.get(dep)?.key ?? 'unknown';
+    return buildManifest(node, depKeys, options.memo);
+  };
+
+  /** Explains a miss by comparing with the last published run of the same task. */
+  const missReason = async (node: GraphNode, manifest: Manifest, detail?: string): Promise<string> => {
+    if (detail) return `cache entry damaged (${detail})`;
+    const last = await store.lastEntry(node.id);
+    if (!last) return 'never built';
+    const changes = diffManifests(last.manifest, manifest).map((c) => c.field);
+    if (changes.length === 0) return 'cache entry missing';
+    const shown = changes.slice(0, 3).join(', ');
+    return `changed: ${shown}${changes.length > 3 ? ` and ${changes.length - 3} more` : ''}`;
+  };
+
+  const outputsOf = (entry: CacheEntry): DependencyOutputs => {
+    const paths: Record<string, string> = {};
+    for (const name of Object.keys(entry.artifacts)) paths[name] = store.artifactPath(entry.fingerprint, name);
+    return { values: entry.values, paths };
+  };
+
+  const depOutputs = (node: GraphNode): Record<string, DependencyOutputs> => {
+    const result: Record<string, DependencyOutputs> = {};
+    for (const dep of node.deps) {
+      const outputs = outcomes.get(dep)?.outputs;
+      if (outputs) result[dep] = outputs;
+    }
+    return result;
+  };
+
+  /** Looks a task up; returns the entry when fresh, else why it must run. */
+  const decide = async (
+    node: Task<any>,
+    keys: Map<string, string>,
+  ): Promise<{ manifest: Manifest; fingerprint: string; entry?: CacheEntry; why: string }> => {
+    const manifest = await manifestOf(node, keys);
+    const fingerprint = fingerprintOf(manifest);
+    options.onManifest?.(node.id, manifest);
+    if (node.volatile) return { manifest, fingerprint, why: 'runs every time (volatile)' };
+    if (options.force?.has(node.id)) return { manifest, fingerprint, why: 'forced' };
+    const found = await store.lookup(fingerprint);
+    if (found.ok) return { manifest, fingerprint, entry: found.value, why: 'fresh in cache' };
+    if (found.error.reason === 'damaged') {
+      reporter.event({ type: 'notice', level: 'warn', message: `${node.id}: cache entry damaged (${found.error.detail}); rebuilding it` });
+    }
+    return {
+      manifest,
+      fingerprint,
+      why: await missReason(node, manifest, found.error.reason === 'damaged' ? found.error.detail : undefined),
+    };
+  };
+
+  const keyAfterRun = (node: Task<any>, fingerprint: string, values: Record<string, Json>): string =>
+    node.volatile ? sha256(canonicalJson(values)) : fingerprint;
+
+  const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal'>): NodeRun => ({ store, reporter, signal, ...run });
+
+  /** One plain task. */
+  const runTaskUnit = async (node: Task<any>): Promise<void> => {
+    const blocked = blockedBy(node);
+    if (blocked) return finish(node, { status: 'skipped', reason: blocked });
+    if (options.dryRun && node.deps.some((d) => outcomes.get(d)?.pending)) {
+      const dep = node.deps.find((d) => outcomes.get(d)?.pending)!;
+      return finish(node, { status: 'ran', reason: `dependency ${dep} will run`, pending: true });
+    }
+    const decision = await decide(node, new Map());
+    if (decision.entry) {
+      if (!options.dryRun) await store.touch(decision.fingerprint);
+      return finish(
+        node,
+        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, {}), outputs: outputsOf(decision.entry) },
+        { fingerprint: decision.fingerprint },
+      );
+    }
+    if (options.dryRun) return finish(node, { status: 'ran', reason: decision.why, pending: true }, { fingerprint: decision.fingerprint });
+    await acquireSlot();
+    try {
+      if (signal.aborted) return finish(node, { status: 'skipped', reason: 'build interrupted' });
+      reporter.event({ type: 'task', id: node.id, stage: node.stage, status: 'started', reason: decision.why });
+      const result = await runTask(node, context({ deps: depOutputs(node), resources: {}, manifest: decision.manifest, fingerprint: decision.fingerprint }));
+      recordRun(node, decision, result);
+    } finally {
+      releaseSlot();
+    }
+  };
+
+  const recordRun = (
+    node: Task<any>,
+    decision: { fingerprint: string; why: string },
+    result: TaskRun,
+  ): void => {
+    if (!result.ok) {
+      finish(node, { status: 'failed', reason: describeTaskFailure(result.error) }, { durationMs: result.durationMs, failure: result.error, fingerprint: decision.fingerprint });
+      return;
+    }
+    const entry = result.entry;
+    finish(
+      node,
+      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), outputs: entry ? outputsOf(entry) : { values: result.values, paths: {} } },
+      { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint: decision.fingerprint },
+    );
+  };
+
+  /** A resource and its users: all cached, or acquire once and run every user in order. */
+  const runTransaction = async (unit: Unit): Promise<void> => {
+    const resource = unit.resource!;
+    const users = unit.ids.filter((id) => id !== resource.id).map((id) => graph.nodes.get(id) as Task<any>);
+    const blocked = blockedBy(resource) ?? users.map(blockedByOutside(unit)).find(Boolean);
+    if (blocked) {
+      for (const id of unit.ids) finish(graph.nodes.get(id)!, { status: 'skipped', reason: blocked });
+      return;
+    }
+    const pendingDep = unit.deps.find((d) => outcomes.get(d)?.pending);
+    if (options.dryRun && pendingDep) {
+      for (const id of unit.ids) finish(graph.nodes.get(id)!, { status: 'ran', reason: `dependency ${pendingDep} will run`, pending: true });
+      return;
+    }
+    // Decide every member with fingerprints chained inside the unit.
+    const keys = new Map<string, string>();
+    const resourceManifest = await manifestOf(resource, keys);
+    keys.set(resource.id, fingerprintOf(resourceManifest));
+    const decisions = new Map<string, Awaited<ReturnType<typeof decide>>>();
+    for (const user of users) {
+      const decision = await decide(user, keys);
+      decisions.set(user.id, decision);
+      keys.set(user.id, decision.fingerprint);
+    }
+    const stale = users.find((u) => !decisions.get(u.id)!.entry);
+    if (!stale) {
+      finish(resource, { status: 'skipped', reason: 'not needed: every task using it is cached', key: keys.get(resource.id)! });
+      for (const user of users) {
+        const decision = decisions.get(user.id)!;
+        if (!options.dryRun) await store.touch(decision.fingerprint);
+        finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, outputs: outputsOf(decision.entry!) }, { fingerprint: decision.fingerprint });
+      }
+      return;
+    }
+    const restartWhy = (user: Task<any>): string => {
+      const own = decisions.get(user.id)!;
+      return own.entry ? `transaction reruns: ${stale.id} ${decisions.get(stale.id)!.why}` : own.why;
+    };
+    if (options.dryRun) {
+      finish(resource, { status: 'ran', reason: `held while ${users.map((u) => u.id).join(', ')} run`, pending: true });
+      for (const user of users) finish(user, { status: 'ran', reason: restartWhy(user), pending: true }, { fingerprint: decisions.get(user.id)!.fingerprint });
+      return;
+    }
+    await acquireSlot();
+    try {
+      if (signal.aborted) {
+        for (const id of unit.ids) finish(graph.nodes.get(id)!, { status: 'skipped', reason: 'build interrupted' });
+        return;
+      }
+      reporter.event({ type: 'task', id: resource.id, stage: resource.stage, status: 'started', reason: `needed by ${stale.id}` });
+      const hold = await holdResource(resource, context({
+        deps: depOutputs(resource),
+        resources: {},
+        manifest: resourceManifest,
+        fingerprint: keys.get(resource.id)!,
+      }));
+      if (!hold.ok) {
+        finish(resource, { status: 'failed', reason: describeTaskFailure(hold.error) }, { durationMs: hold.durationMs, failure: hold.error });
+        for (const user of users) finish(user, { status: 'skipped', reason: `dependency ${resource.id} failed` });
+        return;
+      }
+      outcomes.set(resource.id, { status: 'ran', reason: 'acquired', key: keys.get(resource.id)! });
+      let failed: string | undefined;
+      try {
+        for (const user of users) {
+          if (failed || signal.aborted) {
+            finish(user, { status: 'skipped', reason: failed ? `dependency ${failed} failed` : 'build interrupted' });
+            continue;
+          }
+          const decision = decisions.get(user.id)!;
+          const why = restartWhy(user);
+          reporter.event({ type: 'task', id: user.id, stage: user.stage, status: 'started', reason: why });
+          const result = await runTask(user, context({
+            deps: depOutputs(user),
+            resources: { [resource.id]: hold.handle },
+            release: hold.release,
+            manifest: decision.manifest,
+            fingerprint: decision.fingerprint,
+          }));
+          recordRun(user, { fingerprint: decision.fingerprint, why }, result);
+          if (!result.ok) failed = user.id;
+        }
+      } finally {
+        const released = await hold.release();
+        const heldMs = Date.now() - hold.startedAt;
+        if (released.ok) finish(resource, { status: 'ran', reason: `held for ${users.length} task(s), then released`, key: keys.get(resource.id)! }, { durationMs: heldMs });
+        else finish(resource, { status: 'failed', reason: `release failed: ${describeTaskFailure(released.error)}` }, { durationMs: heldMs, failure: released.error });
+      }
+    } finally {
+      releaseSlot();
+    }
+  };
+
+  const blockedByOutside = (unit: Unit) => (user: GraphNode): string | undefined => {
+    for (const dep of user.deps) {
+      if (unit.ids.includes(dep)) continue;
+      const outcome = outcomes.get(dep);
+      if (outcome?.status === 'failed') return `dependency ${dep} failed`;
+      if (outcome?.status === 'skipped' && !isResource(graph.nodes.get(dep)!)) return `dependency ${dep} was skipped`;
+    }
+    return undefined;
+  };
+
+  reporter.begin(options.ids.map((id) => {
+    const node = graph.nodes.get(id)!;
+    return { id, stage: node.stage, title: node.title, deps: node.deps };
+  }));
+  const unitOf = new Map<string, Unit>();
+  for (const unit of units) for (const id of unit.ids) unitOf.set(id, unit);
+  const startUnit = (unit: Unit): Promise<void> => {
+    let promise = unitDone.get(unit);
+    if (promise) return promise;
+    promise = (async () => {
+      await Promise.all(unit.deps.map((dep) => startUnit(unitOf.get(dep)!)));
+      if (unit.resource) await runTransaction(unit);
+      else await runTaskUnit(graph.nodes.get(unit.ids[0]!) as Task<any>);
+    })();
+    unitDone.set(unit, promise);
+    return promise;
+  };
+  await Promise.all(units.map(startUnit));
+  const tasks = options.ids.map((id) => rows.get(id)!).filter(Boolean);
+  return {
+    ok: tasks.every((t) => t.status !== 'failed') && !signal.aborted,
+    interrupted: signal.aborted,
+    durationMs: Date.now() - started,
+    tasks,
+  };
+}
+
+/** Splits the selection into units: each resource swallows its users; other tasks stand alone. */
+function groupUnits(graph: Graph, ids: readonly string[]): Unit[] {
+  const selected = new Set(ids);
+  const ownerOf = new Map<string, string>();
+  for (const id of ids) {
+    const node = graph.nodes.get(id)!;
+    if (!isResource(node)) continue;
+    ownerOf.set(id, id);
+    for (const user of graph.dependents.get(id) ?? []) if (selected.has(user)) ownerOf.set(user, id);
+  }
+  const units: Unit[] = [];
+  const byOwner = new Map<string, string[]>();
+  for (const id of ids) {
+    const owner = ownerOf.get(id);
+    if (owner === undefined) {
+      units.push({ ids: [id], deps: [...graph.nodes.get(id)!.deps] });
+      continue;
+    }
+    if (!byOwner.has(owner)) byOwner.set(owner, []);
+    byOwner.get(owner)!.push(id);
+  }
+  for (const [owner, members] of byOwner) {
+    const inside = new Set(members);
+    const deps = new Set<string>();
+    for (const id of members) for (const dep of graph.nodes.get(id)!.deps) if (!inside.has(dep)) deps.add(dep);
+    units.push({ ids: members, resource: graph.nodes.get(owner) as ResourceTask<any, any>, deps: [...deps] });
+  }
+  return units;
+}
+
+/** Makes a selection whole: a resource's users run together, so selecting one selects all. */
+export function completeTransactions(graph: Graph, ids: readonly string[]): string[] {
+  const wanted = new Set(ids);
+  let grew = true;
+  while (grew) {
+    grew = false;
+    for (const id of [...wanted]) {
+      const node = graph.nodes.get(id)!;
+      for (const dep of node.deps) {
+        const depNode = graph.nodes.get(dep)!;
+        if (!isResource(depNode)) continue;
+        for (const user of graph.dependents.get(dep) ?? []) {
+          if (!wanted.has(user)) {
+            wanted.add(user);
+            grew = true;
+          }
+        }
+      }
+      for (const dep of node.deps) {
+        if (!wanted.has(dep)) {
+          wanted.add(dep);
+          grew = true;
+        }
+      }
+    }
+  }
+  return graph.order.filter((id) => wanted.has(id));
+}
