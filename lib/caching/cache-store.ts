@@ -213,7 +213,7 @@ export async function stampTree(root: string): Promise<StatStamp[]> {
       for (const name of (await readdir(abs)).sort()) await walk(path.join(abs, name), rel ? `${rel}/${name}` : name);
       return;
     }
-    stamps.push({ path: rel, size: info.size, mtimeMs: info.mtimeMs, ino: info.ino });
+    stamps.push({ path: rel, size: info.size, mtimeMs: wholeMs(info.mtimeMs), ino: info.ino });
   };
   await walk(root, '');
   return stamps;
@@ -230,7 +230,7 @@ async function checkStamps(root: string, artifact: StoredArtifact): Promise<stri
       return `${stamp.path || 'file'} is missing`;
     }
     if (info.size !== stamp.size) return `${stamp.path || 'file'} has size ${info.size}, published with ${stamp.size}`;
-    if (info.mtimeMs !== stamp.mtimeMs || info.ino !== stamp.ino) return `${stamp.path || 'file'} was modified after publishing`;
+    if (wholeMs(info.mtimeMs) !== stamp.mtimeMs || info.ino !== stamp.ino) return `${stamp.path || 'file'} was modified after publishing`;
   }
   if (artifact.kind === 'folder') {
     try {
@@ -253,6 +253,11 @@ export async function allocatedBytes(root: string): Promise<number> {
   let total = info.blocks * 512;
   if (info.isDirectory()) for (const name of await readdir(root)) total += await allocatedBytes(path.join(root, name));
   return total;
+}
+
+/** Node reports sub-millisecond mtimes, Deno whole milliseconds: compare what both agree on. */
+export function wholeMs(mtimeMs: number): number {
+  return Math.floor(mtimeMs);
 }
 
 function safeName(label: string): string {

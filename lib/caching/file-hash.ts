@@ -32,11 +32,11 @@ export async function hashPath(target: string, memo?: HashMemo): Promise<string>
     return sha256(`dir:${parts.join('\n')}`);
   }
   const remembered = memo?.get(target);
-  if (remembered && remembered.size === info.size && remembered.mtimeMs === info.mtimeMs && remembered.ino === info.ino) {
+  if (remembered && remembered.size === info.size && remembered.mtimeMs === Math.floor(info.mtimeMs) && remembered.ino === info.ino) {
     return remembered.hash;
   }
   const hash = await hashFileContent(target);
-  memo?.set(target, { size: info.size, mtimeMs: info.mtimeMs, ino: info.ino, hash });
+  memo?.set(target, { size: info.size, mtimeMs: Math.floor(info.mtimeMs), ino: info.ino, hash });
   return hash;
 }
 

@@ -242,7 +242,7 @@ async function explain(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo
     const manifest = manifests.get(id);
     const last = await store.lastEntry(id);
     if (!manifest) {
-      io.stdout(`${id}: ${row.reason}; explain that dependency first\n`);
+      io.stdout(`${id}: ${row.reason}\n`);
       continue;
     }
     if (!last) {

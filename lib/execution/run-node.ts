@@ -9,7 +9,7 @@ import { fail, ok, type Result } from '../engine/result.ts';
 import type { DependencyOutputs, Json, ResourceTask, Task, TaskContext } from '../engine/task.ts';
 import type { Reporter } from '../logging/events.ts';
 import { CommandError } from './command-error.ts';
-import { createExec } from './exec.ts';
+import { createExec, formatCommand } from './exec.ts';
 
 /** Logs kept per task; older ones are removed when a new run starts. */
 const LOGS_KEPT = 5;
@@ -153,7 +153,7 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
   const cleanups: (() => Promise<void> | void)[] = [];
   const exec = createExec({ signal: controller.signal, onLine: writeLine });
   const loggedExec: typeof exec = (file, args, options) => {
-    log.write(`$ ${[file, ...args].join(' ')}\n`);
+    log.write(`$ ${formatCommand(file, args)}\n`);
     return exec(file, args, options);
   };
   const ctx: TaskContext<any> = {

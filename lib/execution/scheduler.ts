@@ -10,6 +10,9 @@ import type { Reporter, RunSummary, SummaryRow, TaskStatus } from '../logging/ev
 import { holdResource, runTask, type NodeRun, type TaskRun } from './run-node.ts';
 import { describeTaskFailure } from '../engine/failure.ts';
 
+/** Stands for a dependency's fingerprint in plan mode while that dependency would still run. */
+export const PENDING_KEY = '(rebuilt first)';
+
 /** How to run a selection of the graph. */
 export interface ScheduleOptions {
   readonly graph: Graph;
@@ -108,7 +111,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
 
   const manifestOf = async (node: GraphNode, keys: Map<string, string>): Promise<Manifest> => {
     const depKeys: Record<string, string> = {};
-    for (const dep of node.deps) depKeys[dep] = keys.get(dep) ?? outcomes.get(dep)?.key ?? 'unknown';
+    for (const dep of node.deps) depKeys[dep] = keys.get(dep) ?? outcomes.get(dep)?.key ?? PENDING_KEY;
     return buildManifest(node, depKeys, options.memo);
   };
 
@@ -171,6 +174,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     if (blocked) return finish(node, { status: 'skipped', reason: blocked });
     if (options.dryRun && node.deps.some((d) => outcomes.get(d)?.pending)) {
       const dep = node.deps.find((d) => outcomes.get(d)?.pending)!;
+      options.onManifest?.(node.id, await manifestOf(node, new Map()));
       return finish(node, { status: 'ran', reason: `dependency ${dep} will run`, pending: true });
     }
     const decision = await decide(node, new Map());

@@ -1,0 +1,360 @@
+// The image config: the seed's arguments as a JSON file, checked before anything runs.
+import { existsSync } from 'node:fs';
+import { resolve } from 'node:path';
+import * as z from 'zod';
+
+/** Disk image formats, with the seed's names. */
+export const imageFormats = ['raw', 'qcow2', 'qcow2-compressed', 'vdi', 'vpc'] as const;
+
+/** One of {@link imageFormats}. */
+export type ImageFormat = (typeof imageFormats)[number];
+
+/**
+ * Smallest bootSize in MiB. The ESP spans bootSize - 3 MiB (1 MiB gap, 1 MiB bios_grub,
+ * 1 MiB left at the end) and FAT32 needs at least 65525 clusters: measured with
+ * dosfstools 4.2 on a file partitioned like the partition stage does, a 33 MiB ESP
+ * gets 66512 clusters of 512 bytes and fsck.fat accepts it, a 32 MiB one gets 64496
+ * and mkfs.fat and fsck.fat both warn that it is below the FAT32 minimum.
+ */
+export const MIN_BOOT_SIZE_MIB = 36;
+
+/** Smallest rootSize in MiB: ZFS refuses vdevs under 64 MiB. */
+export const MIN_ROOT_SIZE_MIB = 64;
+
+/** One problem in a config: `path` names the field ("contents[0].mode"), `message` says what is allowed. */
+export type ConfigIssue = { path: string; message: string };
+
+const POOL_NAME_RULE =
+  'a pool name starts with a letter and has only letters, digits and _ - . : (at most 239 characters); ' +
+  'names starting with mirror, raidz, draid, spare or c<digit>, and log, cache, special, dedup are reserved';
+const DATASET_NAME_RULE =
+  'a dataset is "<pool>/<path>" whose components are letters, digits and _ - . : (not "." or ".."), at most 255 characters in all';
+const PROPERTY_NAME_RULE =
+  'a property name is a native name (lowercase letters, digits, _; like "compression"), ' +
+  'name@what (like "feature@lz4_compress") or a user property with a colon (lowercase letters, digits, _ - . :; like "com.example:backup")';
+const PROPERTY_VALUE_RULE =
+  'a property value is 1 to 8191 characters among letters, digits and _ - . : , / @ + = % (no whitespace, quotes or shell metacharacters)';
+const IMAGE_PATH_RULE =
+  'must be an absolute, normal path in the image (starts with "/", no "." or ".." or empty components, no trailing "/", no control characters)';
+
+/** Why `name` cannot be a pool name for `zpool create`, or undefined when it can. */
+export function poolNameProblem(name: string): string | undefined {
+  if (name.length === 0 || name.length > 239 || !/^[A-Za-z][A-Za-z0-9_.:-]*$/.test(name)) return POOL_NAME_RULE;
+  if (/^(mirror|raidz|draid|spare)/.test(name) || ['log', 'cache', 'special', 'dedup'].includes(name)) {
+    return `reserved name: ${POOL_NAME_RULE}`;
+  }
+  // Older OpenZFS and zfs-fuse take c0… for a Solaris disk name.
+  if (/^c[0-9]/.test(name)) return `reserved name (looks like a disk): ${POOL_NAME_RULE}`;
+  return undefined;
+}
+
+/** Why `name` cannot be a dataset strictly under `pool` (any pool when undefined), or undefined when it can. */
+export function datasetNameProblem(name: string, pool: string | undefined): string | undefined {
+  const [first, ...rest] = name.split('/');
+  if (name.length > 255 || rest.length === 0) return DATASET_NAME_RULE;
+  if (rest.some((c) => c === '.' || c === '..' || !/^[A-Za-z0-9_.:-]+$/.test(c))) return DATASET_NAME_RULE;
+  if (pool !== undefined && first !== pool) return `must be under the pool: "${pool}/<path>"`;
+  return undefined;
+}
+
+/** Why `name` is not a ZFS property name, or undefined when it is. */
+export function propertyNameProblem(name: string): string | undefined {
+  const native = /^[a-z][a-z0-9_]*$/.test(name);
+  const at = /^[a-z][a-z0-9_]*@[A-Za-z0-9_.:-]+$/.test(name);
+  const user = name.includes(':') && /^[a-z0-9_.:-]+$/.test(name);
+  return name.length <= 256 && (native || at || user) ? undefined : PROPERTY_NAME_RULE;
+}
+
+/** Why `value` is refused as a property value, or undefined when it is allowed. */
+export function propertyValueProblem(value: string): string | undefined {
+  return value.length <= 8191 && /^[A-Za-z0-9_.:,/@+=%-]+$/.test(value) ? undefined : PROPERTY_VALUE_RULE;
+}
+
+const utf8 = new TextEncoder();
+
+/** Why `path` is not an absolute, normal path ("/" included), or undefined when it is. */
+export function imagePathProblem(path: string): string | undefined {
+  if (path === '/') return undefined;
+  if (!path.startsWith('/') || /[\x00-\x1f\x7f]/.test(path)) return IMAGE_PATH_RULE;
+  const parts = path.slice(1).split('/');
+  const bad = parts.some((p) => p === '' || p === '.' || p === '..' || utf8.encode(p).length > 255);
+  return bad ? IMAGE_PATH_RULE : undefined;
+}
+
+// Every object refuses unknown keys and lists the allowed ones, so typos are caught.
+function strict<T extends z.core.$ZodLooseShape>(shape: T, what: string) {
+  const allowed = Object.keys(shape).join(', ');
+  return z.strictObject(shape, {
+    error: (iss) => (iss.code === 'unrecognized_keys' ? `unknown key; allowed keys: ${allowed}` : `must be ${what}`),
+  });
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+// Cross-field checks run even when other fields are wrong, so one run reports everything.
+const whenObject = { when: (p: { value: unknown }) => isPlainObject(p.value) };
+
+function checked(problem: (s: string) => string | undefined, typeError = 'must be a string') {
+  return z.string({ error: typeError }).superRefine((s, ctx) => {
+    const why = problem(s);
+    const shown = s.length > 60 ? `${JSON.stringify(s.slice(0, 60))}…` : JSON.stringify(s);
+    if (why !== undefined) ctx.addIssue({ code: 'custom', message: `${why} (got ${shown})` });
+  });
+}
+
+function sizeMiB(min: number, tooSmall: string) {
+  return z.int({ error: 'must be an integer number of MiB' }).min(min, { error: tooSmall });
+}
+
+const propertiesSchema = z
+  .record(z.string(), checked(propertyValueProblem, `must be a string: ${PROPERTY_VALUE_RULE}`), {
+    error: 'must be an object of ZFS property names to string values',
+  })
+  .superRefine((props, ctx) => {
+    for (const name of Object.keys(props)) {
+      const why = propertyNameProblem(name);
+      if (why !== undefined) ctx.addIssue({ code: 'custom', path: [name], message: `invalid property name: ${why}` });
+    }
+  }, whenObject);
+
+const mountSchema = checked((s) => imagePathProblem(s), `must be a string: the mount point, ${IMAGE_PATH_RULE}`);
+
+const datasetSchema = strict(
+  { mount: mountSchema.optional(), properties: propertiesSchema.default({}) },
+  'an object {mount?, properties?}',
+);
+
+const octalMode = /^0?[0-7]{3,4}$/;
+const ownerName = /^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$/;
+const OWNER_RULE = 'must be a user or group name (letters, digits, _ . -, not starting with a digit or -) or a numeric id';
+
+const contentSchema = strict(
+  {
+    source: z.string({ error: 'must be a string: the file or folder to copy' }).min(1, { error: 'must not be empty' }),
+    target: checked(
+      (s) => (s === '/' ? 'must name a path inside the image, not "/" itself' : imagePathProblem(s)),
+      `must be a string: ${IMAGE_PATH_RULE}`,
+    ),
+    mode: z
+      .string({ error: 'must be an octal mode string like "0644" or "755"' })
+      .regex(octalMode, { error: 'must be an octal mode string like "0644" or "755"' })
+      .optional(),
+    user: z.string({ error: OWNER_RULE }).regex(ownerName, { error: OWNER_RULE }).optional(),
+    group: z.string({ error: OWNER_RULE }).regex(ownerName, { error: OWNER_RULE }).optional(),
+  },
+  'an object {source, target, mode?, user?, group?}',
+);
+
+const contentsSchema = z
+  .array(contentSchema, { error: 'must be an array of {source, target, mode?, user?, group?}' })
+  .superRefine((items, ctx) => {
+    const seen = new Set<string>();
+    items.forEach((item, i) => {
+      const target = isPlainObject(item) ? item['target'] : undefined;
+      if (typeof target !== 'string') return;
+      if (seen.has(target)) ctx.addIssue({ code: 'custom', path: [i, 'target'], message: `"${target}" is already a target of an earlier entry` });
+      seen.add(target);
+    });
+  }, { when: (p) => Array.isArray(p.value) });
+
+const SYSTEM_CHOICES =
+  'exactly one of {"toplevel": "/nix/store/<hash>-<name>"}, {"flake": "<ref>#<name>"}, {"expression": "<file.nix>", "attr"?: "<attr>"}';
+const storePath = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]{0,210}$/;
+const flakeRef = /^[^#\s]+#[^#\s]+$/;
+const noSpace = /^\S+$/;
+
+/** The system to install: a built toplevel, a flake's nixosConfigurations entry, or a Nix file (and attribute). */
+export type SystemSpec = { toplevel: string } | { flake: string } | { expression: string; attr?: string };
+
+const systemSchema = strict(
+  {
+    toplevel: z
+      .string({ error: 'must be a string: a store path "/nix/store/<32-character hash>-<name>"' })
+      .regex(storePath, { error: 'must be a store path "/nix/store/<32-character hash>-<name>"' })
+      .optional(),
+    flake: z
+      .string({ error: 'must be a string "<flake ref>#<configuration name>"' })
+      .regex(flakeRef, { error: 'must be "<flake ref>#<configuration name>" without whitespace, like ".#demo"' })
+      .optional(),
+    expression: z
+      .string({ error: 'must be a string: a Nix file' })
+      .min(1, { error: 'must be a Nix file' })
+      .optional(),
+    attr: z
+      .string({ error: 'must be a string: an attribute path' })
+      .regex(noSpace, { error: 'must be a non-empty attribute path without whitespace' })
+      .optional(),
+  },
+  `an object with ${SYSTEM_CHOICES}`,
+)
+  .superRefine((s, ctx) => {
+    const kinds = (['toplevel', 'flake', 'expression'] as const).filter((k) => s[k] !== undefined);
+    if (kinds.length !== 1) ctx.addIssue({ code: 'custom', message: `must be ${SYSTEM_CHOICES}; got ${kinds.length === 0 ? 'none' : kinds.join(' and ')}` });
+    if (s.attr !== undefined && s.expression === undefined) ctx.addIssue({ code: 'custom', path: ['attr'], message: 'attr goes only with expression' });
+  }, whenObject)
+  .transform((s): SystemSpec => {
+    if (s.toplevel !== undefined) return { toplevel: s.toplevel };
+    if (s.flake !== undefined) return { flake: s.flake };
+    return s.attr === undefined ? { expression: s.expression ?? '' } : { expression: s.expression ?? '', attr: s.attr };
+  });
+
+const datasetsSchema = z.record(z.string(), datasetSchema, {
+  error: 'must be an object of "<pool>/<path>" to {mount?, properties?}',
+});
+
+// Names, unique mounts and the root mount need the pool name, so they are checked on the whole config.
+function checkDatasets(config: Record<string, unknown>, ctx: z.core.$RefinementCtx) {
+  const datasets = config['datasets'];
+  if (!isPlainObject(datasets)) return;
+  const poolName = config['rootPoolName'];
+  const pool = typeof poolName === 'string' && poolNameProblem(poolName) === undefined ? poolName : undefined;
+  const mounts = new Map<string, string>();
+  for (const [name, dataset] of Object.entries(datasets)) {
+    const why = datasetNameProblem(name, pool);
+    if (why !== undefined) ctx.addIssue({ code: 'custom', path: ['datasets', name], message: `invalid dataset name: ${why}` });
+    const mount = isPlainObject(dataset) ? dataset['mount'] : undefined;
+    if (typeof mount !== 'string' || imagePathProblem(mount) !== undefined) continue;
+    const other = mounts.get(mount);
+    if (other !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['datasets', name, 'mount'], message: `"${mount}" is already the mount of ${other}; mounts must be unique` });
+    }
+    mounts.set(mount, other ?? name);
+  }
+  if (!mounts.has('/')) {
+    ctx.addIssue({ code: 'custom', path: ['datasets'], message: `exactly one dataset must mount "/", like "${pool ?? 'tank'}/root": {"mount": "/"}` });
+  }
+}
+
+/** The image config schema: every field of the seed with its default and rules; unknown keys are refused at every level. */
+export const imageConfigSchema = strict(
+  {
+    name: z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' }).default('nixos-disk-image'),
+    format: z.enum(imageFormats, { error: `must be one of ${imageFormats.join(', ')}` }).default('raw'),
+    bootSize: sizeMiB(
+      MIN_BOOT_SIZE_MIB,
+      `must be at least ${MIN_BOOT_SIZE_MIB} MiB: the ESP gets bootSize - 3 MiB and FAT32 needs ${MIN_BOOT_SIZE_MIB - 3} MiB for its 65525 clusters`,
+    ).default(1024),
+    rootSize: sizeMiB(MIN_ROOT_SIZE_MIB, `must be at least ${MIN_ROOT_SIZE_MIB} MiB, the smallest ZFS vdev`).default(2048),
+    rootPoolName: checked(poolNameProblem, `must be a string: ${POOL_NAME_RULE}`).default('tank'),
+    rootPoolProperties: propertiesSchema.default({ autoexpand: 'on' }),
+    rootPoolFilesystemProperties: propertiesSchema.default({
+      acltype: 'posixacl',
+      atime: 'off',
+      compression: 'on',
+      mountpoint: 'legacy',
+      xattr: 'sa',
+    }),
+    // prefault, not default: an absent datasets still has to pass the root-mount check.
+    datasets: datasetsSchema.prefault({}),
+    contents: contentsSchema.default([]),
+    configFile: z
+      .string({ error: 'must be null or a string: the path of a Nix file' })
+      .min(1, { error: 'must be null or the path of a Nix file' })
+      .nullable()
+      .default(null),
+    postVM: z.string({ error: 'must be a string of shell code' }).default(''),
+    includeChannel: z.boolean({ error: 'must be true or false' }).default(true),
+    channelSource: z.string({ error: 'must be a string: the path of a nixpkgs source tree' }).min(1, { error: 'must not be empty' }).optional(),
+    memSize: z.int({ error: 'must be an integer number of MiB' }).min(256, { error: 'must be at least 256 MiB' }).default(1024),
+    system: systemSchema,
+  },
+  'a JSON object',
+).superRefine(checkDatasets, whenObject);
+
+/** The parsed config with defaults applied (relative paths resolved when it comes from {@link parseImageConfig}). */
+export type ImageConfig = z.output<typeof imageConfigSchema>;
+
+/** "datasets.tank/root.mount", "contents[0].mode": how an issue names a field. */
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((out, part) => {
+    if (typeof part === 'number') return `${out}[${part}]`;
+    return out === '' ? String(part) : `${out}.${String(part)}`;
+  }, '');
+}
+
+// Zod leaves the input out of issues, so a missing field is found by walking the raw config.
+function isMissing(raw: unknown, path: readonly PropertyKey[]): boolean {
+  let value: unknown = raw;
+  for (const part of path) {
+    if (typeof value !== 'object' || value === null) return true;
+    value = (value as Record<PropertyKey, unknown>)[part];
+  }
+  return value === undefined;
+}
+
+function toConfigIssues(raw: unknown, issues: readonly z.core.$ZodIssue[]): ConfigIssue[] {
+  return issues.flatMap((iss) => {
+    if (iss.code === 'unrecognized_keys') return iss.keys.map((key) => ({ path: formatPath([...iss.path, key]), message: iss.message }));
+    const message = iss.code === 'invalid_type' && isMissing(raw, iss.path) ? `is required; ${iss.message}` : iss.message;
+    return [{ path: formatPath(iss.path), message }];
+  });
+}
+
+// A flake ref that is a relative path is taken from the config's folder, like other paths.
+function resolveFlake(flake: string, baseDir: string): string {
+  const hash = flake.indexOf('#');
+  const ref = flake.slice(0, hash);
+  const isRelative = ref === '.' || ref === '..' || ref.startsWith('./') || ref.startsWith('../');
+  return isRelative ? `${resolve(baseDir, ref)}${flake.slice(hash)}` : flake;
+}
+
+// Existence is checked on the raw input too, so a config with other mistakes still reports missing files.
+function missingFiles(raw: unknown, baseDir: string, fileExists: (p: string) => boolean): ConfigIssue[] {
+  if (!isPlainObject(raw)) return [];
+  const base = resolve(baseDir);
+  const issues: ConfigIssue[] = [];
+  const check = (path: string, value: unknown, what: string) => {
+    if (typeof value !== 'string' || value === '') return;
+    const full = resolve(base, value);
+    if (!fileExists(full)) issues.push({ path, message: `${what} not found: ${full} (relative paths are taken from ${base})` });
+  };
+  if (Array.isArray(raw['contents'])) {
+    raw['contents'].forEach((item: unknown, i) => check(`contents[${i}].source`, isPlainObject(item) ? item['source'] : undefined, 'source'));
+  }
+  check('configFile', raw['configFile'], 'Nix file');
+  check('channelSource', raw['channelSource'], 'nixpkgs source');
+  const system = raw['system'];
+  if (isPlainObject(system)) check('system.expression', system['expression'], 'Nix file');
+  return issues;
+}
+
+/**
+ * Parses a config read from JSON: applies defaults, checks every rule, resolves relative
+ * paths against `baseDir` and checks that contents' sources, configFile, channelSource and
+ * system.expression exist (with `fileExists`, default fs.existsSync). Returns every issue at once.
+ */
+export function parseImageConfig(
+  raw: unknown,
+  options: { baseDir: string; fileExists?: (p: string) => boolean },
+): { ok: true; value: ImageConfig } | { ok: false; errors: ConfigIssue[] } {
+  const { baseDir, fileExists = existsSync } = options;
+  const parsed = imageConfigSchema.safeParse(raw);
+  const schemaIssues = parsed.success ? [] : toConfigIssues(raw, parsed.error.issues);
+  const flagged = new Set(schemaIssues.map((i) => i.path));
+  const errors = [...schemaIssues, ...missingFiles(raw, baseDir, fileExists).filter((i) => !flagged.has(i.path))];
+  if (!parsed.success || errors.length > 0) return { ok: false, errors };
+  const config = parsed.data;
+  const system = config.system;
+  return {
+    ok: true,
+    value: {
+      ...config,
+      contents: config.contents.map((c) => ({ ...c, source: resolve(baseDir, c.source) })),
+      configFile: config.configFile === null ? null : resolve(baseDir, config.configFile),
+      ...(config.channelSource === undefined ? {} : { channelSource: resolve(baseDir, config.channelSource) }),
+      system:
+        'expression' in system
+          ? { ...system, expression: resolve(baseDir, system.expression) }
+          : 'flake' in system
+            ? { flake: resolveFlake(system.flake, baseDir) }
+            : system,
+    },
+  };
+}
+
+/** One line per issue: "config: <path>: <message>" ("config: <message>" for the whole file). */
+export function formatConfigIssues(issues: readonly ConfigIssue[]): string {
+  return issues.map((i) => (i.path === '' ? `config: ${i.message}` : `config: ${i.path}: ${i.message}`)).join('\n');
+}

@@ -1,0 +1,72 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { canonicalJson } from '../../lib/caching/canonical-json.ts';
+import { buildManifest, diffManifests, fingerprintOf } from '../../lib/caching/fingerprint.ts';
+import type { Task } from '../../lib/engine/task.ts';
+
+let dir: string;
+let file: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'fp-'));
+  file = path.join(dir, 'input.txt');
+  await writeFile(file, 'one');
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+const task = (over: Partial<Task> = {}): Task => ({
+  id: 't',
+  stage: 't',
+  title: 't',
+  deps: ['dep'],
+  inputs: { size: 1, nested: { a: 1, b: [1, 2] } },
+  version: 1,
+  artifacts: [],
+  run: async () => undefined,
+  ...over,
+});
+
+const fp = async (over: Partial<Task> = {}, deps: Record<string, string> = { dep: 'x' }) =>
+  fingerprintOf(await buildManifest(task({ inputFiles: [file], tools: ['sh'], ...over }), deps));
+
+describe('fingerprints', () => {
+  it('do not depend on key order', async () => {
+    expect(canonicalJson({ b: 1, a: { d: 2, c: 3 } })).toBe(canonicalJson({ a: { c: 3, d: 2 }, b: 1 }));
+    const a = await fp({ inputs: { size: 1, nested: { a: 1, b: [1, 2] } } });
+    const b = await fp({ inputs: { nested: { b: [1, 2], a: 1 }, size: 1 } });
+    expect(a).toBe(b);
+    expect(await fp()).toBe(a); // and are stable across calls
+  });
+
+  it('change with each kind of input', async () => {
+    const base = await fp();
+    expect(await fp({ inputs: { size: 2, nested: { a: 1, b: [1, 2] } } })).not.toBe(base);
+    expect(await fp({ inputs: { size: 1, nested: { a: 1, b: [2, 1] } } })).not.toBe(base); // array order matters
+    expect(await fp({ version: 2 })).not.toBe(base);
+    expect(await fp({ id: 'other' })).not.toBe(base);
+    expect(await fp({ tools: ['sh', 'cp'] })).not.toBe(base);
+    expect(await fp({}, { dep: 'y' })).not.toBe(base);
+    await writeFile(file, 'two');
+    expect(await fp()).not.toBe(base);
+    await writeFile(file, 'one');
+    expect(await fp()).toBe(base); // content, not mtime, decides
+  });
+
+  it('uses the size+mtime fast path but notices a changed file', async () => {
+    const memo = new Map<string, { size: number; mtimeMs: number; ino: number; hash: string }>();
+    const m = { get: (f: string) => memo.get(f), set: (f: string, e: { size: number; mtimeMs: number; ino: number; hash: string }) => void memo.set(f, e) };
+    const first = fingerprintOf(await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m));
+    expect(memo.get(file)?.hash).toMatch(/^[0-9a-f]{64}$/);
+    await writeFile(file, 'three!');
+    const second = fingerprintOf(await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m));
+    expect(second).not.toBe(first);
+    await writeFile(file, 'one');
+  });
+
+  it('diffs name the changed fields', async () => {
+    const before = await buildManifest(task(), { dep: 'x' });
+    const after = await buildManifest(task({ inputs: { size: 9, nested: { a: 1, b: [1, 2] } } }), { dep: 'y' });
+    expect(diffManifests(before, after).map((c) => c.field)).toEqual(['deps.dep', 'inputs.size']);
+  });
+});

@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { buildGraph, closure, resolveTargets } from '../../lib/engine/graph.ts';
+import type { Task } from '../../lib/engine/task.ts';
+
+const t = (id: string, deps: string[] = [], stage = id): Task => ({
+  id, stage, title: id, deps, inputs: {}, version: 1, artifacts: [], run: async () => undefined,
+});
+
+describe('graph checks', () => {
+  it('orders dependencies first', () => {
+    const graph = buildGraph([t('d', ['b', 'c']), t('b', ['a']), t('a'), t('c')]);
+    expect(graph.ok && graph.value.order).toEqual(['a', 'b', 'c', 'd']);
+  });
+  it('reports a cycle with its path', () => {
+    const graph = buildGraph([t('a', ['c']), t('b', ['a']), t('c', ['b'])]);
+    expect(graph.ok).toBe(false);
+    if (!graph.ok && graph.error.reason === 'cycle') expect(graph.error.path).toEqual(['a', 'b', 'c', 'a']);
+    else throw new Error('expected a cycle');
+  });
+  it('reports an unknown dependency and duplicate ids', () => {
+    expect(buildGraph([t('a', ['ghost'])])).toMatchObject({ ok: false, error: { reason: 'unknown-dependency', id: 'a', dependency: 'ghost' } });
+    expect(buildGraph([t('a'), t('a')])).toMatchObject({ ok: false, error: { reason: 'duplicate-task' } });
+  });
+  it('resolves stage names to all their tasks and takes the closure', () => {
+    const graph = buildGraph([t('x:boot', [], 'x'), t('x:root', [], 'x'), t('y', ['x:root'])]);
+    if (!graph.ok) throw new Error('graph');
+    const ids = resolveTargets(graph.value, ['x']);
+    expect(ids.ok && ids.value).toEqual(['x:boot', 'x:root']);
+    expect(closure(graph.value, ['y'])).toEqual(['x:root', 'y']);
+    expect(resolveTargets(graph.value, ['nope']).ok).toBe(false);
+  });
+});

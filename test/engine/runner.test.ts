@@ -1,0 +1,246 @@
+import { execa } from 'execa';
+import { createHash } from 'node:crypto';
+import { lstat, readdir, readFile, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { alive, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
+
+let toy: ToyProject;
+beforeEach(async () => {
+  toy = await toyProject();
+});
+afterEach(async () => {
+  await toy.cleanup();
+});
+
+/** Every file under a folder with its size, mtime and content hash. */
+async function snapshot(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (dir: string): Promise<void> => {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, name);
+      const info = await lstat(file);
+      if (info.isDirectory()) {
+        out[file] = `dir ${info.mtimeMs}`;
+        await walk(file);
+      } else {
+        out[file] = `${info.size} ${info.mtimeMs} ${createHash('sha256').update(await readFile(file)).digest('hex')}`;
+      }
+    }
+  };
+  await walk(root);
+  return out;
+}
+
+const lines = (text: string): string[] => text.split('\n');
+
+describe('build, cache and resume', () => {
+  it('runs every task once, then nothing on a rerun', async () => {
+    const first = await toy.run('build');
+    expect(first.exitCode).toBe(0);
+    expect((await toy.runs()).sort()).toEqual(['a', 'b', 'c', 'd']);
+    const second = await toy.run('build');
+    expect(second.exitCode).toBe(0);
+    expect(await toy.runs()).toHaveLength(4);
+    expect(second.stdout).toMatch(/0 ran, 4 cached/);
+  });
+
+  it('resumes after a failing task is fixed without rerunning upstream', async () => {
+    await toy.configure({ fail: 'b' });
+    const failed = await toy.run('build');
+    expect(failed.exitCode).toBe(1);
+    expect(failed.stdout).toMatch(/b: failed .*exit status 1/);
+    expect(failed.stdout).toContain('| b broke'); // the log's last lines
+    expect(failed.stdout).toMatch(/d: skipped \(dependency b failed\)/);
+    await toy.configure({});
+    const fixed = await toy.run('build');
+    expect(fixed.exitCode).toBe(0);
+    const counts = (await toy.runs()).reduce<Record<string, number>>((m, id) => ({ ...m, [id]: (m[id] ?? 0) + 1 }), {});
+    expect(counts).toEqual({ a: 1, b: 2, c: 1, d: 1 });
+  });
+
+  it('run --force reruns one fresh task and nothing else', async () => {
+    await toy.run('build');
+    const forced = await toy.run('run', 'b', '--force');
+    expect(forced.exitCode).toBe(0);
+    expect(forced.stdout).toMatch(/b: ran .*\(forced\)/);
+    expect((await toy.runs()).filter((id) => id === 'b')).toHaveLength(2);
+    expect(await toy.runs()).toHaveLength(5);
+    const unforced = await toy.run('run', 'b');
+    expect(unforced.stdout).toMatch(/b: cached/);
+  });
+
+  it('plan leaves the cache folder byte-identical and says why', async () => {
+    await toy.run('build');
+    await toy.configure({ text: 'changed' });
+    const before = await snapshot(toy.cache);
+    const planned = await toy.run('plan');
+    expect(planned.exitCode).toBe(0);
+    expect(lines(planned.stdout)).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^a\s+run\s+changed: inputs.text$/), expect.stringMatching(/^b\s+run\s+dependency a will run$/)]),
+    );
+    expect(await snapshot(toy.cache)).toEqual(before);
+    expect(await toy.runs()).toHaveLength(4);
+  });
+
+  it('explain names the changed field with old and new values', async () => {
+    await toy.run('build');
+    await toy.configure({ text: 'changed' });
+    const explained = await toy.run('explain', 'a');
+    expect(explained.stdout).toContain('inputs.text: "hello" -> "changed"');
+    await toy.configure({});
+    const fresh = await toy.run('explain', 'a');
+    expect(fresh.stdout).toMatch(/a: fresh; nothing differs/);
+  });
+
+  it('refuses cycles and unknown dependencies with exit 2 and creates nothing', async () => {
+    await toy.configure({ cycle: true });
+    const cycle = await toy.run('build');
+    expect(cycle.exitCode).toBe(2);
+    expect(cycle.stderr).toContain('dependency cycle: a -> b -> d -> a');
+    await toy.configure({ dangling: true });
+    const dangling = await toy.run('build');
+    expect(dangling.exitCode).toBe(2);
+    expect(dangling.stderr).toContain('"d" depends on "nope"');
+    await expect(stat(toy.cache)).rejects.toThrow();
+  });
+
+  it('usage errors exit 2', async () => {
+    expect((await toy.run('frobnicate')).exitCode).toBe(2);
+    expect((await toy.run('build', '--concurrency', 'zero')).exitCode).toBe(2);
+    expect((await toy.run('build', 'no-such-task')).exitCode).toBe(2);
+    expect((await toy.run('gc')).exitCode).toBe(2);
+  });
+
+  it('runs independent tasks at the same time', async () => {
+    await toy.configure({ sleep: 1 });
+    expect((await toy.run('build', '--concurrency', '2')).exitCode).toBe(0);
+    const times = lines(await readFile(path.join(toy.markers, 'times.log'), 'utf8'))
+      .filter(Boolean)
+      .map((l) => l.split(' '))
+      .reduce<Record<string, number>>((m, [id, what, ns]) => ({ ...m, [`${id} ${what}`]: Number(BigInt(ns!) / 1_000_000n) }), {});
+    // b (after a) and c are independent: each starts before the other ends.
+    expect(times['c start']!).toBeLessThan(times['b end']!);
+    expect(times['b start']!).toBeLessThan(times['c end']!);
+  });
+
+  it('--json writes only NDJSON on stdout, ending with the summary', async () => {
+    const result = await toy.run('build', '--json');
+    const objects = lines(result.stdout).filter(Boolean).map((l) => JSON.parse(l) as { type: string; status?: string; id?: string });
+    expect(objects.at(-1)).toMatchObject({ type: 'summary', ok: true });
+    expect(objects.filter((o) => o.type === 'task' && o.status === 'ran').map((o) => o.id).sort()).toEqual(['a', 'b', 'c', 'd']);
+    const again = await toy.run('build', '--json');
+    const statuses = lines(again.stdout).filter(Boolean).map((l) => JSON.parse(l) as { status?: string }).filter((o) => o.status);
+    expect(statuses.every((o) => o.status === 'cached')).toBe(true);
+  });
+
+  it('checkpoints a 2 GiB sparse disk holding 16 MiB and restores it under 64 MiB allocated', async () => {
+    await toy.configure({ diskMiB: 2048 });
+    expect((await toy.run('build', 'disk-copy')).exitCode).toBe(0);
+    const artifacts = path.join(toy.cache, 'artifacts');
+    let total = 0;
+    let disks = 0;
+    for (const entry of await readdir(artifacts)) {
+      const info = await stat(path.join(artifacts, entry, 'disk.raw')).catch(() => undefined);
+      if (!info) continue;
+      disks += 1;
+      expect(info.size).toBe(2048 * 1024 * 1024);
+      total += info.blocks * 512;
+    }
+    expect(disks).toBe(2); // the checkpoint and its restored working copy
+    expect(total).toBeGreaterThanOrEqual(16 * 1024 * 1024); // the data is really there
+    expect(total).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('a damaged cache entry is a miss, never a crash', async () => {
+    await toy.run('build');
+    const artifacts = path.join(toy.cache, 'artifacts');
+    for (const entry of await readdir(artifacts)) {
+      const file = path.join(artifacts, entry, 'out.txt');
+      if ((await readFile(file, 'utf8')) === 'hello') await execa('truncate', ['-s', '0', file]);
+    }
+    const rerun = await toy.run('build');
+    expect(rerun.exitCode).toBe(0);
+    expect(rerun.stdout).toMatch(/a: cache entry damaged/);
+    expect((await toy.runs()).filter((id) => id === 'a')).toHaveLength(2);
+  });
+
+  it('gc evicts least recently used entries down to the size asked', async () => {
+    await toy.configure({ diskMiB: 64 });
+    await toy.run('build', 'disk');
+    await toy.configure({ diskMiB: 65 });
+    await toy.run('build', 'disk');
+    const gc = await toy.run('gc', '--max-size', '20M');
+    expect(gc.exitCode).toBe(0);
+    expect(gc.stdout).toMatch(/evicted 1 entry/);
+    expect(gc.stdout).toMatch(/evicted disk/);
+    const plan = await toy.run('plan', 'disk');
+    expect(plan.stdout).toMatch(/disk\s+fresh/); // the newest one survived
+  });
+});
+
+describe('interruption', () => {
+  const waitForGrandchild = () =>
+    waitFor(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0);
+
+  it('Ctrl-C kills the child and its grandchild, runs cleanups, publishes nothing, exits 130', async () => {
+    await toy.configure({ hang: 'c' });
+    const run = toy.start('build', 'c');
+    await waitForGrandchild();
+    const child = Number(await readFile(path.join(toy.markers, 'child.pid'), 'utf8'));
+    const grandchild = Number(await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8'));
+    expect(alive(grandchild)).toBe(true);
+    run.kill('SIGINT');
+    const result = await run;
+    expect(result.exitCode).toBe(130);
+    await waitFor(async () => !alive(child) && !alive(grandchild), 5000);
+    expect(await readdir(path.join(toy.cache, 'artifacts')).catch(() => [])).toEqual([]);
+    expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
+    expect(await readdir(path.join(toy.cache, 'work')).catch(() => [])).toEqual([]);
+    await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
+  });
+
+  it('sweeps what a kill -9 left behind and says so', async () => {
+    await toy.configure({ hang: 'c' });
+    const run = toy.start('build', 'c');
+    await waitForGrandchild();
+    run.kill('SIGKILL');
+    await run;
+    // The orphans of a kill -9 keep running; stop them as a user would.
+    for (const name of ['child.pid', 'grandchild.pid']) {
+      const pid = Number(await readFile(path.join(toy.markers, name), 'utf8'));
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    expect(await readdir(path.join(toy.cache, 'staging'))).not.toEqual([]);
+    await toy.configure({});
+    const next = await toy.run('build', 'c');
+    expect(next.exitCode).toBe(0);
+    expect(next.stderr).toMatch(/removed the lock of a dead run \(pid \d+/);
+    expect(next.stderr).toMatch(/cleanup: removed staging\/\d+\.c\.\w+ left by dead run/);
+    expect(await readdir(path.join(toy.cache, 'staging'))).toEqual([]);
+    expect(await readdir(path.join(toy.cache, 'work'))).toEqual([]);
+  });
+
+  it('a second build on the same cache waits, or refuses with --no-wait', async () => {
+    await toy.configure({ hang: 'c' });
+    const first = toy.start('build', 'c');
+    await waitForGrandchild();
+    const refused = await toy.run('build', 'a', '--no-wait');
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stderr).toMatch(/is in use by pid \d+/);
+    const waiting = toy.start('build', 'a');
+    let said = '';
+    waiting.stderr?.on('data', (chunk: Buffer) => (said += chunk.toString()));
+    await waitFor(async () => /waiting for another run \(pid \d+, build\)/.test(said));
+    expect(await toy.runs()).not.toContain('a'); // it really waits
+    first.kill('SIGINT');
+    await first;
+    const second = await waiting;
+    expect(second.exitCode).toBe(0);
+    expect(await toy.runs()).toContain('a');
+  });
+});

@@ -1,0 +1,309 @@
+import { describe, expect, it } from 'vitest';
+import type { ConfigIssue, ImageConfig } from '../../tasks/image/config.ts';
+import { MIN_BOOT_SIZE_MIB, formatConfigIssues, parseImageConfig } from '../../tasks/image/config.ts';
+
+const toplevel = `/nix/store/${'0123456789abcdfghijklmnpqrsvwxyz'}-nixos-system-demo`;
+const minimal = { system: { toplevel }, datasets: { 'tank/root': { mount: '/' } } };
+const baseDir = '/configs';
+// Only paths containing "missing" are absent, so tests do not touch the file system.
+const fileExists = (p: string) => !p.includes('missing');
+
+function parse(raw: unknown) {
+  return parseImageConfig(raw, { baseDir, fileExists });
+}
+
+function valid(extra: Record<string, unknown> = {}): ImageConfig {
+  const result = parse({ ...minimal, ...extra });
+  if (!result.ok) throw new Error(formatConfigIssues(result.errors));
+  return result.value;
+}
+
+function issues(extra: Record<string, unknown>): ConfigIssue[] {
+  const result = parse({ ...minimal, ...extra });
+  if (result.ok) throw new Error(`accepted: ${JSON.stringify(extra)}`);
+  return result.errors;
+}
+
+/** The issue at `path`; fails when there is none. */
+function issueAt(extra: Record<string, unknown>, path: string): ConfigIssue {
+  const all = issues(extra);
+  const found = all.find((i) => i.path === path);
+  if (found === undefined) throw new Error(`no issue at ${path}; got:\n${formatConfigIssues(all)}`);
+  return found;
+}
+
+describe('defaults', () => {
+  it('fills every field the seed defaults', () => {
+    const config = valid();
+    expect(config).toEqual({
+      name: 'nixos-disk-image',
+      format: 'raw',
+      bootSize: 1024,
+      rootSize: 2048,
+      rootPoolName: 'tank',
+      rootPoolProperties: { autoexpand: 'on' },
+      rootPoolFilesystemProperties: { acltype: 'posixacl', atime: 'off', compression: 'on', mountpoint: 'legacy', xattr: 'sa' },
+      datasets: { 'tank/root': { mount: '/', properties: {} } },
+      contents: [],
+      configFile: null,
+      postVM: '',
+      includeChannel: true,
+      memSize: 1024,
+      system: { toplevel },
+    });
+  });
+
+  it('replaces, not merges, a property set the user gives', () => {
+    expect(valid({ rootPoolProperties: { ashift: '12' } }).rootPoolProperties).toEqual({ ashift: '12' });
+  });
+
+  it('accepts a full config', () => {
+    const config = valid({
+      name: 'web',
+      format: 'qcow2-compressed',
+      bootSize: MIN_BOOT_SIZE_MIB,
+      rootSize: 64,
+      rootPoolName: 'rpool',
+      rootPoolProperties: { ashift: '12', 'feature@lz4_compress': 'enabled', 'org.example:role': 'web' },
+      datasets: {
+        'rpool/root': { mount: '/' },
+        'rpool/root/nix': { mount: '/nix', properties: { 'com.sun:auto-snapshot': 'false', recordsize: '1M' } },
+        'rpool/home': { mount: '/home' },
+        'rpool/reserved': { properties: { refreservation: '1G', canmount: 'off' } },
+      },
+      contents: [{ source: 'motd', target: '/etc/motd', mode: '0644', user: 'root', group: '0' }],
+      configFile: 'configuration.nix',
+      postVM: 'ls "$out"',
+      includeChannel: false,
+      channelSource: '../nixpkgs',
+      memSize: 2048,
+    });
+    expect(config.contents).toEqual([{ source: '/configs/motd', target: '/etc/motd', mode: '0644', user: 'root', group: '0' }]);
+    expect(config.configFile).toBe('/configs/configuration.nix');
+    expect(config.channelSource).toBe('/nixpkgs');
+  });
+});
+
+describe('paths relative to the config folder', () => {
+  it('resolves an expression and a relative flake', () => {
+    expect(valid({ system: { expression: 'system.nix', attr: 'toplevel' } }).system).toEqual({
+      expression: '/configs/system.nix',
+      attr: 'toplevel',
+    });
+    expect(valid({ system: { flake: '.#demo' } }).system).toEqual({ flake: '/configs#demo' });
+    expect(valid({ system: { flake: 'github:NixOS/nixpkgs#demo' } }).system).toEqual({ flake: 'github:NixOS/nixpkgs#demo' });
+  });
+
+  it('reports a missing source, configFile and expression with the resolved path', () => {
+    expect(issueAt({ contents: [{ source: 'missing.txt', target: '/etc/x' }] }, 'contents[0].source').message).toContain(
+      '/configs/missing.txt',
+    );
+    expect(issueAt({ configFile: 'missing.nix' }, 'configFile').message).toContain('/configs/missing.nix');
+    expect(issueAt({ system: { expression: 'missing.nix' } }, 'system.expression').message).toContain('not found');
+  });
+
+  it('checks existence with fs.existsSync by default', () => {
+    const result = parseImageConfig({ ...minimal, configFile: 'no-such-file.nix' }, { baseDir: '/nonexistent-dir' });
+    expect(result.ok).toBe(false);
+  });
+});
+
+describe('sizes', () => {
+  it.each([
+    ['bootSize', -1],
+    ['bootSize', '1024'],
+    ['bootSize', 1.5],
+    ['rootSize', -64],
+    ['rootSize', 'big'],
+    ['rootSize', 63],
+    ['memSize', 'lots'],
+    ['memSize', 0],
+  ])('refuses %s = %j', (field, value) => {
+    expect(issueAt({ [field]: value }, field).message).toMatch(/MiB/);
+  });
+
+  it('gives the smallest bootSize in the message', () => {
+    expect(MIN_BOOT_SIZE_MIB).toBe(36);
+    expect(issueAt({ bootSize: 35 }, 'bootSize').message).toContain('at least 36 MiB');
+    expect(valid({ bootSize: 36 }).bootSize).toBe(36);
+  });
+
+  it('says rootSize must be at least 64', () => {
+    expect(issueAt({ rootSize: 63 }, 'rootSize').message).toContain('64');
+  });
+});
+
+describe('format', () => {
+  it('refuses an unknown format and lists the allowed ones', () => {
+    expect(issueAt({ format: 'iso' }, 'format').message).toContain('raw, qcow2, qcow2-compressed, vdi, vpc');
+  });
+});
+
+describe('rootPoolName', () => {
+  it.each(['1tank', 'ta nk', 'tank/x', '', 'mirror', 'mirrored', 'raidz', 'raidz2', 'draid1', 'spare', 'spares', 'log', 'cache', 'special', 'dedup', 'c0t0d0', 'x'.repeat(240)])(
+    'refuses %j',
+    (name) => {
+      const issue = issueAt({ rootPoolName: name, datasets: {} }, 'rootPoolName');
+      expect(issue.message).toContain('starts with a letter');
+    },
+  );
+
+  it.each(['rpool', 'Tank', 'my-pool.v1:a_b', 'logs', 'cachepool', 'c'])('accepts %j', (name) => {
+    expect(valid({ rootPoolName: name, datasets: { [`${name}/root`]: { mount: '/' } } }).rootPoolName).toBe(name);
+  });
+});
+
+describe('properties', () => {
+  it.each([
+    ['bad name', 'on'],
+    ['bad\nname', 'on'],
+    ['Compression', 'on'],
+    ['a;b', 'on'],
+    ['', 'on'],
+  ])('refuses the property name %j', (name, value) => {
+    const issue = issueAt({ rootPoolFilesystemProperties: { [name]: value } }, `rootPoolFilesystemProperties.${name}`);
+    expect(issue.message).toContain('property name');
+  });
+
+  it.each(['on off', 'on\n', 'a;b', '$(reboot)', '`id`', "it's", '', 'a|b'])('refuses the property value %j', (value) => {
+    const issue = issueAt({ rootPoolProperties: { comment: value } }, 'rootPoolProperties.comment');
+    expect(issue.message).toContain('no whitespace, quotes or shell metacharacters');
+  });
+
+  it('refuses a non-string value and checks dataset properties too', () => {
+    expect(issueAt({ rootPoolProperties: { ashift: 12 } }, 'rootPoolProperties.ashift').message).toContain('must be a string');
+    const datasets = { 'tank/root': { mount: '/', properties: { 'x y': 'on', quota: '1G;' } } };
+    expect(issueAt({ datasets }, 'datasets.tank/root.properties.x y').message).toContain('property name');
+    expect(issueAt({ datasets }, 'datasets.tank/root.properties.quota').message).toContain('property value');
+  });
+});
+
+describe('datasets', () => {
+  it('refuses a dataset outside the pool and the pool itself', () => {
+    const datasets = { 'tank/root': { mount: '/' }, 'other/var': { mount: '/var' }, tank: {} };
+    expect(issueAt({ datasets }, 'datasets.other/var').message).toContain('under the pool: "tank/<path>"');
+    expect(issueAt({ datasets }, 'datasets.tank').message).toContain('<pool>/<path>');
+  });
+
+  it.each(['tank/a b', 'tank/a@snap', 'tank/a#b', 'tank//x', 'tank/x/', 'tank/..', 'tank/./x', `tank/${'x'.repeat(260)}`])(
+    'refuses the dataset name %j',
+    (name) => {
+      expect(issueAt({ datasets: { 'tank/root': { mount: '/' }, [name]: {} } }, `datasets.${name}`).message).toContain(
+        'invalid dataset name',
+      );
+    },
+  );
+
+  it.each(['var', '/var/', '/a/../b', '/a//b', '/a/./b', '', '/a\nb', './x'])('refuses the mount %j', (mount) => {
+    const datasets = { 'tank/root': { mount: '/' }, 'tank/x': { mount } };
+    expect(issueAt({ datasets }, 'datasets.tank/x.mount').message).toContain('absolute, normal path');
+  });
+
+  it('refuses a mount used twice', () => {
+    const datasets = { 'tank/root': { mount: '/' }, 'tank/a': { mount: '/srv' }, 'tank/b': { mount: '/srv' } };
+    expect(issueAt({ datasets }, 'datasets.tank/b.mount').message).toContain('already the mount of tank/a');
+  });
+
+  it('requires exactly one dataset at /', () => {
+    expect(issueAt({ datasets: { 'tank/var': { mount: '/var' } } }, 'datasets').message).toContain('must mount "/"');
+    expect(issueAt({ datasets: {} }, 'datasets').message).toContain('must mount "/"');
+    const result = parse({ system: { toplevel } });
+    expect(result.ok ? [] : result.errors.map((i) => i.path)).toEqual(['datasets']);
+    const twice = { 'tank/a': { mount: '/' }, 'tank/b': { mount: '/' } };
+    expect(issueAt({ datasets: twice }, 'datasets.tank/b.mount').message).toContain('unique');
+  });
+
+  it('refuses a dataset that is not an object', () => {
+    expect(issueAt({ datasets: { 'tank/root': '/' } }, 'datasets.tank/root').message).toContain('{mount?, properties?}');
+  });
+});
+
+describe('contents', () => {
+  const entry = (extra: Record<string, unknown>) => ({ contents: [{ source: 'motd', target: '/etc/motd', ...extra }] });
+
+  it.each(['/../etc/passwd', 'etc/motd', '/', '/etc/../../x', '/etc/', ''])('refuses the target %j', (target) => {
+    expect(issueAt(entry({ target }), 'contents[0].target').message).toMatch(/inside the image|absolute, normal path/);
+  });
+
+  it.each(['0999', 'rw-r--r--', '64', '0o644', '12345', 644])('refuses the mode %j', (mode) => {
+    expect(issueAt(entry({ mode }), 'contents[0].mode').message).toContain('octal');
+  });
+
+  it.each(['0644', '755', '1777', '0755'])('accepts the mode %j', (mode) => {
+    expect(valid(entry({ mode })).contents[0]?.mode).toBe(mode);
+  });
+
+  it('refuses a bad owner, an empty source and a repeated target', () => {
+    expect(issueAt(entry({ user: 'a b' }), 'contents[0].user').message).toContain('numeric id');
+    expect(issueAt(entry({ source: '' }), 'contents[0].source').message).toContain('empty');
+    const twice = { contents: [{ source: 'a', target: '/etc/a' }, { source: 'b', target: '/etc/a' }] };
+    expect(issueAt(twice, 'contents[1].target').message).toContain('already a target');
+  });
+});
+
+describe('unknown keys', () => {
+  it('refuses them at the top level and lists the allowed keys', () => {
+    expect(issueAt({ bootsize: 100 }, 'bootsize').message).toContain('allowed keys: name, format, bootSize');
+  });
+
+  it('refuses them in nested objects', () => {
+    expect(issueAt({ datasets: { 'tank/root': { mount: '/', mountpoint: '/' } } }, 'datasets.tank/root.mountpoint').message).toContain(
+      'allowed keys: mount, properties',
+    );
+    expect(issueAt({ contents: [{ source: 'a', target: '/a', owner: 'root' }] }, 'contents[0].owner').message).toContain('unknown key');
+    expect(issueAt({ system: { toplevel, extra: 1 } }, 'system.extra').message).toContain('unknown key');
+  });
+});
+
+describe('system', () => {
+  it('is required', () => {
+    const result = parse({ datasets: minimal.datasets });
+    expect(result.ok ? [] : result.errors).toEqual([{ path: 'system', message: expect.stringContaining('is required') }]);
+  });
+
+  it.each(['/nix/store/abc-foo', '/usr/bin', `/nix/store/${'e'.repeat(32)}-x`, `${toplevel}/bin/sh`, 'nixos'])(
+    'refuses the toplevel %j',
+    (path) => {
+      expect(issueAt({ system: { toplevel: path } }, 'system.toplevel').message).toContain('/nix/store/<32-character hash>-<name>');
+    },
+  );
+
+  it('takes exactly one kind', () => {
+    expect(issueAt({ system: {} }, 'system').message).toContain('got none');
+    expect(issueAt({ system: { toplevel, flake: '.#x' } }, 'system').message).toContain('got toplevel and flake');
+    expect(issueAt({ system: { flake: 'nohash' } }, 'system.flake').message).toContain('<flake ref>#<configuration name>');
+    expect(issueAt({ system: { toplevel, attr: 'x' } }, 'system.attr').message).toContain('only with expression');
+    expect(issueAt({ system: '/nix/store/x' }, 'system').message).toContain('exactly one of');
+  });
+});
+
+describe('other fields', () => {
+  it('refuses a postVM that is not a string', () => {
+    expect(issueAt({ postVM: ['echo'] }, 'postVM').message).toContain('string of shell code');
+  });
+
+  it('refuses a non-boolean includeChannel and a bad configFile', () => {
+    expect(issueAt({ includeChannel: 'yes' }, 'includeChannel').message).toContain('true or false');
+    expect(issueAt({ configFile: 42 }, 'configFile').message).toContain('null or a string');
+  });
+
+  it('refuses a config that is not an object', () => {
+    const result = parse([1, 2]);
+    expect(result.ok ? [] : result.errors).toEqual([{ path: '', message: expect.stringContaining('JSON object') }]);
+  });
+});
+
+describe('reporting', () => {
+  it('reports every issue at once', () => {
+    const paths = issues({ format: 'iso', bootSize: 1, configFile: 'missing.nix', extra: true }).map((i) => i.path);
+    expect(paths).toEqual(expect.arrayContaining(['format', 'bootSize', 'configFile', 'extra']));
+  });
+
+  it('formats one line per issue', () => {
+    const text = formatConfigIssues([
+      { path: 'contents[0].mode', message: 'must be octal' },
+      { path: '', message: 'must be a JSON object' },
+    ]);
+    expect(text).toBe('config: contents[0].mode: must be octal\nconfig: must be a JSON object');
+  });
+});
