@@ -13,6 +13,8 @@ export type TaskFailure =
       readonly command: string;
       readonly exitCode: number;
       readonly signal?: string | undefined;
+      /** Set when the program could not be started at all. */
+      readonly spawnError?: string | undefined;
       readonly tail: readonly string[];
       readonly logFile?: string | undefined;
     }
@@ -40,6 +42,7 @@ export function describeGraphError(error: GraphError): string {
 export function describeTaskFailure(failure: TaskFailure): string {
   switch (failure.reason) {
     case 'command-failed':
+      if (failure.spawnError) return `${failure.command} could not start: ${failure.spawnError.split('\n')[0]}`;
       return `${failure.command} failed with ${failure.signal ? `signal ${failure.signal}` : `exit status ${failure.exitCode}`}`;
     case 'aborted':
       return 'interrupted';

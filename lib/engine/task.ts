@@ -46,6 +46,13 @@ export interface TaskContext<I extends Json = Json> {
   copyDisk(source: string, destination: string): Promise<void>;
   /** Releases a resource early (unmount, export) so this task can publish what it holds. */
   release(resourceId: string): Promise<void>;
+  /** Shows a warning in the build's notes (and the task's log). */
+  warn(message: string): void;
+  /**
+   * Registers a cleanup for the end of the whole run (after the last task, on failure and abort too),
+   * once per key: for services several tasks share, such as a daemon the build started.
+   */
+  atRunEnd(key: string, fn: () => Promise<void> | void): void;
 }
 
 /** Fields shared by every node of the graph. */
@@ -74,6 +81,8 @@ export interface Task<I extends Json = Json> extends NodeBase<I> {
   readonly artifacts: readonly ArtifactSpec[];
   /** Never cached: runs every time; dependents fingerprint its output values instead (e.g. resolving a flake). */
   readonly volatile?: boolean;
+  /** Artifacts also placed at user-facing paths (hard link or copy, then rename) whenever the task is fresh or ran. */
+  readonly exports?: readonly { readonly artifact: string; readonly to: string }[];
   /** Returns the values of its `value` artifacts; file-like artifacts must be in `ctx.staging`. */
   run(ctx: TaskContext<I>): Promise<Record<string, Json> | void>;
 }

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
 import { copyDisk } from '../caching/disk-copy.ts';
+import { mountsUnder } from '../caching/sweep.ts';
 import type { TaskFailure } from '../engine/failure.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
 import type { DependencyOutputs, Json, ResourceTask, Task, TaskContext } from '../engine/task.ts';
@@ -25,6 +26,8 @@ export interface NodeRun {
   readonly release?: () => Promise<Result<void, TaskFailure>>;
   readonly manifest: Manifest;
   readonly fingerprint: string;
+  /** Run-scoped cleanups by key (see TaskContext.atRunEnd). */
+  readonly runEnd: Map<string, () => Promise<void> | void>;
 }
 
 /** A finished task run: its values and published entry, or why it failed. */
@@ -40,6 +43,8 @@ export type ResourceHold =
       readonly startedAt: number;
       /** Idempotent: the first call releases, later calls return the first result. */
       readonly release: () => Promise<Result<void, TaskFailure>>;
+      /** Removes the resource's scratch folder; called once the whole transaction is over (users may move files out of it after release). */
+      readonly close: () => Promise<void>;
     }
   | { readonly ok: false; readonly error: TaskFailure; readonly durationMs: number };
 
@@ -121,12 +126,15 @@ export async function holdResource(node: ResourceTask<any, any>, run: NodeRun): 
       }
       const cleanupErrors = await session.runCleanups();
       if (!error && cleanupErrors.length > 0) error = { reason: 'threw', message: `cleanup failed: ${cleanupErrors[0]}`, tail: session.tail.slice(-20) };
-      await session.close();
       return error ? fail(error) : ok(undefined);
     })();
     return released;
   };
-  return { ok: true, handle, startedAt, release };
+  const close = async (): Promise<void> => {
+    await release();
+    await session.close();
+  };
+  return { ok: true, handle, startedAt, release, close };
 }
 
 async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRun, staging: string | undefined): Promise<Session> {
@@ -171,6 +179,13 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
       cleanups.push(fn);
     },
     copyDisk: (source, destination) => copyDisk(source, destination, controller.signal),
+    warn: (message) => {
+      writeLine(`warning: ${message}`);
+      reporter.event({ type: 'notice', level: 'warn', message: `${node.id}: ${message}` });
+    },
+    atRunEnd: (key, fn) => {
+      if (!run.runEnd.has(key)) run.runEnd.set(key, fn);
+    },
     release: async (resourceId) => {
       if (!(resourceId in run.resources) || !run.release) throw new Error(`${node.id} holds no resource "${resourceId}"`);
       const result = await run.release();
@@ -198,7 +213,14 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
     },
     async close() {
       run.signal.removeEventListener('abort', onAbort);
-      await rm(scratch, { recursive: true, force: true });
+      // Never delete through a mount: a bound /dev or a mounted pool would lose host or image data.
+      const mounts = await mountsUnder(scratch);
+      if (mounts.length > 0) {
+        writeLine(`not removing ${scratch}: still mounted at ${mounts.join(', ')}`);
+        reporter.event({ type: 'notice', level: 'warn', message: `${node.id}: left ${scratch} in place, still mounted at ${mounts.join(', ')}; the next run cleans it up` });
+      } else {
+        await rm(scratch, { recursive: true, force: true });
+      }
       await new Promise<void>((resolve) => log.end(resolve));
     },
   };
@@ -207,8 +229,8 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
 function toFailure(thrown: unknown, session: Session, signal: AbortSignal): TaskFailure {
   if (signal.aborted) return { reason: 'aborted' };
   if (thrown instanceof CommandError) {
-    const { command, exitCode, signal: killedBy, tail } = thrown.failure;
-    return { reason: 'command-failed', command, exitCode, signal: killedBy, tail: tail.slice(-20), logFile: session.logFile };
+    const { command, exitCode, signal: killedBy, tail, spawnError } = thrown.failure;
+    return { reason: 'command-failed', command, exitCode, signal: killedBy, spawnError, tail: tail.slice(-20), logFile: session.logFile };
   }
   const message = thrown instanceof Error ? thrown.message : String(thrown);
   session.ctx.log(`error: ${message}`);

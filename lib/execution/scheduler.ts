@@ -3,6 +3,7 @@ import { buildManifest, diffManifests, fingerprintOf, type Manifest } from '../c
 import type { HashMemo } from '../caching/file-hash.ts';
 import { sha256 } from '../caching/file-hash.ts';
 import { canonicalJson } from '../caching/canonical-json.ts';
+import { exportArtifact } from '../caching/export-artifact.ts';
 import type { Graph } from '../engine/graph.ts';
 import type { TaskFailure } from '../engine/failure.ts';
 import { isResource, type DependencyOutputs, type GraphNode, type Json, type ResourceTask, type Task } from '../engine/task.ts';
@@ -71,7 +72,23 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     waiters.shift()?.();
   };
 
-  const finish = (node: GraphNode, outcome: Outcome, extra: Partial<SummaryRow> = {}): void => {
+  /** Places a finished task's exported artifacts at their user-facing paths; a failure here fails the task. */
+  const exportOutputs = async (node: GraphNode, outcome: Outcome): Promise<Outcome> => {
+    if (options.dryRun || isResource(node) || !node.exports || (outcome.status !== 'ran' && outcome.status !== 'cached')) return outcome;
+    try {
+      for (const { artifact, to } of node.exports) {
+        const source = outcome.outputs?.paths[artifact];
+        if (!source) throw new Error(`no artifact "${artifact}" to export`);
+        if (await exportArtifact(source, to)) reporter.event({ type: 'output', id: node.id, line: `wrote ${to}` });
+      }
+      return outcome;
+    } catch (error) {
+      return { status: 'failed', reason: `exporting outputs failed: ${(error as Error).message}` };
+    }
+  };
+
+  const finish = async (node: GraphNode, planned: Outcome, extra: Partial<SummaryRow> = {}): Promise<void> => {
+    const outcome = await exportOutputs(node, planned);
     outcomes.set(node.id, outcome);
     const row: SummaryRow = {
       id: node.id,
@@ -166,7 +183,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const keyAfterRun = (node: Task<any>, fingerprint: string, values: Record<string, Json>): string =>
     node.volatile ? sha256(canonicalJson(values)) : fingerprint;
 
-  const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal'>): NodeRun => ({ store, reporter, signal, ...run });
+  const runEnd = new Map<string, () => Promise<void> | void>();
+  const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun => ({ store, reporter, signal, runEnd, ...run });
 
   /** One plain task. */
   const runTaskUnit = async (node: Task<any>): Promise<void> => {
@@ -192,23 +210,23 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       if (signal.aborted) return finish(node, { status: 'skipped', reason: 'build interrupted' });
       reporter.event({ type: 'task', id: node.id, stage: node.stage, status: 'started', reason: decision.why });
       const result = await runTask(node, context({ deps: depOutputs(node), resources: {}, manifest: decision.manifest, fingerprint: decision.fingerprint }));
-      recordRun(node, decision, result);
+      await recordRun(node, decision, result);
     } finally {
       releaseSlot();
     }
   };
 
-  const recordRun = (
+  const recordRun = async (
     node: Task<any>,
     decision: { fingerprint: string; why: string },
     result: TaskRun,
-  ): void => {
+  ): Promise<void> => {
     if (!result.ok) {
-      finish(node, { status: 'failed', reason: describeTaskFailure(result.error) }, { durationMs: result.durationMs, failure: result.error, fingerprint: decision.fingerprint });
+      await finish(node, { status: 'failed', reason: describeTaskFailure(result.error) }, { durationMs: result.durationMs, failure: result.error, fingerprint: decision.fingerprint });
       return;
     }
     const entry = result.entry;
-    finish(
+    await finish(
       node,
       { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), outputs: entry ? outputsOf(entry) : { values: result.values, paths: {} } },
       { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint: decision.fingerprint },
@@ -221,12 +239,12 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     const users = unit.ids.filter((id) => id !== resource.id).map((id) => graph.nodes.get(id) as Task<any>);
     const blocked = blockedBy(resource) ?? users.map(blockedByOutside(unit)).find(Boolean);
     if (blocked) {
-      for (const id of unit.ids) finish(graph.nodes.get(id)!, { status: 'skipped', reason: blocked });
+      for (const id of unit.ids) await finish(graph.nodes.get(id)!, { status: 'skipped', reason: blocked });
       return;
     }
     const pendingDep = unit.deps.find((d) => outcomes.get(d)?.pending);
     if (options.dryRun && pendingDep) {
-      for (const id of unit.ids) finish(graph.nodes.get(id)!, { status: 'ran', reason: `dependency ${pendingDep} will run`, pending: true });
+      for (const id of unit.ids) await finish(graph.nodes.get(id)!, { status: 'ran', reason: `dependency ${pendingDep} will run`, pending: true });
       return;
     }
     // Decide every member with fingerprints chained inside the unit.
@@ -241,11 +259,11 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     }
     const stale = users.find((u) => !decisions.get(u.id)!.entry);
     if (!stale) {
-      finish(resource, { status: 'skipped', reason: 'not needed: every task using it is cached', key: keys.get(resource.id)! });
+      await finish(resource, { status: 'skipped', reason: 'not needed: every task using it is cached', key: keys.get(resource.id)! });
       for (const user of users) {
         const decision = decisions.get(user.id)!;
         if (!options.dryRun) await store.touch(decision.fingerprint);
-        finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, outputs: outputsOf(decision.entry!) }, { fingerprint: decision.fingerprint });
+        await finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, outputs: outputsOf(decision.entry!) }, { fingerprint: decision.fingerprint });
       }
       return;
     }
@@ -254,14 +272,14 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       return own.entry ? `transaction reruns: ${stale.id} ${decisions.get(stale.id)!.why}` : own.why;
     };
     if (options.dryRun) {
-      finish(resource, { status: 'ran', reason: `held while ${users.map((u) => u.id).join(', ')} run`, pending: true });
-      for (const user of users) finish(user, { status: 'ran', reason: restartWhy(user), pending: true }, { fingerprint: decisions.get(user.id)!.fingerprint });
+      await finish(resource, { status: 'ran', reason: `held while ${users.map((u) => u.id).join(', ')} run`, pending: true });
+      for (const user of users) await finish(user, { status: 'ran', reason: restartWhy(user), pending: true }, { fingerprint: decisions.get(user.id)!.fingerprint });
       return;
     }
     await acquireSlot();
     try {
       if (signal.aborted) {
-        for (const id of unit.ids) finish(graph.nodes.get(id)!, { status: 'skipped', reason: 'build interrupted' });
+        for (const id of unit.ids) await finish(graph.nodes.get(id)!, { status: 'skipped', reason: 'build interrupted' });
         return;
       }
       reporter.event({ type: 'task', id: resource.id, stage: resource.stage, status: 'started', reason: `needed by ${stale.id}` });
@@ -272,8 +290,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
         fingerprint: keys.get(resource.id)!,
       }));
       if (!hold.ok) {
-        finish(resource, { status: 'failed', reason: describeTaskFailure(hold.error) }, { durationMs: hold.durationMs, failure: hold.error });
-        for (const user of users) finish(user, { status: 'skipped', reason: `dependency ${resource.id} failed` });
+        await finish(resource, { status: 'failed', reason: describeTaskFailure(hold.error) }, { durationMs: hold.durationMs, failure: hold.error });
+        for (const user of users) await finish(user, { status: 'skipped', reason: `dependency ${resource.id} failed` });
         return;
       }
       outcomes.set(resource.id, { status: 'ran', reason: 'acquired', key: keys.get(resource.id)! });
@@ -281,7 +299,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       try {
         for (const user of users) {
           if (failed || signal.aborted) {
-            finish(user, { status: 'skipped', reason: failed ? `dependency ${failed} failed` : 'build interrupted' });
+            await finish(user, { status: 'skipped', reason: failed ? `dependency ${failed} failed` : 'build interrupted' });
             continue;
           }
           const decision = decisions.get(user.id)!;
@@ -294,14 +312,15 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
             manifest: decision.manifest,
             fingerprint: decision.fingerprint,
           }));
-          recordRun(user, { fingerprint: decision.fingerprint, why }, result);
+          await recordRun(user, { fingerprint: decision.fingerprint, why }, result);
           if (!result.ok) failed = user.id;
         }
       } finally {
         const released = await hold.release();
+        await hold.close();
         const heldMs = Date.now() - hold.startedAt;
-        if (released.ok) finish(resource, { status: 'ran', reason: `held for ${users.length} task(s), then released`, key: keys.get(resource.id)! }, { durationMs: heldMs });
-        else finish(resource, { status: 'failed', reason: `release failed: ${describeTaskFailure(released.error)}` }, { durationMs: heldMs, failure: released.error });
+        if (released.ok) await finish(resource, { status: 'ran', reason: `held for ${users.length} task(s), then released`, key: keys.get(resource.id)! }, { durationMs: heldMs });
+        else await finish(resource, { status: 'failed', reason: `release failed: ${describeTaskFailure(released.error)}` }, { durationMs: heldMs, failure: released.error });
       }
     } finally {
       releaseSlot();
@@ -336,6 +355,13 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     return promise;
   };
   await Promise.all(units.map(startUnit));
+  for (const [key, fn] of [...runEnd].reverse()) {
+    try {
+      await fn();
+    } catch (error) {
+      reporter.event({ type: 'notice', level: 'warn', message: `run cleanup "${key}" failed: ${(error as Error).message}` });
+    }
+  }
   const tasks = options.ids.map((id) => rows.get(id)!).filter(Boolean);
   return {
     ok: tasks.every((t) => t.status !== 'failed') && !signal.aborted,

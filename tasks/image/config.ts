@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as z from 'zod';
+import { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
 
 /** Disk image formats, with the seed's names. */
 export const imageFormats = ['raw', 'qcow2', 'qcow2-compressed', 'vdi', 'vpc'] as const;
@@ -16,7 +17,7 @@ export type ImageFormat = (typeof imageFormats)[number];
  * gets 66512 clusters of 512 bytes and fsck.fat accepts it, a 32 MiB one gets 64496
  * and mkfs.fat and fsck.fat both warn that it is below the FAT32 minimum.
  */
-export const MIN_BOOT_SIZE_MIB = 36;
+export { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
 
 /** Smallest rootSize in MiB: ZFS refuses vdevs under 64 MiB. */
 export const MIN_ROOT_SIZE_MIB = 64;
@@ -227,6 +228,18 @@ function checkDatasets(config: Record<string, unknown>, ctx: z.core.$RefinementC
   }
 }
 
+/** The seed's default pool properties (`zpool create -o`). */
+export const DEFAULT_POOL_PROPERTIES: Readonly<Record<string, string>> = { autoexpand: 'on' };
+
+/** The seed's default root file system properties (`zpool create -O`). */
+export const DEFAULT_FILESYSTEM_PROPERTIES: Readonly<Record<string, string>> = {
+  acltype: 'posixacl',
+  atime: 'off',
+  compression: 'on',
+  mountpoint: 'legacy',
+  xattr: 'sa',
+};
+
 /** The image config schema: every field of the seed with its default and rules; unknown keys are refused at every level. */
 export const imageConfigSchema = strict(
   {
@@ -238,14 +251,8 @@ export const imageConfigSchema = strict(
     ).default(1024),
     rootSize: sizeMiB(MIN_ROOT_SIZE_MIB, `must be at least ${MIN_ROOT_SIZE_MIB} MiB, the smallest ZFS vdev`).default(2048),
     rootPoolName: checked(poolNameProblem, `must be a string: ${POOL_NAME_RULE}`).default('tank'),
-    rootPoolProperties: propertiesSchema.default({ autoexpand: 'on' }),
-    rootPoolFilesystemProperties: propertiesSchema.default({
-      acltype: 'posixacl',
-      atime: 'off',
-      compression: 'on',
-      mountpoint: 'legacy',
-      xattr: 'sa',
-    }),
+    rootPoolProperties: propertiesSchema.default({ ...DEFAULT_POOL_PROPERTIES }),
+    rootPoolFilesystemProperties: propertiesSchema.default({ ...DEFAULT_FILESYSTEM_PROPERTIES }),
     // prefault, not default: an absent datasets still has to pass the root-mount check.
     datasets: datasetsSchema.prefault({}),
     contents: contentsSchema.default([]),

@@ -1,0 +1,107 @@
+import path from 'node:path';
+import { ConfigError } from '../../lib/engine/config-error.ts';
+import type { GraphNode, Plugin, PluginEnvironment } from '../../lib/engine/task.ts';
+import { DEFAULT_FILESYSTEM_PROPERTIES, DEFAULT_POOL_PROPERTIES, formatConfigIssues, parseImageConfig, type ImageConfig } from './config.ts';
+import { selectDriver, type ZfsDriverChoice, ZFS_DRIVER_CHOICES } from './zfs/select-driver.ts';
+import { createDiskTask } from './stages/create-disks.ts';
+import { partitionTask } from './stages/partition.ts';
+import { createPoolTask } from './stages/create-pool.ts';
+import { mountResource } from './stages/mount.ts';
+import { installTask } from './stages/install.ts';
+import { installEspTask } from './stages/install-esp.ts';
+import { exportPoolTask } from './stages/export-pool.ts';
+import { convertTask } from './stages/convert.ts';
+import { postVmTask } from './stages/post-vm.ts';
+import { systemTask } from './stages/system.ts';
+import type { PoolLayout } from './stages/pool-layout.ts';
+
+/** Options of the image plugin. */
+export interface ZfsImageOptions {
+  /** The config used without `--config` (the Taskfile's embedded demo). */
+  readonly defaultConfig?: unknown;
+  /** Folder relative paths of the default config are taken from. */
+  readonly defaultConfigDir?: string;
+  /** ZFS driver; the environment variable ZFS_DRIVER overrides it. Default `auto`. */
+  readonly driver?: ZfsDriverChoice;
+}
+
+/** Parses and checks the config; every problem becomes a ConfigError (exit 2, nothing created). */
+export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
+  const parsed = parseImageConfig(raw, { baseDir });
+  if (!parsed.ok) throw new ConfigError(formatConfigIssues(parsed.errors).split('\n'));
+  const config = parsed.value;
+  if (config.includeChannel && !config.channelSource) {
+    const fromNixPath = channelFromNixPath(process.env['NIX_PATH']);
+    if (!fromNixPath) {
+      throw new ConfigError([
+        'config: includeChannel: true needs a nixpkgs source to copy into the image: set channelSource to a nixpkgs checkout, put nixpkgs=PATH in NIX_PATH, or set includeChannel to false',
+      ]);
+    }
+    return { ...config, channelSource: fromNixPath };
+  }
+  return config;
+}
+
+/** The nixpkgs folder named by `nixpkgs=PATH` in NIX_PATH, if any. */
+export function channelFromNixPath(nixPath: string | undefined): string | undefined {
+  for (const entry of (nixPath ?? '').split(':')) {
+    if (entry.startsWith('nixpkgs=') && entry.length > 'nixpkgs='.length && !entry.includes('://')) return entry.slice('nixpkgs='.length);
+  }
+  return undefined;
+}
+
+/** The image's task graph for a parsed config. */
+export function imageTasks(config: ImageConfig, outDir: string, layout: PoolLayout): GraphNode[] {
+  return [
+    systemTask(config.system),
+    createDiskTask('boot', config.bootSize),
+    createDiskTask('root', config.rootSize),
+    partitionTask(),
+    createPoolTask(config, layout),
+    mountResource(config, layout),
+    installTask(config),
+    exportPoolTask(),
+    installEspTask(),
+    convertTask('boot', config.format, outDir),
+    convertTask('root', config.format, outDir),
+    postVmTask(config, outDir),
+  ];
+}
+
+/** The ZFS driver a build will use, with the properties it can set (refusals are config errors). */
+export function poolLayout(config: ImageConfig, choice: ZfsDriverChoice): PoolLayout {
+  const probe = selectDriver(choice);
+  const datasets = Object.fromEntries(Object.entries(config.datasets).map(([name, d]) => [name, d.properties ?? {}]));
+  const properties = probe.adaptProperties(
+    { pool: config.rootPoolProperties, filesystem: config.rootPoolFilesystemProperties, datasets },
+    { pool: DEFAULT_POOL_PROPERTIES, filesystem: DEFAULT_FILESYSTEM_PROPERTIES },
+  );
+  if (properties.refused.length > 0) {
+    throw new ConfigError(properties.refused.map((r) => `config: ${r} (driver ${probe.name})`));
+  }
+  const tools = probe.name === 'zfs-fuse' ? ['zfs-fuse', 'zpool', 'zfs'] : ['zpool', 'zfs', 'losetup'];
+  return { driver: probe.name, properties, tools, makeDriver: (exec) => selectDriver(choice, { exec }) };
+}
+
+/** The NixOS ZFS image as a plugin: config in, stage graph out. */
+export function zfsImage(options: ZfsImageOptions = {}): Plugin {
+  return (env: PluginEnvironment) => {
+    const raw = env.config ?? options.defaultConfig;
+    const baseDir = env.configFile ? env.configDir : (options.defaultConfigDir ?? env.configDir);
+    const config = loadImageConfig(raw, baseDir);
+    const choice = driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto');
+    let layout: PoolLayout;
+    try {
+      layout = poolLayout(config, choice);
+    } catch (error) {
+      if (error instanceof ConfigError) throw error;
+      throw new ConfigError([`zfs: ${(error as Error).message}`]);
+    }
+    return imageTasks(config, path.resolve(env.outDir), layout);
+  };
+}
+
+function driverChoice(value: string): ZfsDriverChoice {
+  if ((ZFS_DRIVER_CHOICES as readonly string[]).includes(value)) return value as ZfsDriverChoice;
+  throw new ConfigError([`ZFS_DRIVER: must be one of ${ZFS_DRIVER_CHOICES.join(', ')}, not "${value}"`]);
+}

@@ -1,0 +1,155 @@
+import { copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Json, Task, TaskContext } from '../../../lib/engine/task.ts';
+import { whichTool } from '../../../lib/caching/file-hash.ts';
+import type { ImageConfig } from '../config.ts';
+import { configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
+import { copyClosure } from './copy-closure.ts';
+import type { MountedImage } from './mount.ts';
+import { NIX_OFFLINE } from './system.ts';
+
+/** Where a host path lands inside the mounted image. */
+const inImage = (root: string, target: string): string => path.join(root, target);
+
+/**
+ * `install`: NixOS into the mounted image: configuration.nix with the generated fileSystems,
+ * contents with mode and owner, the system's closure copied and registered, the system profile,
+ * /etc/NIXOS, then the boot loader chrooted (activate, switch-to-configuration boot) as
+ * nixos-install does. The /boot it produces is published as the folder `esp` for install:esp.
+ */
+export function installTask(config: ImageConfig): Task {
+  const inputFiles = [...config.contents.map((c) => c.source), ...(config.configFile ? [config.configFile] : [])];
+  return {
+    id: 'install',
+    stage: 'install',
+    title: 'install NixOS into the image',
+    deps: ['mount', 'system'],
+    inputs: {
+      datasets: config.datasets as unknown as Json,
+      contents: config.contents as unknown as Json,
+      configFile: config.configFile,
+      includeChannel: config.includeChannel,
+      channelSource: config.channelSource ?? null,
+    },
+    inputFiles,
+    version: 1,
+    tools: ['nix-store', 'nix-env', 'chroot', 'cp'],
+    artifacts: [
+      { name: 'esp', kind: 'folder' },
+      { name: 'toplevel', kind: 'value' },
+    ],
+    async run(ctx) {
+      const image = ctx.resources['mount'] as MountedImage;
+      const system = ctx.deps['system']!.values as { toplevel: string; closure: string[]; closureBytes: number };
+      const root = image.root;
+      await writeNixosConfig(root, config);
+      await installContents(ctx, root, config);
+      await copyClosure(ctx, root, system.closure, system.closureBytes);
+      await registerClosure(ctx, root, system.closure, system.toplevel);
+      if (config.includeChannel && config.channelSource) await installChannel(ctx, root, config.channelSource);
+      await mkdir(inImage(root, '/etc'), { recursive: true });
+      await writeFile(inImage(root, '/etc/NIXOS'), '');
+      await installBootLoader(ctx, root, system.toplevel);
+      await takeBoot(ctx, root, path.join(ctx.staging, 'esp'));
+      return { toplevel: system.toplevel };
+    },
+  };
+}
+
+/** /etc/nixos: configuration.nix importing the generated file systems and the user's configFile, as copies. */
+async function writeNixosConfig(root: string, config: ImageConfig): Promise<void> {
+  const dir = inImage(root, nixosConfigLayout.dir);
+  await mkdir(dir, { recursive: true });
+  await writeFile(path.join(dir, nixosConfigLayout.fileSystems), fileSystemsNix(config.datasets));
+  if (config.configFile) await copyFile(config.configFile, path.join(dir, nixosConfigLayout.userConfiguration));
+  await writeFile(
+    path.join(dir, nixosConfigLayout.configuration),
+    configurationNix(nixosConfigLayout.fileSystems, config.configFile ? nixosConfigLayout.userConfiguration : null),
+  );
+}
+
+/** Copies `contents` into the image with their mode and owner (the seed accepts them and never does this). */
+async function installContents(ctx: TaskContext<any>, root: string, config: ImageConfig): Promise<void> {
+  for (const item of config.contents) {
+    const target = inImage(root, item.target);
+    await mkdir(path.dirname(target), { recursive: true });
+    await ctx.exec('cp', ['-a', '--no-target-directory', '--', item.source, target]);
+    if (item.mode) await ctx.exec('chmod', [item.mode, target]);
+    if (item.user || item.group) {
+      // Names are looked up on the build host; numeric ids are taken as they are.
+      await ctx.exec('chown', ['-h', `${item.user ?? ''}${item.group ? `:${item.group}` : ''}`, target]);
+    }
+  }
+}
+
+/** Loads the closure's registration into the image's Nix database and points the system profile at the toplevel. */
+async function registerClosure(ctx: TaskContext<any>, root: string, closure: readonly string[], toplevel: string): Promise<void> {
+  const store = `local?root=${root}`;
+  const dump = await ctx.exec('nix-store', ['--dump-db', ...closure], { quiet: true });
+  await ctx.exec('nix-store', ['--store', store, '--load-db', ...NIX_OFFLINE], { input: dump.stdout });
+  await mkdir(inImage(root, '/nix/var/nix/profiles'), { recursive: true });
+  await ctx.exec('nix-env', ['--store', store, '-p', inImage(root, '/nix/var/nix/profiles/system'), '--set', toplevel, ...NIX_OFFLINE]);
+}
+
+/** Adds a nixpkgs source to the host store, copies it into the image and makes it root's `nixos` channel. */
+async function installChannel(ctx: TaskContext<any>, root: string, source: string): Promise<void> {
+  const added = (await ctx.exec('nix-store', ['--add', source])).stdout.trim();
+  const closure = (await ctx.exec('nix-store', ['--query', '--requisites', added], { quiet: true })).stdout.split('\n').filter(Boolean);
+  const sizes = (await ctx.exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean);
+  await copyClosure(ctx, root, closure, sizes.reduce((sum, n) => sum + Number(n), 0));
+  const store = `local?root=${root}`;
+  const dump = await ctx.exec('nix-store', ['--dump-db', ...closure], { quiet: true });
+  await ctx.exec('nix-store', ['--store', store, '--load-db'], { input: dump.stdout });
+  const profile = inImage(root, '/nix/var/nix/profiles/per-user/root/channels');
+  await mkdir(path.dirname(profile), { recursive: true });
+  await ctx.exec('nix-env', ['--store', store, '-p', profile, '--set', added, ...NIX_OFFLINE]);
+}
+
+/**
+ * The boot loader as nixos-install does it: /dev, /proc and /sys bound into the image, then
+ * the system's `activate` and `switch-to-configuration boot` chrooted with NIXOS_INSTALL_BOOTLOADER=1.
+ * Where nixos-enter is on PATH (a NixOS host), it does the binding.
+ */
+async function installBootLoader(ctx: TaskContext<any>, root: string, toplevel: string): Promise<void> {
+  await mkdir(inImage(root, '/boot'), { recursive: true });
+  const env = { NIXOS_INSTALL_BOOTLOADER: '1', IN_NIXOS_ENTER: '1', PATH: '/run/current-system/sw/bin:/usr/bin:/bin' };
+  if (await whichTool('nixos-enter')) {
+    await ctx.exec('nixos-enter', ['--root', root, '--', `${toplevel}/activate`], { env });
+    await ctx.exec('nixos-enter', ['--root', root, '--', `${toplevel}/bin/switch-to-configuration`, 'boot'], { env });
+    return;
+  }
+  const bound: string[] = [];
+  // Unbound in reverse whatever happens; a lazy unmount cannot fail on a busy /dev.
+  ctx.cleanup(async () => {
+    for (const target of bound.reverse()) await ctx.exec('umount', ['--lazy', target]).catch(() => undefined);
+  });
+  for (const [source, target, type] of [
+    ['/dev', '/dev', 'bind'],
+    ['proc', '/proc', 'proc'],
+    ['/sys', '/sys', 'bind'],
+  ] as const) {
+    const where = inImage(root, target);
+    await mkdir(where, { recursive: true });
+    if (type === 'bind') await ctx.exec('mount', ['--rbind', source, where]);
+    else await ctx.exec('mount', ['-t', 'proc', 'proc', where]);
+    // A recursive bind must not propagate its unmount back to the host.
+    if (type === 'bind') await ctx.exec('mount', ['--make-rslave', where]);
+    bound.push(where);
+  }
+  // Resolved before the environment's PATH becomes the image's.
+  const chroot = (await whichTool('chroot', `${process.env['PATH'] ?? ''}:/usr/sbin:/sbin`)) ?? 'chroot';
+  await ctx.exec(chroot, [root, `${toplevel}/activate`], { env });
+  await ctx.exec(chroot, [root, `${toplevel}/bin/switch-to-configuration`, 'boot'], { env });
+  for (const target of bound.reverse()) await ctx.exec('umount', ['--recursive', target]);
+  bound.length = 0;
+}
+
+/** Copies what the boot loader wrote to the image's /boot out to `dest` (the ESP's content, written into FAT by install:esp) and empties /boot, the ESP's mount point. */
+async function takeBoot(ctx: TaskContext<any>, root: string, dest: string): Promise<void> {
+  const boot = inImage(root, '/boot');
+  await mkdir(dest, { recursive: true });
+  const names = await readdir(boot);
+  if (names.length === 0) return;
+  await ctx.exec('cp', ['-a', '--', ...names.map((n) => path.join(boot, n)), dest]);
+  for (const name of names) await rm(path.join(boot, name), { recursive: true, force: true });
+}

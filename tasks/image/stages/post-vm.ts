@@ -1,0 +1,70 @@
+import { stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { hashFileContent } from '../../../lib/caching/file-hash.ts';
+import type { Json, Task } from '../../../lib/engine/task.ts';
+import type { ImageConfig } from '../config.ts';
+import { outputFileNames } from '../generators.ts';
+
+/** `post-vm`: writes `<out>/image-info.json`, then runs the config's postVM shell code in bash. */
+export function postVmTask(config: ImageConfig, outDir: string): Task {
+  const names = outputFileNames(config.format);
+  return {
+    id: 'post-vm',
+    stage: 'post-vm',
+    title: config.postVM ? 'describe the images and run postVM' : 'describe the images',
+    deps: ['convert:boot', 'convert:root', 'system'],
+    inputs: {
+      name: config.name,
+      format: config.format,
+      postVM: config.postVM,
+      outDir,
+      pool: config.rootPoolName,
+      poolProperties: config.rootPoolProperties,
+      filesystemProperties: config.rootPoolFilesystemProperties,
+      datasets: config.datasets as unknown as Json,
+    },
+    version: 1,
+    tools: ['qemu-img', 'bash'],
+    artifacts: [{ name: 'image-info.json', kind: 'file' }],
+    exports: [{ artifact: 'image-info.json', to: path.join(outDir, 'image-info.json') }],
+    async run(ctx) {
+      const disks: Record<string, Json> = {};
+      for (const disk of ['boot', 'root'] as const) {
+        const file = ctx.deps[`convert:${disk}`]!.paths[names[disk]]!;
+        const info = JSON.parse((await ctx.exec('qemu-img', ['info', '--output=json', file], { quiet: true })).stdout) as { 'virtual-size': number };
+        const stats = await stat(file);
+        disks[disk] = {
+          file: names[disk],
+          virtualSize: info['virtual-size'],
+          fileSize: stats.size,
+          allocatedBytes: stats.blocks * 512,
+          sha256: await hashFileContent(file),
+        };
+      }
+      const description = {
+        name: config.name,
+        format: config.format,
+        disks,
+        system: { toplevel: ctx.deps['system']!.values['toplevel']! },
+        pool: {
+          name: config.rootPoolName,
+          properties: config.rootPoolProperties,
+          filesystemProperties: config.rootPoolFilesystemProperties,
+        },
+        datasets: config.datasets as unknown as Json,
+      };
+      await writeFile(path.join(ctx.staging, 'image-info.json'), `${JSON.stringify(description, null, 2)}\n`);
+      if (config.postVM.trim() !== '') {
+        // The convert outputs are already in place: exports happen as soon as each task finishes.
+        await ctx.exec('bash', ['-e', '-c', config.postVM], {
+          cwd: outDir,
+          env: {
+            out: outDir,
+            bootDiskImage: path.join(outDir, names.boot),
+            rootDiskImage: path.join(outDir, names.root),
+          },
+        });
+      }
+    },
+  };
+}

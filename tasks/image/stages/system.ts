@@ -1,0 +1,86 @@
+import path from 'node:path';
+import type { Task } from '../../../lib/engine/task.ts';
+import type { Exec } from '../../../lib/execution/types.ts';
+import type { SystemSpec } from '../config.ts';
+
+/** Nix options every call uses: no binary cache is reachable, so never wait on one. */
+export const NIX_OFFLINE = ['--option', 'substituters', ''] as const;
+
+/** Values the system task publishes. */
+export interface SystemValues {
+  readonly toplevel: string;
+  /** Every store path the image needs, sorted. */
+  readonly closure: readonly string[];
+  /** Total NAR size of the closure in bytes (for progress and space checks). */
+  readonly closureBytes: number;
+}
+
+/**
+ * Resolves the configured system to a toplevel and its closure. A flake is re-evaluated on
+ * every build (its inputs are not files we can hash), so that task is volatile; dependents
+ * then fingerprint the resolved toplevel, never the flake reference.
+ */
+export function systemTask(system: SystemSpec): Task {
+  const base = {
+    id: 'system',
+    stage: 'system',
+    deps: [],
+    version: 1,
+    tools: ['nix-store'],
+    artifacts: [
+      { name: 'toplevel', kind: 'value' as const },
+      { name: 'closure', kind: 'value' as const },
+      { name: 'closureBytes', kind: 'value' as const },
+    ],
+  };
+  if ('toplevel' in system) {
+    return {
+      ...base,
+      title: `use system ${path.basename(system.toplevel)}`,
+      inputs: { toplevel: system.toplevel },
+      run: async (ctx) => describeClosure(ctx.exec, system.toplevel),
+    };
+  }
+  if ('expression' in system) {
+    // The expression's whole folder is hashed: it may import its neighbours.
+    return {
+      ...base,
+      title: `build system from ${path.basename(system.expression)}`,
+      inputs: { expression: system.expression, attr: system.attr ?? null },
+      inputFiles: [path.dirname(system.expression)],
+      tools: ['nix-store', 'nix-build'],
+      async run(ctx) {
+        const attr = system.attr ? ['-A', system.attr] : [];
+        const built = await ctx.exec('nix-build', [system.expression, ...attr, '--no-out-link', ...NIX_OFFLINE]);
+        return describeClosure(ctx.exec, lastLine(built.stdout));
+      },
+    };
+  }
+  return {
+    ...base,
+    title: `build system ${system.flake}`,
+    volatile: true,
+    inputs: { flake: system.flake },
+    tools: ['nix-store', 'nix'],
+    async run(ctx) {
+      const [ref, name] = system.flake.split('#') as [string, string];
+      const attr = `${ref}#nixosConfigurations.${name}.config.system.build.toplevel`;
+      const built = await ctx.exec('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', attr, '--no-link', '--print-out-paths', ...NIX_OFFLINE]);
+      return describeClosure(ctx.exec, lastLine(built.stdout));
+    },
+  };
+}
+
+function lastLine(text: string): string {
+  const line = text.trim().split('\n').at(-1)?.trim() ?? '';
+  if (!line.startsWith('/nix/store/')) throw new Error(`expected a store path from nix, got "${line}"`);
+  return line;
+}
+
+/** The closure of a toplevel (sorted) with its total NAR size. */
+export async function describeClosure(exec: Exec, toplevel: string): Promise<{ toplevel: string; closure: string[]; closureBytes: number }> {
+  await exec('nix-store', ['--check-validity', toplevel]);
+  const closure = (await exec('nix-store', ['--query', '--requisites', toplevel], { quiet: true })).stdout.split('\n').filter(Boolean).sort();
+  const sizes = (await exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean);
+  return { toplevel, closure, closureBytes: sizes.reduce((sum, n) => sum + Number(n), 0) };
+}
