@@ -4,7 +4,7 @@ import type { Exec } from '../../../lib/execution/types.ts';
 import type { SystemSpec } from '../config.ts';
 
 /** Nix options every call uses: no binary cache is reachable, so never wait on one. */
-export const NIX_OFFLINE = ['--option', 'substituters', ''] as const;
+export const NIX_OFFLINE = ['--option', 'substituters', '', '--option', 'sandbox', 'false'] as const;
 
 /** Values the system task publishes. */
 export interface SystemValues {
