@@ -1,0 +1,184 @@
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+
+/**
+ * The contract between the image stages and a ZFS implementation. Two drivers
+ * implement it: `openzfs` (the kernel module) and `zfs-fuse` (userspace, pool
+ * version 23). Every command is run as an argv through an `Exec`, never a shell.
+ */
+
+/** Which ZFS implementation a driver talks to. */
+export type ZfsDriverName = 'openzfs' | 'zfs-fuse';
+
+/** ZFS properties as `name → value`, passed as `-o name=value`. */
+export type ZfsProperties = Readonly<Record<string, string>>;
+
+/** The properties an image asks for: `-o` and `-O` at pool creation, then per dataset. */
+export interface PropertyRequest {
+  /** Pool properties (`zpool create -o`). */
+  readonly pool: ZfsProperties;
+  /** Root file system properties (`zpool create -O`), inherited by the datasets. */
+  readonly filesystem: ZfsProperties;
+  /** Per dataset (on-disk name, e.g. `tank/root`): `zfs create -o`. */
+  readonly datasets: Readonly<Record<string, ZfsProperties>>;
+}
+
+/** The config's default properties; a requested property equal to its default was not asked for by the user. */
+export interface PropertyDefaults {
+  readonly pool: ZfsProperties;
+  readonly filesystem: ZfsProperties;
+}
+
+/** What a driver will actually set, and what it dropped or refuses. */
+export interface AdaptedProperties extends PropertyRequest {
+  /** Defaults this driver cannot set and dropped: the image differs from an OpenZFS build. */
+  readonly warnings: readonly string[];
+  /** Properties the user asked for that this driver cannot set; the build must not start if any. */
+  readonly refused: readonly string[];
+}
+
+/** A pool imported (or just created) by a driver. Plain data, so a later stage can release it. */
+export interface PoolHandle {
+  readonly driver: ZfsDriverName;
+  /** The name written on disk (the config's `rootPoolName`). */
+  readonly pool: string;
+  /** The name the host knows it by: a temporary name for openzfs, `pool` for zfs-fuse. */
+  readonly name: string;
+  /** Absolute path of the raw disk file. */
+  readonly vdev: string;
+  /** The pool's altroot: any mount of the pool lands under it. */
+  readonly root: string;
+  /** The loop device the file is attached to (openzfs). */
+  readonly device?: string | undefined;
+  /** Temporary folders the driver made for this pool, removed at export. */
+  readonly tempDirs: readonly string[];
+}
+
+/** A dataset to mount, by its on-disk name, at an absolute path inside the image. */
+export interface DatasetMount {
+  readonly dataset: string;
+  readonly mount: string;
+}
+
+/** What `mountDatasets` did, so that `unmountAll` can undo it. Plain data. */
+export interface MountState {
+  /** Mounted datasets (in-core names) with their host paths, in mount order. */
+  readonly mounted: readonly { readonly dataset: string; readonly path: string }[];
+  /** Mountpoint properties changed to mount (zfs-fuse): `null` means `zfs inherit`. */
+  readonly restore: readonly { readonly dataset: string; readonly mountpoint: string | null }[];
+}
+
+/** A running ZFS service for the duration of a build. */
+export interface ZfsSession {
+  /** True when this session started the zfs-fuse daemon (and so will stop it). */
+  readonly started: boolean;
+  /**
+   * Stops what `prepare` started. A daemon that holds pools it did not hold at
+   * start (another build's, or ours not exported) is left running and the reason
+   * returned; `abandon` names pools of this build that may go down with it.
+   */
+  stop(options?: { readonly abandon?: readonly string[] }): Promise<{ readonly stopped: boolean; readonly reason?: string }>;
+}
+
+/** Options for creating a pool on a raw file. */
+export interface CreatePoolOptions {
+  /** The on-disk pool name. */
+  readonly pool: string;
+  /** The raw file that becomes the pool's only vdev. */
+  readonly vdev: string;
+  readonly poolProperties: ZfsProperties;
+  readonly filesystemProperties: ZfsProperties;
+  /** altroot during creation; a private temporary folder when absent. */
+  readonly root?: string;
+}
+
+/** Options for importing a pool from a raw file. */
+export interface ImportPoolOptions {
+  readonly pool: string;
+  readonly vdev: string;
+  /** The temporary root the datasets will be mounted under (the pool's altroot). */
+  readonly root: string;
+}
+
+/** Options for releasing a pool after a failure. */
+export interface ReleaseOptions {
+  /** Cleanup after a failure: keep going past errors (throwing the first at the end) and `zpool export -f`. */
+  readonly force?: boolean;
+}
+
+/** What an image build needs from a ZFS implementation. */
+export interface ZfsDriver {
+  readonly name: ZfsDriverName;
+  /** Makes ZFS usable (zfs-fuse: starts the daemon when none runs). */
+  prepare(): Promise<ZfsSession>;
+  /** Checks and adapts the requested properties to what this driver can set; pure, no commands. */
+  adaptProperties(request: PropertyRequest, defaults: PropertyDefaults): AdaptedProperties;
+  /** Whether a pool of this in-core name is imported on the host. */
+  isImported(name: string): Promise<boolean>;
+  /** `zpool create` on the file; the pool stays imported until `exportPool`. */
+  createPool(options: CreatePoolOptions): Promise<PoolHandle>;
+  /** `zfs create -p` with properties; `dataset` is the on-disk name (`tank/root`). */
+  createDataset(handle: PoolHandle, dataset: string, properties: ZfsProperties): Promise<void>;
+  /** Imports the pool from this file alone (never another copy of it), mounting nothing. */
+  importPool(options: ImportPoolOptions): Promise<PoolHandle>;
+  /** Mounts the datasets under `handle.root`, shortest mount path first. */
+  mountDatasets(handle: PoolHandle, mounts: readonly DatasetMount[]): Promise<MountState>;
+  /** Unmounts everything of the pool, longest path first, and undoes what mounting changed. */
+  unmountAll(handle: PoolHandle, state: MountState, options?: ReleaseOptions): Promise<void>;
+  /** `zpool export`, then releases the loop device and temporary folders. */
+  exportPool(handle: PoolHandle, options?: ReleaseOptions): Promise<void>;
+}
+
+/** Pool-name rules shared by both drivers (also used for temporary names). */
+export const POOL_NAME = /^[A-Za-z][A-Za-z0-9_.:-]*$/;
+
+/** Maps an on-disk dataset name (`tank/root`) to the in-core one (`tank-tmp1/root`). */
+export function inCoreName(handle: Pick<PoolHandle, 'pool' | 'name'>, dataset: string): string {
+  if (dataset === handle.pool) return handle.name;
+  if (dataset.startsWith(`${handle.pool}/`)) return handle.name + dataset.slice(handle.pool.length);
+  throw new Error(`dataset '${dataset}' is not in pool '${handle.pool}'`);
+}
+
+/** `-o name=value` pairs for an argv, in a stable (sorted) order. */
+export function propertyArgs(flag: '-o' | '-O', properties: ZfsProperties): string[] {
+  return Object.keys(properties)
+    .sort()
+    .flatMap((name) => [flag, `${name}=${properties[name] ?? ''}`]);
+}
+
+/** Mounts ordered for mounting: shortest path first (parents before children). */
+export function mountOrder<T extends { readonly mount: string }>(mounts: readonly T[]): T[] {
+  return [...mounts].sort((a, b) => a.mount.length - b.mount.length || a.mount.localeCompare(b.mount));
+}
+
+/** Host path of an image path under a root folder (`/` is the root itself). */
+export function hostPath(root: string, mount: string): string {
+  return mount === '/' ? root : root.replace(/\/+$/, '') + mount;
+}
+
+/**
+ * Makes a private temporary folder for a driver (vdev links, an altroot) beside
+ * the disk file, so that a dead run's leftovers are swept with its working folder.
+ */
+export function makeTempDir(vdev: string, prefix: string): Promise<string> {
+  return mkdtemp(join(dirname(vdev), prefix));
+}
+
+/** Whether any file system is mounted at or below `dir` (read from /proc/self/mountinfo). */
+export async function hasMountsUnder(dir: string): Promise<boolean> {
+  const base = dir.replace(/\/+$/, '');
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  return info.split('\n').some((line) => {
+    // field 5 is the mount point, with spaces and the like octal-escaped
+    const field = line.split(' ')[4];
+    if (field === undefined) return false;
+    const point = field.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+    return point === base || point.startsWith(`${base}/`);
+  });
+}
+
+/** Removes a driver's temporary folder, unless something is still mounted in it (that would delete image data). */
+export async function removeTempDir(dir: string): Promise<void> {
+  if (await hasMountsUnder(dir)) throw new Error(`not removing ${dir}: a file system is still mounted under it`);
+  await rm(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,440 @@
+/**
+ * The zfs-fuse driver: userspace ZFS (Debian's zfs-fuse 0.7, pool version 23)
+ * for machines without the kernel module. The pool lives directly on the raw
+ * file; datasets are mounted through their mountpoint property under the
+ * pool's altroot and set back before export; the daemon is started on demand.
+ */
+import { access, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { constants } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { createExec } from '../../../lib/execution/exec.ts';
+import { CommandError } from '../../../lib/execution/command-error.ts';
+import type { Exec } from '../../../lib/execution/types.ts';
+import {
+  POOL_NAME,
+  hostPath,
+  inCoreName,
+  makeTempDir,
+  mountOrder,
+  propertyArgs,
+  removeTempDir,
+} from './driver.ts';
+import type {
+  AdaptedProperties,
+  CreatePoolOptions,
+  DatasetMount,
+  ImportPoolOptions,
+  MountState,
+  PoolHandle,
+  PropertyDefaults,
+  PropertyRequest,
+  ReleaseOptions,
+  ZfsDriver,
+  ZfsProperties,
+  ZfsSession,
+} from './driver.ts';
+
+/** How to reach zfs-fuse; every field has a working default on Debian. */
+export interface ZfsFuseOptions {
+  readonly exec?: Exec;
+  /** The daemon binary (default `zfs-fuse` from PATH). */
+  readonly daemon?: string;
+  readonly zpool?: string;
+  readonly zfs?: string;
+  /** How long to wait for a started daemon to answer (default 15 s). */
+  readonly readyTimeoutMs?: number;
+  /** How long SIGTERM may take before SIGKILL (default 15 s; it takes about 5 s). */
+  readonly stopTimeoutMs?: number;
+}
+
+/** Pool properties zfs-fuse can set at creation (pool version 23). */
+const POOL_PROPERTIES = new Set([
+  'altroot', 'ashift', 'autoexpand', 'autoreplace', 'bootfs', 'cachefile', 'dedupditto',
+  'delegation', 'failmode', 'listsnapshots', 'version',
+]);
+
+/** File system properties zfs-fuse can set (from `zfs get` usage, file system version 4). */
+const FILESYSTEM_PROPERTIES = new Set([
+  'aclinherit', 'aclmode', 'atime', 'canmount', 'casesensitivity', 'checksum', 'compression',
+  'copies', 'dedup', 'devices', 'exec', 'logbias', 'mlslabel', 'mountpoint', 'nbmand',
+  'normalization', 'primarycache', 'quota', 'readonly', 'recordsize', 'refquota', 'refreservation',
+  'reservation', 'secondarycache', 'setuid', 'sharenfs', 'sharesmb', 'snapdir', 'utf8only',
+  'version', 'volblocksize', 'volsize', 'vscan', 'xattr', 'zoned',
+]);
+
+/** Values zfs-fuse accepts where OpenZFS accepts more. */
+const ALLOWED_VALUES: Readonly<Record<string, RegExp>> = {
+  compression: /^(on|off|lzjb|gzip|gzip-[1-9]|zle)$/,
+  xattr: /^(on|off)$/,
+  checksum: /^(on|off|fletcher2|fletcher4|sha256)$/,
+  dedup: /^(on|off|verify|sha256|sha256,verify)$/,
+};
+
+/** Size in bytes of a ZFS size value (`128K`, `1M`, `131072`); NaN when unreadable. */
+function parseSize(value: string): number {
+  const match = /^(\d+(?:\.\d+)?)([KMGTPE]?)B?$/i.exec(value);
+  if (!match) return Number.NaN;
+  const power = 'KMGTPE'.indexOf((match[2] ?? '').toUpperCase()) + 1;
+  return Number(match[1]) * 1024 ** power;
+}
+
+/** Why zfs-fuse cannot set this property, or undefined when it can. */
+export function zfsFuseUnsupported(scope: 'pool' | 'filesystem', name: string, value: string): string | undefined {
+  if (scope === 'pool') {
+    if (name.startsWith('feature@')) return 'pool version 23 has no feature flags';
+    if (!POOL_PROPERTIES.has(name)) return `zfs-fuse (pool version 23) has no pool property '${name}'`;
+    if (name === 'version' && !(/^\d+$/.test(value) && Number(value) <= 23)) return 'zfs-fuse supports pool versions up to 23';
+    return undefined;
+  }
+  // user properties (module:name) and per-user quotas are free-form
+  if (name.includes(':') || /^(user|group)quota@/.test(name)) return undefined;
+  if (name === 'acltype') return 'zfs-fuse has no acltype property (POSIX ACLs need OpenZFS)';
+  if (!FILESYSTEM_PROPERTIES.has(name)) return `zfs-fuse has no property '${name}'`;
+  const allowed = ALLOWED_VALUES[name];
+  if (allowed && !allowed.test(value)) return `zfs-fuse accepts ${name} ${allowed.source.slice(2, -2).replaceAll('|', ', ')}`;
+  if ((name === 'recordsize' || name === 'volblocksize') && parseSize(value) > 128 * 1024) {
+    return `zfs-fuse allows ${name} up to 128K`;
+  }
+  if (name === 'version' && !/^([1-4]|current)$/.test(value)) return 'zfs-fuse supports file system versions 1 to 4';
+  return undefined;
+}
+
+/** Checks requested properties against zfs-fuse: refuses what the user asked for, drops unsupported defaults. */
+export function adaptPropertiesForZfsFuse(request: PropertyRequest, defaults: PropertyDefaults): AdaptedProperties {
+  const warnings: string[] = [];
+  const refused: string[] = [];
+  const filter = (
+    scope: 'pool' | 'filesystem',
+    label: string,
+    properties: ZfsProperties,
+    scopeDefaults: ZfsProperties,
+  ): Record<string, string> => {
+    const kept: Record<string, string> = {};
+    for (const [name, value] of Object.entries(properties)) {
+      const reason = zfsFuseUnsupported(scope, name, value);
+      if (reason === undefined) kept[name] = value;
+      else if (scopeDefaults[name] === value) {
+        warnings.push(`zfs-fuse: dropped the default ${label}.${name}=${value} (${reason}); this image differs from an OpenZFS build`);
+      } else refused.push(`${label}.${name}=${value}: ${reason}`);
+    }
+    return kept;
+  };
+  const pool = filter('pool', 'rootPoolProperties', request.pool, defaults.pool);
+  const filesystem = filter('filesystem', 'rootPoolFilesystemProperties', request.filesystem, defaults.filesystem);
+  const datasets: Record<string, Record<string, string>> = {};
+  for (const [dataset, properties] of Object.entries(request.datasets)) {
+    // dataset properties have no defaults: all of them were asked for
+    datasets[dataset] = filter('filesystem', `datasets["${dataset}"].properties`, properties, {});
+  }
+  return { pool, filesystem, datasets, warnings, refused };
+}
+
+/** Whether a process exists and is not a zombie. */
+async function processAlive(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // the state follows the parenthesised command name
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Lazily unmounts every zfs-fuse mount; only called once the one zfs-fuse daemon of the host is dead. */
+async function detachDeadMounts(exec: Exec): Promise<void> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const points = info
+    .split('\n')
+    .map((line) => line.split(' '))
+    // after the optional fields comes '-', then the file system type
+    .filter((fields) => fields[fields.indexOf('-') + 1] === 'fuse.zfs')
+    .map((fields) => (fields[4] ?? '').replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8))))
+    .sort((a, b) => b.length - a.length);
+  for (const point of points) await exec('umount', ['-l', point]).catch(() => undefined);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
+
+/** One `zfs list` row. */
+interface DatasetRow {
+  readonly name: string;
+  readonly mountpoint: string;
+  readonly mounted: boolean;
+}
+
+/** Creates the zfs-fuse driver. */
+export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
+  const exec = options.exec ?? createExec();
+  const daemon = options.daemon ?? 'zfs-fuse';
+  const zpool = options.zpool ?? 'zpool';
+  const zfs = options.zfs ?? 'zfs';
+
+  const poolNames = async (): Promise<string[]> => {
+    const { stdout } = await exec(zpool, ['list', '-H', '-o', 'name'], { quiet: true });
+    return stdout.split('\n').filter((line) => line.length > 0);
+  };
+
+  // the daemon answers when `zpool list` succeeds; it fails with "connect: ..." otherwise
+  const answers = async (): Promise<boolean> => {
+    try {
+      await poolNames();
+      return true;
+    } catch (error) {
+      if (error instanceof CommandError && error.failure.spawnError) {
+        throw new Error(`zfs-fuse's zpool cannot be run (${error.failure.spawnError}); install zfs-fuse (apt-get install zfs-fuse)`);
+      }
+      return false;
+    }
+  };
+
+  const isImported = async (name: string): Promise<boolean> => (await poolNames()).includes(name);
+
+  // zfs-fuse has no temporary pool names: a pool of the same name on the host cannot be avoided
+  const refuseIfImported = async (pool: string): Promise<void> => {
+    if (!POOL_NAME.test(pool)) throw new Error(`invalid pool name '${pool}'`);
+    if (await isImported(pool)) {
+      throw new Error(
+        `a pool named '${pool}' is already imported on this host, and zfs-fuse cannot import under a temporary name; ` +
+          `export it (zpool export ${pool}) or choose another rootPoolName`,
+      );
+    }
+  };
+
+  const listDatasets = async (name: string): Promise<DatasetRow[]> => {
+    const { stdout } = await exec(zfs, ['list', '-H', '-o', 'name,mountpoint,mounted', '-r', name], { quiet: true });
+    return stdout
+      .split('\n')
+      .filter((line) => line.length > 0)
+      .map((line) => {
+        const [dataset = '', mountpoint = '', mounted = ''] = line.split('\t');
+        return { name: dataset, mountpoint, mounted: mounted === 'yes' };
+      });
+  };
+
+  // unmounts every mounted dataset of the pool, deepest mountpoint first
+  const unmountEverything = async (name: string, force: boolean, errors: unknown[]): Promise<void> => {
+    const mounted = (await listDatasets(name))
+      .filter((row) => row.mounted)
+      .sort((a, b) => b.mountpoint.length - a.mountpoint.length);
+    for (const row of mounted) {
+      try {
+        // no -f: a forced FUSE unmount detaches the mount but leaves the pool busy for export
+        await exec(zfs, ['umount', row.name]);
+      } catch (error) {
+        if (!force) throw error;
+        errors.push(error);
+      }
+    }
+  };
+
+  const unmountAll = async (handle: PoolHandle, state: MountState, release: ReleaseOptions = {}): Promise<void> => {
+    const force = release.force ?? false;
+    const errors: unknown[] = [];
+    await unmountEverything(handle.name, force, errors);
+    // parents first: a child set back to inherit must not inherit a parent's temporary mountpoint
+    const depth = (dataset: string): number => dataset.split('/').length;
+    const restore = [...state.restore].sort((a, b) => depth(a.dataset) - depth(b.dataset));
+    for (const entry of restore) {
+      try {
+        if (entry.mountpoint === null) await exec(zfs, ['inherit', 'mountpoint', entry.dataset]);
+        else await exec(zfs, ['set', `mountpoint=${entry.mountpoint}`, entry.dataset]);
+      } catch (error) {
+        if (!force) throw error;
+        errors.push(error);
+      }
+    }
+    // restoring an inherited non-legacy mountpoint can mount again
+    await unmountEverything(handle.name, force, errors);
+    if (errors.length > 0) throw errors[0];
+  };
+
+  const mountDatasets = async (handle: PoolHandle, mounts: readonly DatasetMount[]): Promise<MountState> => {
+    const ordered = mountOrder(mounts).map((entry) => ({
+      dataset: inCoreName(handle, entry.dataset),
+      mount: entry.mount,
+      path: hostPath(handle.root, entry.mount),
+    }));
+    const { stdout } = await exec(zfs, ['get', '-H', '-o', 'name,value,source', '-r', 'mountpoint', handle.name], { quiet: true });
+    const current = new Map<string, { value: string; local: boolean }>();
+    for (const line of stdout.split('\n')) {
+      const [dataset, value, source] = line.split('\t');
+      // snapshots and volumes have no mountpoint ('-')
+      if (!dataset || dataset.includes('@') || value === undefined || value === '-' || source === undefined) continue;
+      current.set(dataset, { value, local: source === 'local' });
+    }
+    // zfs shows local paths with the altroot in front; the stored value has none
+    const stored = (value: string): string => {
+      const root = handle.root.replace(/\/+$/, '');
+      if (value === root) return '/';
+      return value.startsWith(`${root}/`) ? value.slice(root.length) : value;
+    };
+    const requested = new Set(ordered.map((entry) => entry.dataset));
+    const restore: { dataset: string; mountpoint: string | null }[] = [];
+    const mounted: { dataset: string; path: string }[] = [];
+    try {
+      // datasets without a mount would inherit a mounted ancestor's path and mount too (openzfs would not mount them): pin them
+      for (const [dataset, info] of current) {
+        if (requested.has(dataset) || info.local) continue;
+        if (![...requested].some((parent) => dataset.startsWith(`${parent}/`))) continue;
+        restore.push({ dataset, mountpoint: null });
+        await exec(zfs, ['set', 'mountpoint=legacy', dataset]);
+      }
+      for (const entry of ordered) {
+        const info = current.get(entry.dataset);
+        if (!info) throw new Error(`dataset '${entry.dataset}' does not exist in pool '${handle.name}'`);
+        restore.push({ dataset: entry.dataset, mountpoint: info.local ? stored(info.value) : null });
+        // with the altroot set, the mountpoint is the path inside the image
+        await exec(zfs, ['set', `mountpoint=${entry.mount}`, entry.dataset]);
+        const { stdout: state } = await exec(zfs, ['get', '-H', '-o', 'value', 'mounted', entry.dataset], { quiet: true });
+        // canmount=noauto does not mount on set
+        if (state.trim() !== 'yes') await exec(zfs, ['mount', entry.dataset]);
+        mounted.push({ dataset: entry.dataset, path: entry.path });
+      }
+    } catch (error) {
+      await unmountAll(handle, { mounted, restore }, { force: true }).catch(() => undefined);
+      throw error;
+    }
+    return { mounted, restore };
+  };
+
+  const exportPool = async (handle: PoolHandle, release: ReleaseOptions = {}): Promise<void> => {
+    await exec(zpool, ['export', ...(release.force ? ['-f'] : []), handle.name]);
+    for (const dir of handle.tempDirs) await removeTempDir(dir);
+  };
+
+  const prepare = async (): Promise<ZfsSession> => {
+    if (await answers()) {
+      return { started: false, stop: async () => ({ stopped: false, reason: 'zfs-fuse was already running' }) };
+    }
+    try {
+      await access('/dev/fuse', constants.R_OK | constants.W_OK);
+    } catch {
+      throw new Error('zfs-fuse needs /dev/fuse (modprobe fuse; in a container, pass the device, e.g. --device /dev/fuse)');
+    }
+    const pidDir = await mkdtemp(join(tmpdir(), 'zfs-fuse-'));
+    const pidFile = join(pidDir, 'zfs-fuse.pid');
+    try {
+      // it forks, and the parent exits once the daemon is listening
+      // no kstat mount: a killed daemon would leave /zfs-kstat mounted
+      await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount']);
+    } catch (error) {
+      await rm(pidDir, { recursive: true, force: true });
+      if (error instanceof CommandError && !error.failure.spawnError) {
+        throw new Error(
+          `zfs-fuse did not start (${error.message}); another zfs-fuse may hold /var/lock/zfs/zfs_lock, see the system log`,
+        );
+      }
+      throw error;
+    }
+    const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
+    while (!(await answers())) {
+      if (Date.now() > deadline) {
+        // do not leave a daemon nobody will stop
+        const stuck = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+        if (stuck > 0) process.kill(stuck, 'SIGKILL');
+        await rm(pidDir, { recursive: true, force: true });
+        throw new Error(`zfs-fuse started but did not answer within ${options.readyTimeoutMs ?? 15_000} ms`);
+      }
+      await sleep(50);
+    }
+    const pid = Number((await readFile(pidFile, 'utf8')).trim());
+    // pools the daemon imported by itself from its cache file are not ours to wait for
+    const atStart = new Set(await poolNames());
+    let stopped = false;
+    const stop: ZfsSession['stop'] = async (stopOptions = {}) => {
+      if (stopped) return { stopped: true };
+      // another build may be using the daemon we started: never take its pools down
+      const expected = new Set([...atStart, ...(stopOptions.abandon ?? [])]);
+      const others = (await poolNames().catch(() => [])).filter((name) => !expected.has(name));
+      if (others.length > 0) {
+        return { stopped: false, reason: `zfs-fuse left running: pools still imported (${others.join(', ')})` };
+      }
+      // the pid file may be stale: only signal a process that is zfs-fuse
+      const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+      if (comm.trim() === 'zfs-fuse' && (await processAlive(pid))) {
+        process.kill(pid, 'SIGTERM');
+        // it waits for its worker threads, about 5 s, then unmounts and exits
+        const limit = Date.now() + (options.stopTimeoutMs ?? 15_000);
+        while (await processAlive(pid)) {
+          if (Date.now() > limit) {
+            process.kill(pid, 'SIGKILL');
+            // a killed daemon leaves dead FUSE mounts ("transport endpoint is not connected")
+            await detachDeadMounts(exec);
+            break;
+          }
+          await sleep(100);
+        }
+      }
+      stopped = true;
+      await rm(pidDir, { recursive: true, force: true });
+      return { stopped: true };
+    };
+    return { started: true, stop };
+  };
+
+  return {
+    name: 'zfs-fuse',
+    prepare,
+    adaptProperties: adaptPropertiesForZfsFuse,
+    isImported,
+
+    async createPool(create: CreatePoolOptions): Promise<PoolHandle> {
+      await refuseIfImported(create.pool);
+      const vdev = resolve(create.vdev);
+      const tempDirs = create.root === undefined ? [await makeTempDir(vdev, '.zfs-root-')] : [];
+      const root = create.root ?? (tempDirs[0] as string);
+      try {
+        // with -R, zfs-fuse ignores -O mountpoint and mounts the root dataset at the altroot: pass it as -m
+        const { mountpoint = `/${create.pool}`, ...filesystemProperties } = create.filesystemProperties;
+        // -R: a non-legacy mountpoint lands under a temporary root, never on the host (and no cache file entry)
+        await exec(zpool, [
+          'create',
+          '-R',
+          root,
+          '-m',
+          mountpoint,
+          ...propertyArgs('-o', create.poolProperties),
+          ...propertyArgs('-O', filesystemProperties),
+          create.pool,
+          vdev,
+        ]);
+      } catch (error) {
+        for (const dir of tempDirs) await removeTempDir(dir).catch(() => undefined);
+        throw error;
+      }
+      return { driver: 'zfs-fuse', pool: create.pool, name: create.pool, vdev, root, tempDirs };
+    },
+
+    async createDataset(handle: PoolHandle, dataset: string, properties: ZfsProperties): Promise<void> {
+      await exec(zfs, ['create', '-p', ...propertyArgs('-o', properties), inCoreName(handle, dataset)]);
+    },
+
+    async importPool(imp: ImportPoolOptions): Promise<PoolHandle> {
+      await refuseIfImported(imp.pool);
+      const vdev = resolve(imp.vdev);
+      // -d scans a whole folder and, of several copies of one pool, sees only one: give it a folder with only this file
+      const linkDir = await makeTempDir(vdev, '.zfs-vdev-');
+      const handle: PoolHandle = { driver: 'zfs-fuse', pool: imp.pool, name: imp.pool, vdev, root: imp.root, tempDirs: [linkDir] };
+      try {
+        await symlink(vdev, join(linkDir, basename(vdev)));
+        await exec(zpool, ['import', '-R', imp.root, '-d', linkDir, imp.pool]);
+      } catch (error) {
+        await removeTempDir(linkDir).catch(() => undefined);
+        throw error;
+      }
+      try {
+        // zfs-fuse import has no -N: unmount what a non-legacy mountpoint mounted, as openzfs would not mount it
+        await unmountEverything(imp.pool, false, []);
+      } catch (error) {
+        await exportPool(handle, { force: true }).catch(() => undefined);
+        throw error;
+      }
+      return handle;
+    },
+
+    mountDatasets,
+    unmountAll,
+    exportPool,
+  };
+}

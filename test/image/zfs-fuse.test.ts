@@ -1,0 +1,266 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createExec } from '../../lib/execution/exec.ts';
+import { hasMountsUnder } from '../../tasks/image/zfs/driver.ts';
+import type { MountState, PoolHandle, ZfsDriver, ZfsSession } from '../../tasks/image/zfs/driver.ts';
+import type { Exec } from '../../lib/execution/types.ts';
+import { adaptPropertiesForZfsFuse, createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
+import { findProgram, selectDriver } from '../../tasks/image/zfs/select-driver.ts';
+
+const SEED_DEFAULTS = {
+  pool: { autoexpand: 'on' },
+  filesystem: { acltype: 'posixacl', atime: 'off', compression: 'on', mountpoint: 'legacy', xattr: 'sa' },
+};
+
+describe('zfs-fuse property adaptation', () => {
+  it('drops the seed defaults it cannot set, with a warning each', () => {
+    const adapted = adaptPropertiesForZfsFuse({ ...SEED_DEFAULTS, datasets: {} }, SEED_DEFAULTS);
+    expect(adapted.refused).toEqual([]);
+    expect(adapted.pool).toEqual({ autoexpand: 'on' });
+    expect(adapted.filesystem).toEqual({ atime: 'off', compression: 'on', mountpoint: 'legacy' });
+    expect(adapted.warnings).toHaveLength(2);
+    expect(adapted.warnings.join('\n')).toMatch(/acltype=posixacl.*differs from an OpenZFS build/);
+    expect(adapted.warnings.join('\n')).toMatch(/xattr=sa/);
+  });
+
+  it('refuses by name what the user asked for', () => {
+    const adapted = adaptPropertiesForZfsFuse(
+      {
+        pool: { autoexpand: 'on', 'feature@async_destroy': 'enabled', ashift: '12' },
+        filesystem: { acltype: 'posix', compression: 'lz4', xattr: 'on', recordsize: '1M' },
+        datasets: { 'tank/home': { compression: 'zstd', 'com.example:x': 'y', dnodesize: 'auto' } },
+      },
+      SEED_DEFAULTS,
+    );
+    expect(adapted.refused).toEqual([
+      'rootPoolProperties.feature@async_destroy=enabled: pool version 23 has no feature flags',
+      expect.stringMatching(/^rootPoolFilesystemProperties\.acltype=posix: /),
+      expect.stringMatching(/^rootPoolFilesystemProperties\.compression=lz4: .*gzip/),
+      expect.stringMatching(/^rootPoolFilesystemProperties\.recordsize=1M: .*128K/),
+      expect.stringMatching(/^datasets\["tank\/home"\]\.properties\.compression=zstd: /),
+      expect.stringMatching(/^datasets\["tank\/home"\]\.properties\.dnodesize=auto: /),
+    ]);
+    expect(adapted.warnings).toEqual([]);
+    expect(adapted.datasets['tank/home']).toEqual({ 'com.example:x': 'y' });
+  });
+
+  it('accepts what pool version 23 has', () => {
+    const adapted = adaptPropertiesForZfsFuse(
+      {
+        pool: { version: '23', cachefile: 'none' },
+        filesystem: { compression: 'gzip-9', checksum: 'sha256', recordsize: '128K', dedup: 'verify', 'userquota@root': '1G' },
+        datasets: {},
+      },
+      SEED_DEFAULTS,
+    );
+    expect(adapted.refused).toEqual([]);
+    expect(adapted.warnings).toEqual([]);
+  });
+});
+
+describe('zfs-fuse commands (recorded)', () => {
+  it('passes the mountpoint as -m, since zfs-fuse ignores -O mountpoint under -R', async () => {
+    const calls: string[][] = [];
+    const exec: Exec = async (file, args) => {
+      calls.push([file, ...args]);
+      return { command: file, exitCode: 0, stdout: '', stderr: '' };
+    };
+    const driver = createZfsFuseDriver({ exec });
+    const handle = await driver.createPool({
+      pool: 'tank',
+      vdev: '/w/root.raw',
+      root: '/w/mnt',
+      poolProperties: { autoexpand: 'on' },
+      filesystemProperties: { mountpoint: 'legacy', atime: 'off' },
+    });
+    await driver.createDataset(handle, 'tank/root', { 'com.example:x': 'y' });
+    expect(calls).toEqual([
+      ['zpool', 'list', '-H', '-o', 'name'],
+      ['zpool', 'create', '-R', '/w/mnt', '-m', 'legacy', '-o', 'autoexpand=on', '-O', 'atime=off', 'tank', '/w/root.raw'],
+      ['zfs', 'create', '-p', '-o', 'com.example:x=y', 'tank/root'],
+    ]);
+  });
+
+  it('refuses a pool name that is imported already', async () => {
+    const exec: Exec = async (file, args) => ({ command: file, exitCode: 0, stdout: args[0] === 'list' ? 'tank\n' : '', stderr: '' });
+    const driver = createZfsFuseDriver({ exec });
+    await expect(
+      driver.createPool({ pool: 'tank', vdev: '/w/root.raw', root: '/w/mnt', poolProperties: {}, filesystemProperties: {} }),
+    ).rejects.toThrow(/already imported on this host.*temporary name/);
+  });
+});
+
+const daemon = findProgram('zfs-fuse');
+const isRoot = process.getuid?.() === 0;
+const skipReason = daemon === undefined ? 'zfs-fuse is not installed' : !isRoot ? 'not running as root' : '';
+if (skipReason) console.warn(`skipping the zfs-fuse integration tests: ${skipReason}`);
+
+describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ? ` (skipped: ${skipReason})` : ''}`, () => {
+  const pool = `t${process.pid}`;
+  const exec = createExec();
+  let driver: ZfsDriver;
+  let session: ZfsSession | undefined;
+  let work: string;
+  const handles: PoolHandle[] = [];
+
+  const run = (file: string, args: string[]): string => execFileSync(file, args, { encoding: 'utf8' });
+  const poolsImported = (): string[] => run('zpool', ['list', '-H', '-o', 'name']).split('\n').filter(Boolean);
+  const mountsOfPool = (): string[] =>
+    run('mount', []).split('\n').filter((line) => line.startsWith(`${pool} `) || line.startsWith(`${pool}/`));
+  const property = (name: string, dataset: string): string =>
+    run('zfs', ['get', '-H', '-o', 'value,source', name, dataset]).trim();
+
+  const release = async (handle: PoolHandle, state: MountState): Promise<void> => {
+    await driver.unmountAll(handle, state);
+    await driver.exportPool(handle);
+    handles.splice(handles.indexOf(handle), 1);
+  };
+
+  beforeAll(async () => {
+    driver = selectDriver('zfs-fuse', { exec });
+    session = await driver.prepare();
+    work = await mkdtemp(join(tmpdir(), 'zfs-fuse-test-'));
+    await writeFile(join(work, 'root.raw'), '');
+    // sparse: 128 MiB of holes
+    await truncate(join(work, 'root.raw'), 128 * 1024 * 1024);
+  }, 60_000);
+
+  afterAll(async () => {
+    // whatever failed, leave nothing imported, mounted or running
+    for (const handle of handles) {
+      await driver.unmountAll(handle, { mounted: [], restore: [] }, { force: true }).catch(() => undefined);
+      await driver.exportPool(handle, { force: true }).catch(() => undefined);
+    }
+    if (session) {
+      // a pool that could not be exported may go down with the daemon this test started
+      const result = await session.stop({ abandon: handles.map((handle) => handle.name) });
+      // left running only while another user's pools are imported in it
+      if (session.started && !result.stopped) console.warn(result.reason);
+    }
+    // never recurse into a file system that failed to unmount
+    if (work && !(await hasMountsUnder(work))) await rm(work, { recursive: true, force: true });
+  }, 60_000);
+
+  it('creates the pool on a sparse file with datasets, and exports it importable', async () => {
+    const adapted = driver.adaptProperties({ ...SEED_DEFAULTS, datasets: {} }, SEED_DEFAULTS);
+    const handle = await driver.createPool({
+      pool,
+      vdev: join(work, 'root.raw'),
+      poolProperties: adapted.pool,
+      filesystemProperties: adapted.filesystem,
+    });
+    handles.push(handle);
+    expect(handle.name).toBe(pool);
+    // parents before children, as the create-pool stage does
+    await driver.createDataset(handle, `${pool}/root`, {});
+    await driver.createDataset(handle, `${pool}/root/var`, {});
+    await driver.createDataset(handle, `${pool}/nix`, {});
+    await driver.createDataset(handle, `${pool}/nix/store`, {});
+    await driver.createDataset(handle, `${pool}/home`, { 'com.example:owner': 'alice', compression: 'gzip' });
+    await driver.createDataset(handle, `${pool}/srv`, { canmount: 'noauto' });
+    expect(mountsOfPool()).toEqual([]);
+    await driver.exportPool(handle);
+    handles.splice(handles.indexOf(handle), 1);
+    expect(poolsImported()).not.toContain(pool);
+    // the temporary altroot is gone
+    await expect(stat(handle.root)).rejects.toThrow();
+    const listing = run('zpool', ['import', '-d', work]);
+    expect(listing).toMatch(new RegExp(`pool: ${pool}\\b`));
+    expect(listing).toMatch(/state: ONLINE/);
+  }, 60_000);
+
+  it('refuses a pool name that is already imported', async () => {
+    const root = await mkdtemp(join(work, 'mnt-'));
+    const handle = await driver.importPool({ pool, vdev: join(work, 'root.raw'), root });
+    handles.push(handle);
+    await expect(driver.importPool({ pool, vdev: join(work, 'root.raw'), root })).rejects.toThrow(/already imported/);
+    await release(handle, { mounted: [], restore: [] });
+  }, 60_000);
+
+  it('imports a working copy (not the original beside it), mounts, writes, unmounts and exports', async () => {
+    // the working copy sits next to its checkpoint: same pool, same guid
+    run('cp', ['--sparse=always', join(work, 'root.raw'), join(work, 'work.raw')]);
+    const root = await mkdtemp(join(work, 'mnt-'));
+    const handle = await driver.importPool({ pool, vdev: join(work, 'work.raw'), root });
+    handles.push(handle);
+    expect(run('zpool', ['status', pool])).toContain('work.raw');
+    const state = await driver.mountDatasets(handle, [
+      { dataset: `${pool}/home`, mount: '/home' },
+      { dataset: `${pool}/root`, mount: '/' },
+      { dataset: `${pool}/nix`, mount: '/nix' },
+      { dataset: `${pool}/srv`, mount: '/srv' },
+    ]);
+    expect(state.mounted.map((entry) => entry.path)).toEqual([root, `${root}/nix`, `${root}/srv`, `${root}/home`]);
+    expect(mountsOfPool().map((line) => line.split(' ')[0]).sort()).toEqual(
+      [`${pool}/home`, `${pool}/nix`, `${pool}/root`, `${pool}/srv`].sort(),
+    );
+    // datasets without a mount stay unmounted, as with openzfs
+    expect(property('mounted', `${pool}/nix/store`)).toMatch(/^no/);
+    expect(property('mounted', `${pool}/root/var`)).toMatch(/^no/);
+    await writeFile(join(root, 'hello'), 'root\n');
+    await mkdir(join(root, 'nix/store/abc-x'), { recursive: true });
+    await writeFile(join(root, 'nix/store/abc-x/file'), 'nix\n');
+    await writeFile(join(root, 'home/notes'), 'home\n');
+    await writeFile(join(root, 'srv/data'), 'srv\n');
+    await release(handle, state);
+    expect(mountsOfPool()).toEqual([]);
+    expect(poolsImported()).not.toContain(pool);
+    await rm(root, { recursive: true });
+  }, 60_000);
+
+  it('re-imports with the files and properties, mountpoints back to what they were', async () => {
+    const check = async (vdev: string, expectFiles: boolean): Promise<void> => {
+      const root = await mkdtemp(join(work, 'mnt-'));
+      const handle = await driver.importPool({ pool, vdev, root });
+      handles.push(handle);
+      expect(property('mountpoint', `${pool}`)).toBe('legacy\tlocal');
+      for (const name of ['root', 'root/var', 'nix', 'nix/store', 'home', 'srv']) {
+        expect(property('mountpoint', `${pool}/${name}`)).toBe(`legacy\tinherited from ${pool}`);
+      }
+      expect(property('com.example:owner', `${pool}/home`)).toBe('alice\tlocal');
+      expect(property('compression', `${pool}/home`)).toBe('gzip\tlocal');
+      expect(property('atime', `${pool}/root`)).toBe(`off\tinherited from ${pool}`);
+      expect(property('canmount', `${pool}/srv`)).toBe('noauto\tlocal');
+      const state = await driver.mountDatasets(handle, [
+        { dataset: `${pool}/root`, mount: '/' },
+        { dataset: `${pool}/nix`, mount: '/nix' },
+        { dataset: `${pool}/home`, mount: '/home' },
+      ]);
+      if (expectFiles) {
+        expect(await readFile(join(root, 'hello'), 'utf8')).toBe('root\n');
+        expect(await readFile(join(root, 'nix/store/abc-x/file'), 'utf8')).toBe('nix\n');
+        expect(await readFile(join(root, 'home/notes'), 'utf8')).toBe('home\n');
+      } else {
+        await expect(stat(join(root, 'hello'))).rejects.toThrow();
+      }
+      await release(handle, state);
+      await rm(root, { recursive: true });
+    };
+    // the checkpoint was never touched; the working copy has the files
+    await check(join(work, 'root.raw'), false);
+    await check(join(work, 'work.raw'), true);
+    expect(mountsOfPool()).toEqual([]);
+    expect(poolsImported()).not.toContain(pool);
+  }, 60_000);
+
+  it('really refuses what the property table says it cannot set', async () => {
+    const scratch = join(work, 'scratch.raw');
+    const cases: [Record<string, string>, Record<string, string>][] = [
+      [{}, { acltype: 'posixacl' }],
+      [{}, { xattr: 'sa' }],
+      [{}, { compression: 'lz4' }],
+      [{ 'feature@async_destroy': 'enabled' }, {}],
+    ];
+    for (const [poolProperties, filesystemProperties] of cases) {
+      await writeFile(scratch, '');
+      await truncate(scratch, 128 * 1024 * 1024);
+      await expect(
+        driver.createPool({ pool, vdev: scratch, poolProperties, filesystemProperties: { mountpoint: 'legacy', ...filesystemProperties } }),
+      ).rejects.toThrow(/zpool create/);
+      expect(poolsImported()).not.toContain(pool);
+    }
+  }, 60_000);
+});
