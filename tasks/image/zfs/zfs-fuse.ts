@@ -304,28 +304,34 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   };
 
   const prepare = async (): Promise<ZfsSession> => {
-    if (await answers()) {
-      return { started: false, stop: async () => ({ stopped: false, reason: 'zfs-fuse was already running' }) };
-    }
     try {
       await access('/dev/fuse', constants.R_OK | constants.W_OK);
     } catch {
       throw new Error('zfs-fuse needs /dev/fuse (modprobe fuse; in a container, pass the device, e.g. --device /dev/fuse)');
     }
-    const pidDir = await mkdtemp(join(tmpdir(), 'zfs-fuse-'));
-    const pidFile = join(pidDir, 'zfs-fuse.pid');
-    try {
-      // it forks, and the parent exits once the daemon is listening
-      // no kstat mount: a killed daemon would leave /zfs-kstat mounted
-      await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount']);
-    } catch (error) {
-      await rm(pidDir, { recursive: true, force: true });
-      if (error instanceof CommandError && !error.failure.spawnError) {
-        throw new Error(
-          `zfs-fuse did not start (${error.message}); another zfs-fuse may hold /var/lock/zfs/zfs_lock, see the system log`,
-        );
+    // Another build's daemon may be shutting down and still hold the lock: retry until it is gone.
+    const lockDeadline = Date.now() + (options.stopTimeoutMs ?? 30_000);
+    let pidDir: string;
+    let pidFile: string;
+    for (;;) {
+      if (await answers()) {
+        return { started: false, stop: async () => ({ stopped: false, reason: 'zfs-fuse was already running' }) };
       }
-      throw error;
+      pidDir = await mkdtemp(join(tmpdir(), 'zfs-fuse-'));
+      pidFile = join(pidDir, 'zfs-fuse.pid');
+      try {
+        // it forks, and the parent exits once the daemon is listening
+        // no kstat mount: a killed daemon would leave /zfs-kstat mounted
+        await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount']);
+        break;
+      } catch (error) {
+        await rm(pidDir, { recursive: true, force: true });
+        if (!(error instanceof CommandError) || error.failure.spawnError) throw error;
+        if (Date.now() > lockDeadline) {
+          throw new Error(`zfs-fuse did not start (${error.message}); another zfs-fuse may hold /var/lock/zfs/zfs_lock, see the system log`);
+        }
+        await sleep(500);
+      }
     }
     const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
     while (!(await answers())) {

@@ -1,0 +1,160 @@
+import { execa } from 'execa';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { ROOT } from './toy.ts';
+
+/** A scratch image project: config, cache and output folders in a temporary folder. */
+export interface ImageProject {
+  readonly dir: string;
+  readonly cache: string;
+  readonly out: string;
+  readonly configFile: string;
+  /** Writes the config (merged over the base config of the project). */
+  configure(patch: Record<string, unknown>): Promise<void>;
+  /** Runs `Taskfile.ts <args>` with this project's config, cache and output folders (CI line output). */
+  run(...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }>;
+  /** Runs a build with --json and returns each task's final status by id. */
+  build(...args: string[]): Promise<{ exitCode: number; statuses: Record<string, string>; stderr: string; stdout: string }>;
+  cleanup(): Promise<void>;
+}
+
+/** The demo's files, by absolute path, for configs written elsewhere. */
+export const DEMO = {
+  system: path.join(ROOT, 'tasks/image/demo/system.nix'),
+  configuration: path.join(ROOT, 'tasks/image/demo/configuration.nix'),
+  motd: path.join(ROOT, 'tasks/image/demo/motd'),
+};
+
+/** A small image config on its own pool name, so tests never touch a pool called tank. */
+export function baseConfig(pool: string): Record<string, unknown> {
+  return {
+    name: 'itest',
+    format: 'raw',
+    bootSize: 40,
+    rootSize: 128,
+    rootPoolName: pool,
+    datasets: {
+      [`${pool}/root`]: { mount: '/' },
+      [`${pool}/root/var`]: { mount: '/var' },
+      [`${pool}/nix`]: { mount: '/nix', properties: { atime: 'off' } },
+      [`${pool}/home`]: { mount: '/home', properties: { 'com.example:backup': 'yes', compression: 'gzip' } },
+    },
+    contents: [
+      { source: 'motd', target: '/etc/motd', mode: '0640', user: '0', group: '0' },
+      { source: 'tree', target: '/srv/tree', mode: '0750' },
+    ],
+    configFile: 'configuration.nix',
+    includeChannel: false,
+    system: { expression: DEMO.system },
+  };
+}
+
+/** Makes an image project with the demo's files copied beside its config. */
+export async function imageProject(pool: string): Promise<ImageProject> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'image-'));
+  const cache = path.join(dir, 'cache');
+  const out = path.join(dir, 'out');
+  const configFile = path.join(dir, 'config.json');
+  await writeFile(path.join(dir, 'motd'), 'hello from the image\n');
+  await writeFile(path.join(dir, 'configuration.nix'), await readFile(DEMO.configuration, 'utf8'));
+  await mkdir(path.join(dir, 'tree/sub'), { recursive: true });
+  await writeFile(path.join(dir, 'tree/sub/file.txt'), 'nested\n');
+  let config = baseConfig(pool);
+  await writeFile(configFile, JSON.stringify(config));
+  const argv = (args: string[]) => ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args, '--config', configFile, '--cache-dir', cache, '--out', out];
+  const run = async (...args: string[]) => {
+    const result = await execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1' } });
+    return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };
+  };
+  return {
+    dir,
+    cache,
+    out,
+    configFile,
+    async configure(patch) {
+      config = { ...config, ...patch };
+      await writeFile(configFile, JSON.stringify(config));
+    },
+    run,
+    async build(...args) {
+      const result = await run('build', '--json', ...args);
+      const statuses: Record<string, string> = {};
+      for (const line of result.stdout.split('\n').filter(Boolean)) {
+        const event = JSON.parse(line) as { type: string; id?: string; status?: string };
+        if (event.type === 'task' && event.id && event.status !== 'started') statuses[event.id] = event.status!;
+      }
+      return { ...result, statuses };
+    },
+    async cleanup() {
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Ids whose status is `ran`, sorted. */
+export const ran = (statuses: Record<string, string>): string[] =>
+  Object.entries(statuses)
+    .filter(([, s]) => s === 'ran')
+    .map(([id]) => id)
+    .sort();
+
+/**
+ * Imports a pool from a copy of a raw disk with the plain zfs-fuse tools, mounts its datasets
+ * under `root` through their mountpoint property, runs `inspect`, then exports and stops the
+ * daemon if this started it. Everything is undone even when `inspect` throws.
+ */
+export async function withImportedPool<T>(
+  disk: string,
+  pool: string,
+  mounts: Record<string, string>,
+  inspect: (root: string) => Promise<T>,
+): Promise<T> {
+  const work = await mkdtemp(path.join(tmpdir(), 'inspect-'));
+  const vdevs = path.join(work, 'vdevs');
+  const root = path.join(work, 'root');
+  await mkdir(vdevs);
+  await mkdir(root);
+  await execa('cp', ['--sparse=always', disk, path.join(work, 'disk.raw')]);
+  await symlink(path.join(work, 'disk.raw'), path.join(vdevs, 'disk.raw'));
+  const daemon = await startZfsFuse(work);
+  let imported = false;
+  try {
+    const listing = await execa('zpool', ['import', '-d', vdevs]);
+    if (!listing.stdout.includes(`pool: ${pool}`)) throw new Error(`pool ${pool} not importable:\n${listing.stdout}`);
+    await execa('zpool', ['import', '-R', root, '-d', vdevs, pool]); // no -f: it must have been exported
+    imported = true;
+    for (const [dataset, mount] of Object.entries(mounts).sort((a, b) => a[1].length - b[1].length)) {
+      await execa('zfs', ['set', `mountpoint=${mount}`, dataset]);
+    }
+    return await inspect(root);
+  } finally {
+    if (imported) await execa('zpool', ['export', pool], { reject: false });
+    await daemon.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+/** Starts zfs-fuse unless one answers; `stop` ends it only if this started it. */
+export async function startZfsFuse(work: string): Promise<{ stop(): Promise<void> }> {
+  const answers = async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0;
+  if (await answers()) return { stop: async () => undefined };
+  const pidFile = path.join(work, 'zfs-fuse.pid');
+  await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
+  for (let i = 0; i < 100 && !(await answers()); i++) await new Promise((r) => setTimeout(r, 100));
+  const pid = Number((await readFile(pidFile, 'utf8')).trim());
+  return {
+    async stop() {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        return;
+      }
+      for (let i = 0; i < 300; i++) {
+        const state = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+        if (!state || state.slice(state.lastIndexOf(')') + 2).startsWith('Z')) return;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+  };
+}

@@ -1,0 +1,189 @@
+// End to end: real qemu-img, parted, mkfs.vfat, mtools, zfs-fuse and nix build an image pair,
+// then tools the project does not provide check it.
+import { execa } from 'execa';
+import { lstat, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageProject, ran, withImportedPool, type ImageProject } from '../helpers/image.ts';
+
+const POOL = 'itank';
+const BIOS_BOOT = '21686148-6449-6E6F-744E-656564454649';
+const ESP = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
+const mtools = { env: { MTOOLS_SKIP_CHECK: '1' } };
+
+let project: ImageProject;
+let scratch: string;
+beforeAll(async () => {
+  project = await imageProject(POOL);
+  scratch = await mkdtemp(path.join(tmpdir(), 'image-check-'));
+});
+afterAll(async () => {
+  await project.cleanup();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+describe('a fresh build of the image pair', () => {
+  let first: Awaited<ReturnType<ImageProject['build']>>;
+  beforeAll(async () => {
+    first = await project.build();
+  });
+
+  it('runs every stage and writes the outputs', async () => {
+    expect(first.exitCode, first.stderr).toBe(0);
+    expect(ran(first.statuses)).toEqual(
+      ['convert:boot', 'convert:root', 'create-disks:boot', 'create-disks:root', 'create-pool', 'export-pool', 'install', 'install:esp', 'mount', 'partition', 'post-vm', 'system'].sort(),
+    );
+    const names = (await execa('ls', ['-A', project.out])).stdout.split('\n').sort();
+    expect(names).toEqual(['image-info.json', 'nixos.boot.img', 'nixos.root.img']); // no partial files
+  });
+
+  it('qemu-img sees two raw disks of the configured sizes', async () => {
+    for (const [file, mib] of [['nixos.boot.img', 40], ['nixos.root.img', 128]] as const) {
+      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(project.out, file)])).stdout) as { format: string; 'virtual-size': number };
+      expect(info.format).toBe('raw');
+      expect(info['virtual-size']).toBe(mib * 1024 * 1024);
+    }
+  });
+
+  it('the boot disk has the seed partition layout (sfdisk)', async () => {
+    const table = JSON.parse((await execa('sfdisk', ['-J', path.join(project.out, 'nixos.boot.img')])).stdout) as {
+      partitiontable: { label: string; sectorsize: number; partitions: { start: number; size: number; type: string; name: string }[] };
+    };
+    expect(table.partitiontable.label).toBe('gpt');
+    expect(table.partitiontable.partitions.map(({ start, size, type, name }) => ({ start, size, type, name }))).toEqual([
+      { start: 2048, size: 2048, type: BIOS_BOOT, name: 'no-fs' },
+      // 2 MiB to 1 MiB before the end of 40 MiB: 37 MiB of 512-byte sectors
+      { start: 4096, size: 37 * 2048, type: ESP, name: 'ESP' },
+    ]);
+  });
+
+  it('the ESP is FAT labelled ESP and holds the loader entry (mtools)', async () => {
+    const image = `${path.join(project.out, 'nixos.boot.img')}@@${4096 * 512}`;
+    expect((await execa('mlabel', ['-s', '-i', image, '::'], mtools)).stdout).toMatch(/Volume label is ESP/);
+    const entry = (await execa('mtype', ['-i', image, '::/loader/entries/nixos-demo.conf'], mtools)).stdout;
+    const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { system: { toplevel: string } };
+    expect(entry).toContain(`init=${info.system.toplevel}/init`);
+    expect((await execa('minfo', ['-i', image, '::'], mtools)).stdout).toMatch(/FAT32|fat_bits=32|big size/i);
+  });
+
+  it('image-info.json describes both disks with their sha256', async () => {
+    const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as {
+      name: string; format: string; pool: { name: string }; disks: Record<string, { file: string; virtualSize: number; sha256: string }>;
+    };
+    expect(info).toMatchObject({ name: 'itest', format: 'raw', pool: { name: POOL } });
+    for (const disk of ['boot', 'root']) {
+      const d = info.disks[disk]!;
+      const sum = (await execa('sha256sum', [path.join(project.out, d.file)])).stdout.split(' ')[0];
+      expect(d.sha256).toBe(sum);
+    }
+  });
+
+  it('the root pool was exported, imports without -f, and holds the installed system', async () => {
+    const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { system: { toplevel: string } };
+    const mounts = { [`${POOL}/root`]: '/', [`${POOL}/root/var`]: '/var', [`${POOL}/nix`]: '/nix', [`${POOL}/home`]: '/home' };
+    await withImportedPool(path.join(project.out, 'nixos.root.img'), POOL, mounts, async (root) => {
+      const datasets = (await execa('zfs', ['list', '-H', '-o', 'name', '-r', POOL])).stdout.split('\n').sort();
+      expect(datasets).toEqual([POOL, `${POOL}/home`, `${POOL}/nix`, `${POOL}/root`, `${POOL}/root/var`]);
+      const get = async (prop: string, ds: string) => (await execa('zfs', ['get', '-H', '-o', 'value', prop, ds])).stdout;
+      expect(await get('atime', `${POOL}/nix`)).toBe('off');
+      expect(await get('com.example:backup', `${POOL}/home`)).toBe('yes');
+      expect(await get('compression', `${POOL}/home`)).toBe('gzip');
+      expect(await get('compression', `${POOL}/root`)).toBe('on');
+      expect((await execa('zpool', ['get', 'autoexpand', POOL])).stdout).toMatch(new RegExp(`^${POOL}\\s+autoexpand\\s+on\\s`, 'm'));
+      // configuration.nix imports the generated file systems and the user's file
+      const configuration = await readFile(path.join(root, 'etc/nixos/configuration.nix'), 'utf8');
+      expect(configuration).toMatch(/imports = \[ \.\/zfs-filesystems\.nix \.\/user-configuration\.nix \]/);
+      const fileSystems = await readFile(path.join(root, 'etc/nixos/zfs-filesystems.nix'), 'utf8');
+      expect(fileSystems).toContain(`fileSystems."/nix" = { device = "${POOL}/nix"; fsType = "zfs"; };`);
+      await execa('nix-instantiate', ['--parse', path.join(root, 'etc/nixos/configuration.nix')]);
+      // contents with their modes
+      expect(await readFile(path.join(root, 'etc/motd'), 'utf8')).toBe('hello from the image\n');
+      expect((await stat(path.join(root, 'etc/motd'))).mode & 0o777).toBe(0o640);
+      expect((await stat(path.join(root, 'srv/tree'))).mode & 0o777).toBe(0o750);
+      expect(await readFile(path.join(root, 'srv/tree/sub/file.txt'), 'utf8')).toBe('nested\n');
+      // the closure, registered and intact, and the profile
+      await stat(path.join(root, info.system.toplevel.slice(1), 'bin/switch-to-configuration'));
+      const verify = await execa('nix-store', ['--store', root, '--verify', '--check-contents'], { all: true });
+      expect(verify.exitCode).toBe(0);
+      expect(verify.all).not.toMatch(/error|corrupt|missing/i);
+      const valid = await execa('nix-store', ['--store', root, '--query', '--requisites', info.system.toplevel]);
+      expect(valid.stdout.split('\n')).toContain(info.system.toplevel);
+      const profile = path.join(root, 'nix/var/nix/profiles/system');
+      expect(await readlink(path.join(path.dirname(profile), await readlink(profile)))).toBe(info.system.toplevel);
+      await lstat(path.join(root, 'etc/NIXOS'));
+      // activation ran in the chroot, /boot (the ESP's mount point) was left empty
+      await lstat(path.join(root, 'etc/NIXOS-ACTIVATED'));
+      expect((await execa('ls', ['-A', path.join(root, 'boot')])).stdout).toBe('');
+    });
+  });
+
+  it('leaves nothing imported or mounted on the host', async () => {
+    const mounts = await readFile('/proc/mounts', 'utf8');
+    expect(mounts).not.toContain(project.dir);
+    const pools = await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false });
+    expect(pools.stdout).not.toContain(POOL);
+  });
+});
+
+describe('incremental rebuilds', () => {
+  it('a rerun with no change runs nothing', async () => {
+    const again = await project.build();
+    expect(again.exitCode).toBe(0);
+    expect(ran(again.statuses)).toEqual([]);
+    expect(again.statuses['create-pool']).toBe('cached');
+  });
+
+  it('a format change reruns only convert and post-vm', async () => {
+    await project.configure({ format: 'qcow2' });
+    const result = await project.build();
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(ran(result.statuses)).toEqual(['convert:boot', 'convert:root', 'post-vm']);
+    const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(project.out, 'nixos.root.qcow2')])).stdout) as { format: string };
+    expect(info.format).toBe('qcow2');
+  });
+
+  it('a configFile change reruns install and what follows, not create-pool', async () => {
+    await execa('sh', ['-c', `echo '# changed' >> ${path.join(project.dir, 'configuration.nix')}`]);
+    const result = await project.build();
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(ran(result.statuses)).toEqual(['convert:boot', 'convert:root', 'export-pool', 'install', 'install:esp', 'mount', 'post-vm']);
+    expect(result.statuses['create-pool']).toBe('cached');
+  });
+
+  it('a bootSize change reruns the boot chain only: not create-pool, not install', async () => {
+    await project.configure({ bootSize: 48 });
+    const result = await project.build();
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(ran(result.statuses)).toEqual(['convert:boot', 'create-disks:boot', 'install:esp', 'partition', 'post-vm']);
+  });
+
+  it('every format converts and holds the same disks as raw', async () => {
+    await project.configure({ format: 'raw' });
+    expect((await project.build()).exitCode).toBe(0);
+    const raw = { boot: path.join(scratch, 'boot.raw'), root: path.join(scratch, 'root.raw') };
+    await execa('cp', ['--sparse=always', path.join(project.out, 'nixos.boot.img'), raw.boot]);
+    await execa('cp', ['--sparse=always', path.join(project.out, 'nixos.root.img'), raw.root]);
+    const expected = { vdi: ['vdi', 'vdi'], vpc: ['vpc', 'vhd'], 'qcow2-compressed': ['qcow2', 'qcow2'], qcow2: ['qcow2', 'qcow2'] } as const;
+    for (const [format, [qemuFormat, ext]] of Object.entries(expected)) {
+      await project.configure({ format });
+      const result = await project.build();
+      expect(result.exitCode, `${format}: ${result.stderr}`).toBe(0);
+      // qcow2 may still be cached from the tests above; nothing before convert may run
+      for (const id of ran(result.statuses)) expect(['convert:boot', 'convert:root', 'post-vm']).toContain(id);
+      for (const disk of ['boot', 'root'] as const) {
+        const file = path.join(project.out, `nixos.${disk}.${ext}`);
+        const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', file])).stdout) as { format: string };
+        expect(info.format).toBe(qemuFormat);
+        if (qemuFormat !== 'vpc') await execa('qemu-img', ['check', file]);
+        // same guest-visible bytes as the raw disk (vpc may round its size up to its geometry, zero-filled)
+        const compare = await execa('qemu-img', ['compare', '-f', 'raw', '-F', qemuFormat, raw[disk], file], { reject: false });
+        expect(compare.exitCode, compare.stdout + compare.stderr).toBe(0);
+      }
+      if (format === 'qcow2-compressed') {
+        const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(project.out, 'nixos.root.qcow2')])).stdout) as { 'format-specific': { data: { 'compression-type'?: string } } };
+        expect(info['format-specific'].data['compression-type']).toBeDefined();
+      }
+    }
+  });
+});
