@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../engine/config-error.ts';
+import { jsonErrorOffset } from './json-error-position.ts';
 
 /** Reads a JSON config file; a syntax error names the file, line and column. */
 export async function readConfigFile(file: string): Promise<unknown> {
@@ -17,24 +18,13 @@ export async function readConfigFile(file: string): Promise<unknown> {
   }
 }
 
-/** Turns the engine's JSON.parse message into `at line L, column C: ...` (Node and Deno word it differently). */
+/** `at line L, column C: <reason>`, the position found by our own scan (runtimes word JSON.parse errors differently). */
 export function describeJsonError(text: string, message: string): string {
-  const position = /position (\d+)/.exec(message);
-  const lineColumn = /line (\d+) column (\d+)/.exec(message);
-  let where = '';
-  if (position) {
-    const offset = Number(position[1]);
-    const before = text.slice(0, offset).split('\n');
-    where = `at line ${before.length}, column ${before.at(-1)!.length + 1}`;
-  } else if (lineColumn) {
-    where = `at line ${lineColumn[1]}, column ${lineColumn[2]}`;
-  } else if (text.trim() === '') {
-    where = 'at line 1, column 1';
-  } else {
-    where = `at line ${text.split('\n').length} (end of file)`;
-  }
-  const reason = message.replace(/\s*(in JSON )?at position \d+.*$/s, '').replace(/^JSON\.parse: /, '');
-  return `${where}: ${reason}`;
+  const offset = jsonErrorOffset(text) ?? text.length;
+  const before = text.slice(0, offset).split('\n');
+  const found = offset < text.length ? `unexpected ${JSON.stringify(text[offset])}` : 'unexpected end of file';
+  const reason = message.replace(/\s*(in JSON )?at position \d+.*$/s, '').split('\n')[0];
+  return `at line ${before.length}, column ${before.at(-1)!.length + 1}: ${found} (${reason})`;
 }
 
 /** The folder relative paths of a config are taken from. */

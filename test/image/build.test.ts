@@ -5,7 +5,7 @@ import { lstat, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { imageProject, ran, withImportedPool, type ImageProject } from '../helpers/image.ts';
+import { DEMO, imageProject, ran, withImportedPool, type ImageProject } from '../helpers/image.ts';
 
 const POOL = 'itank';
 const BIOS_BOOT = '21686148-6449-6E6F-744E-656564454649';
@@ -36,6 +36,14 @@ describe('a fresh build of the image pair', () => {
     );
     const names = (await execa('ls', ['-A', project.out])).stdout.split('\n').sort();
     expect(names).toEqual(['image-info.json', 'nixos.boot.img', 'nixos.root.img']); // no partial files
+  });
+
+  it('runs the boot and root branches at the same time', () => {
+    const events = first.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l) as { id?: string; status?: string });
+    const at = (id: string, status: string) => events.findIndex((e) => e.id === id && e.status === status);
+    // partition (boot branch) starts before create-pool (root branch) is done
+    expect(at('partition', 'started')).toBeGreaterThanOrEqual(0);
+    expect(at('partition', 'started')).toBeLessThan(at('create-pool', 'ran'));
   });
 
   it('qemu-img sees two raw disks of the configured sizes', async () => {
@@ -156,6 +164,17 @@ describe('incremental rebuilds', () => {
     const result = await project.build();
     expect(result.exitCode, result.stderr).toBe(0);
     expect(ran(result.statuses)).toEqual(['convert:boot', 'create-disks:boot', 'install:esp', 'partition', 'post-vm']);
+  });
+
+  it('a new system toplevel reruns install and what follows, nothing before it', async () => {
+    const other = (await execa('nix-build', [DEMO.system, '--argstr', 'label', 'other', '--no-out-link', '--option', 'substituters', '', '--option', 'sandbox', 'false'])).stdout.trim();
+    await project.configure({ system: { toplevel: other } });
+    const result = await project.build();
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(ran(result.statuses)).toEqual(['convert:boot', 'convert:root', 'export-pool', 'install', 'install:esp', 'mount', 'post-vm', 'system']);
+    for (const id of ['create-disks:boot', 'create-disks:root', 'partition', 'create-pool']) expect(result.statuses[id]).toBe('cached');
+    const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { system: { toplevel: string } };
+    expect(info.system.toplevel).toBe(other);
   });
 
   it('every format converts and holds the same disks as raw', async () => {

@@ -44,16 +44,29 @@ export function installTask(config: ImageConfig): Task {
       const root = image.root;
       await writeNixosConfig(root, config);
       await installContents(ctx, root, config);
-      await copyClosure(ctx, root, system.closure, system.closureBytes);
-      await registerClosure(ctx, root, system.closure, system.toplevel);
-      if (config.includeChannel && config.channelSource) await installChannel(ctx, root, config.channelSource);
-      await mkdir(inImage(root, '/etc'), { recursive: true });
-      await writeFile(inImage(root, '/etc/NIXOS'), '');
-      await installBootLoader(ctx, root, system.toplevel);
+      const nixosInstall = await whichTool('nixos-install');
+      if (nixosInstall) {
+        // On NixOS the real installer does the closure, the profile and the boot loader, with the seed's flags.
+        const channel = config.includeChannel && config.channelSource ? (await ctx.exec('nix-store', ['--add', config.channelSource])).stdout.trim() : undefined;
+        await mkdir(inImage(root, '/boot'), { recursive: true });
+        await ctx.exec(nixosInstall, nixosInstallArgs(root, system.toplevel, channel));
+      } else {
+        await copyClosure(ctx, root, system.closure, system.closureBytes);
+        await registerClosure(ctx, root, system.closure, system.toplevel);
+        if (config.includeChannel && config.channelSource) await installChannel(ctx, root, config.channelSource);
+        await mkdir(inImage(root, '/etc'), { recursive: true });
+        await writeFile(inImage(root, '/etc/NIXOS'), '');
+        await installBootLoader(ctx, root, system.toplevel);
+      }
       await takeBoot(ctx, root, path.join(ctx.staging, 'esp'));
       return { toplevel: system.toplevel };
     },
   };
+}
+
+/** The seed's nixos-install command line (used instead of the steps below where nixos-install is on PATH). */
+export function nixosInstallArgs(root: string, toplevel: string, channel: string | undefined): string[] {
+  return ['--root', root, '--no-root-passwd', '--system', toplevel, '--substituters', '', ...(channel ? ['--channel', channel] : [])];
 }
 
 /** /etc/nixos: configuration.nix importing the generated file systems and the user's configFile, as copies. */

@@ -1,0 +1,71 @@
+// Bad input is kept out before anything is created: exit 2, the field named, no folder made, no command run.
+import { execa } from 'execa';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { baseConfig } from '../helpers/image.ts';
+import { ROOT } from '../helpers/toy.ts';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'config-cli-'));
+  await writeFile(path.join(dir, 'motd'), 'x');
+  await writeFile(path.join(dir, 'configuration.nix'), '{ ... }: { }');
+  await execa('mkdir', ['-p', path.join(dir, 'tree')]);
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+async function buildWith(text: string) {
+  const file = path.join(dir, 'config.json');
+  await writeFile(file, text);
+  const cache = path.join(dir, 'cache');
+  const out = path.join(dir, 'out');
+  const result = await execa(process.execPath, ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), 'build', '--config', file, '--cache-dir', cache, '--out', out], {
+    reject: false,
+    cwd: ROOT,
+    env: { CI: '1' },
+  });
+  const created = (await readdir(dir)).filter((n) => n === 'cache' || n === 'out');
+  return { exitCode: result.exitCode, stderr: result.stderr, created };
+}
+
+const patched = (patch: Record<string, unknown>) => JSON.stringify({ ...baseConfig('cfgtest'), ...patch });
+
+describe('config errors on the command line', () => {
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['negative size', { rootSize: -5 }, /config: rootSize: /],
+    ['non-numeric size', { bootSize: 'big' }, /config: bootSize: /],
+    ['rootSize under 64', { rootSize: 32 }, /config: rootSize: .*64/],
+    ['bootSize under the FAT32 minimum', { bootSize: 20 }, /config: bootSize: must be at least 36 MiB/],
+    ['unknown format', { format: 'iso' }, /config: format: must be one of raw, qcow2, qcow2-compressed, vdi, vpc/],
+    ['reserved pool name', { rootPoolName: 'mirror' }, /config: rootPoolName: /],
+    ['unknown key', { fromat: 'raw' }, /config: fromat: /],
+    ['system not a store path', { system: { toplevel: '/usr/bin' } }, /config: system.toplevel: must be a store path/],
+    ['property value with shell syntax', { rootPoolProperties: { autoexpand: 'on;reboot' } }, /config: rootPoolProperties.autoexpand: /],
+    ['missing configFile', { configFile: 'nope.nix' }, /config: configFile: Nix file not found/],
+    ['postVM not a string', { postVM: 1 }, /config: postVM: must be a string/],
+    ['a property zfs-fuse cannot set, asked for by name', { rootPoolFilesystemProperties: { compression: 'zstd' } }, /compression=zstd: .*zfs-fuse/],
+  ];
+  for (const [name, patch, message] of cases) {
+    it(`refuses ${name}`, async () => {
+      const result = await buildWith(patched(patch));
+      expect(result.exitCode).toBe(2);
+      expect(result.stderr).toMatch(message);
+      expect(result.created).toEqual([]);
+    });
+  }
+
+  it('names the file, line and column of malformed JSON', async () => {
+    const result = await buildWith('{\n  "name": "x",\n  "format": raw\n}\n');
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/config\.json: invalid JSON at line 3, column 13/);
+    expect(result.created).toEqual([]);
+  });
+
+  it('refuses includeChannel without a nixpkgs source', async () => {
+    const result = await buildWith(patched({ includeChannel: true }));
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/includeChannel: true needs a nixpkgs source/);
+  });
+});

@@ -1,0 +1,30 @@
+// The README's first command: the embedded demo config builds an image pair offline.
+import { execa } from 'execa';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT } from '../helpers/toy.ts';
+
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'demo-'));
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+describe('the demo', () => {
+  it('builds with the embedded config and describes what it built', async () => {
+    const result = await execa(process.execPath, ['--import', 'tsx', 'Taskfile.ts', 'build', '--cache-dir', path.join(dir, 'cache'), '--out', path.join(dir, 'result')], {
+      cwd: ROOT,
+      reject: false,
+      env: { CI: '1' },
+    });
+    expect(result.exitCode, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/done in .*: 12 ran, 0 cached, 0 skipped, 0 failed/);
+    expect((await readdir(path.join(dir, 'result'))).sort()).toEqual(['image-info.json', 'nixos.boot.qcow2', 'nixos.root.qcow2']);
+    const info = JSON.parse(await readFile(path.join(dir, 'result/image-info.json'), 'utf8')) as { name: string; format: string; system: { toplevel: string } };
+    expect(info).toMatchObject({ name: 'nixos-zfs-demo', format: 'qcow2' });
+    expect(info.system.toplevel).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nixos-system-demo/);
+    for (const disk of ['boot', 'root']) await execa('qemu-img', ['check', path.join(dir, `result/nixos.${disk}.qcow2`)]);
+  });
+});
