@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { fail, ok, type Result } from '../engine/result.ts';
 
 /** The commands the runner knows. */
-export const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'verify', 'help'] as const;
+export const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'verify', 'doctor', 'help'] as const;
 
 /** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number];
@@ -70,7 +70,7 @@ export function parseCli(argv: readonly string[], cpuCount: number): Result<CliA
   if ((command === 'run' || command === 'explain' || command === 'logs') && targets.length !== 1) {
     return fail(`${command} needs exactly one task or stage, e.g. \`${command} install\``);
   }
-  if (['plan', 'clean', 'gc', 'verify', 'graph'].includes(command) && targets.length > 0 && command !== 'plan') {
+  if (['clean', 'gc', 'verify', 'graph', 'doctor'].includes(command) && targets.length > 0) {
     return fail(`${command} takes no task names`);
   }
   let concurrency = cpuCount;
@@ -132,6 +132,7 @@ Commands:
   logs <task|stage>       print the stage's last log
   graph                   print the task graph (--format mermaid|dot), coloured by state
   verify                  rehash every cached artifact and report damage
+  doctor                  list the tools the build needs, their versions, how to install what is missing
   clean                   remove everything in the cache folder
   gc --max-size SIZE      evict least recently used cache entries down to SIZE (e.g. 10G)
 

@@ -20,6 +20,7 @@ import { createListrReporter } from '../logging/listr-reporter.ts';
 import { helpText, parseCli, type CliArgs } from './args.ts';
 import { configBaseDir, readConfigFile } from './config-file.ts';
 import { toDot, toMermaid, type GraphState } from './graph-format.ts';
+import { checkRequirements, formatDoctor } from './doctor.ts';
 
 /** What a Taskfile hands the runner. */
 export interface TaskfileOptions {
@@ -117,6 +118,20 @@ function pickReporter(args: CliArgs, io: CliIo): Reporter {
 }
 
 async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
+  const requirements = options.plugins.flatMap((p) => p.requirements ?? []);
+  if (args.command === 'doctor' || args.command === 'build' || args.command === 'run') {
+    const statuses = await checkRequirements(requirements);
+    const missing = statuses.some((s) => !s.path);
+    if (args.command === 'doctor') {
+      io.stdout(formatDoctor(statuses));
+      return missing ? 1 : 0;
+    }
+    if (missing) {
+      // Before anything is created: the same report as `doctor`.
+      io.stderr(`error: tools the build needs are missing\n${formatDoctor(statuses)}`);
+      return 2;
+    }
+  }
   const { graph } = await loadGraph(options, args);
   const store = openCache(args.cacheDir);
   switch (args.command) {
@@ -132,7 +147,8 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
     case 'logs':
       return printLogs(graph, store, args, io);
     default:
-      return withLock(store, args, io, signal, options.sweepers ?? [], () => mutate(graph, store, args, io, signal));
+      const sweepers = [...(options.sweepers ?? []), ...options.plugins.flatMap((p) => p.sweepers ?? [])];
+      return withLock(store, args, io, signal, sweepers, () => mutate(graph, store, args, io, signal));
   }
 }
 

@@ -1,5 +1,7 @@
 import type { z } from 'zod';
 import type { Exec } from '../execution/types.ts';
+import type { Sweeper } from '../caching/sweep.ts';
+import type { Requirement } from './requirement.ts';
 
 /** Any value that survives JSON.stringify and back unchanged. */
 export type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json };
@@ -111,8 +113,15 @@ export interface PluginEnvironment {
   readonly cacheDir: string;
 }
 
-/** A plugin turns the configuration into tasks; a Taskfile lists plugins, later ones may depend on earlier tasks. */
-export type Plugin = (env: PluginEnvironment) => readonly GraphNode[] | Promise<readonly GraphNode[]>;
+/**
+ * A plugin turns the configuration into tasks; a Taskfile lists plugins, later ones may depend on
+ * earlier ones' tasks. It may carry sweepers that release what a killed run left in its folders.
+ */
+export type Plugin = ((env: PluginEnvironment) => readonly GraphNode[] | Promise<readonly GraphNode[]>) & {
+  readonly sweepers?: readonly Sweeper[];
+  /** Programs the tasks run; `doctor` lists them and `build` stops (exit 2) when one is missing. */
+  readonly requirements?: readonly Requirement[];
+};
 
 /** True for resource nodes. */
 export function isResource(node: GraphNode): node is ResourceTask<any, any> {

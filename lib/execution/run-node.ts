@@ -54,6 +54,8 @@ interface Session {
   readonly tail: string[];
   readonly controller: AbortController;
   runCleanups(): Promise<string[]>;
+  /** From now on commands run even though the run was aborted (release, cleanups). */
+  cleanupMode(): void;
   close(): Promise<void>;
 }
 
@@ -118,6 +120,7 @@ export async function holdResource(node: ResourceTask<any, any>, run: NodeRun): 
   let released: Promise<Result<void, TaskFailure>> | undefined;
   const release = (): Promise<Result<void, TaskFailure>> => {
     released ??= (async () => {
+      session.cleanupMode();
       let error: TaskFailure | undefined;
       try {
         await node.release(session.ctx, handle);
@@ -144,6 +147,10 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
   await pruneLogs(logDir);
   const logFile = path.join(logDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}.log`);
   const log: WriteStream = createWriteStream(logFile, { flags: 'a' });
+  // Run-end cleanups may still log after the session closed: drop those lines rather than crash.
+  const logWrite = (text: string): void => {
+    if (!log.writableEnded) log.write(text);
+  };
   await mkdir(store.workDir, { recursive: true });
   const scratch = await mkdtemp(path.join(store.workDir, `${process.pid}.${node.id.replace(/[^A-Za-z0-9_.-]+/g, '_')}.`));
   // A task gets its own signal: the run's abort reaches it, and the task can be stopped alone.
@@ -153,15 +160,18 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
   else run.signal.addEventListener('abort', onAbort, { once: true });
   const tail: string[] = [];
   const writeLine = (line: string): void => {
-    log.write(`${line}\n`);
+    logWrite(`${line}\n`);
     tail.push(line);
     if (tail.length > 200) tail.shift();
     reporter.event({ type: 'output', id: node.id, line });
   };
   const cleanups: (() => Promise<void> | void)[] = [];
-  const exec = createExec({ signal: controller.signal, onLine: writeLine });
+  const abortable = createExec({ signal: controller.signal, onLine: writeLine });
+  // Cleanups and releases must still run their commands after an abort (unmount, export).
+  const unabortable = createExec({ onLine: writeLine });
+  let exec = abortable;
   const loggedExec: typeof exec = (file, args, options) => {
-    log.write(`$ ${formatCommand(file, args)}\n`);
+    logWrite(`$ ${formatCommand(file, args)}\n`);
     return exec(file, args, options);
   };
   const ctx: TaskContext<any> = {
@@ -197,7 +207,11 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
     logFile,
     tail,
     controller,
+    cleanupMode() {
+      exec = unabortable;
+    },
     async runCleanups() {
+      exec = unabortable;
       const errors: string[] = [];
       while (cleanups.length > 0) {
         const fn = cleanups.pop()!;

@@ -14,6 +14,8 @@ import { convertTask } from './stages/convert.ts';
 import { postVmTask } from './stages/post-vm.ts';
 import { systemTask } from './stages/system.ts';
 import type { PoolLayout } from './stages/pool-layout.ts';
+import { imageSweeper } from './sweep.ts';
+import { imageRequirements } from './requirements.ts';
 
 /** Options of the image plugin. */
 export interface ZfsImageOptions {
@@ -85,7 +87,7 @@ export function poolLayout(config: ImageConfig, choice: ZfsDriverChoice): PoolLa
 
 /** The NixOS ZFS image as a plugin: config in, stage graph out. */
 export function zfsImage(options: ZfsImageOptions = {}): Plugin {
-  return (env: PluginEnvironment) => {
+  const plugin = (env: PluginEnvironment): GraphNode[] => {
     const raw = env.config ?? options.defaultConfig;
     const baseDir = env.configFile ? env.configDir : (options.defaultConfigDir ?? env.configDir);
     const config = loadImageConfig(raw, baseDir);
@@ -99,6 +101,9 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
     }
     return imageTasks(config, path.resolve(env.outDir), layout);
   };
+  // After a kill -9: export the pool, unmount and detach what the dead run held in its folders.
+  const requirements = imageRequirements(driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto'));
+  return Object.assign(plugin, { sweepers: [imageSweeper()], requirements });
 }
 
 function driverChoice(value: string): ZfsDriverChoice {

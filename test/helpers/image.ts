@@ -1,4 +1,4 @@
-import { execa } from 'execa';
+import { execa, type ResultPromise } from 'execa';
 import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,6 +14,8 @@ export interface ImageProject {
   configure(patch: Record<string, unknown>): Promise<void>;
   /** Runs `Taskfile.ts <args>` with this project's config, cache and output folders (CI line output). */
   run(...args: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }>;
+  /** Starts `Taskfile.ts <args>` without waiting (for signals). */
+  start(...args: string[]): ResultPromise;
   /** Runs a build with --json and returns each task's final status by id. */
   build(...args: string[]): Promise<{ exitCode: number; statuses: Record<string, string>; stderr: string; stdout: string }>;
   cleanup(): Promise<void>;
@@ -51,7 +53,7 @@ export function baseConfig(pool: string): Record<string, unknown> {
 }
 
 /** Makes an image project with the demo's files copied beside its config. */
-export async function imageProject(pool: string): Promise<ImageProject> {
+export async function imageProject(pool: string, extraEnv: Record<string, string> = {}): Promise<ImageProject> {
   const dir = await mkdtemp(path.join(tmpdir(), 'image-'));
   const cache = path.join(dir, 'cache');
   const out = path.join(dir, 'out');
@@ -64,7 +66,7 @@ export async function imageProject(pool: string): Promise<ImageProject> {
   await writeFile(configFile, JSON.stringify(config));
   const argv = (args: string[]) => ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args, '--config', configFile, '--cache-dir', cache, '--out', out];
   const run = async (...args: string[]) => {
-    const result = await execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1' } });
+    const result = await execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv } });
     return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };
   };
   return {
@@ -77,6 +79,10 @@ export async function imageProject(pool: string): Promise<ImageProject> {
       await writeFile(configFile, JSON.stringify(config));
     },
     run,
+    start(...args) {
+      // No forced SIGKILL after a SIGTERM: the build's own cleanup takes seconds.
+      return execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv }, forceKillAfterDelay: false });
+    },
     async build(...args) {
       const result = await run('build', '--json', ...args);
       const statuses: Record<string, string> = {};

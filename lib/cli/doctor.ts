@@ -1,0 +1,63 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { whichTool } from '../caching/file-hash.ts';
+import type { Requirement } from '../engine/requirement.ts';
+
+const run = promisify(execFile);
+
+/** One requirement as found on this machine. */
+export interface RequirementStatus {
+  readonly requirement: Requirement;
+  readonly path: string | undefined;
+  readonly version: string | undefined;
+}
+
+const SEARCH_PATH = (): string => `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
+
+/** Looks every requirement up and asks each found program for its version. */
+export async function checkRequirements(requirements: readonly Requirement[]): Promise<RequirementStatus[]> {
+  return Promise.all(
+    requirements.map(async (requirement) => {
+      const found = await whichTool(requirement.program, SEARCH_PATH());
+      return { requirement, path: found, version: found ? await versionOf(found, requirement) : undefined };
+    }),
+  );
+}
+
+async function versionOf(program: string, requirement: Requirement): Promise<string> {
+  if (requirement.versionArgs) {
+    try {
+      const { stdout, stderr } = await run(program, [...requirement.versionArgs], { timeout: 5000 });
+      const line = `${stdout}${stderr}`.split('\n').find((l) => /\d+\.\d+/.test(l));
+      if (line) return line.trim();
+    } catch {
+      // fall back to the package database
+    }
+  }
+  try {
+    const { stdout } = await run('dpkg-query', ['-W', '-f', '${Version}', requirement.debian], { timeout: 5000 });
+    return `${requirement.debian} ${stdout.trim()}`;
+  } catch {
+    return 'installed (version unknown)';
+  }
+}
+
+/** The doctor's report: every tool with its version, then what is missing and the exact commands to install it. */
+export function formatDoctor(statuses: readonly RequirementStatus[]): string {
+  const width = Math.max(...statuses.map((s) => s.requirement.program.length));
+  const lines = statuses.map((s) =>
+    `${s.path ? 'ok     ' : 'MISSING'}  ${s.requirement.program.padEnd(width)}  ${s.path ? `${s.version}  (${s.path})` : `needed for ${s.requirement.purpose}`}`,
+  );
+  const missing = statuses.filter((s) => !s.path);
+  if (missing.length === 0) return `${lines.join('\n')}\nall ${statuses.length} tools found\n`;
+  const debian = [...new Set(missing.map((s) => s.requirement.debian))].join(' ');
+  const nixos = [...new Set(missing.map((s) => s.requirement.nixos))];
+  return [
+    ...lines,
+    '',
+    `${missing.length} tool(s) missing. To install them:`,
+    `  Debian/Ubuntu: sudo apt-get install -y ${debian}`,
+    `  NixOS:         ${nixos.join('; ')}`,
+    '',
+  ].join('\n');
+}
