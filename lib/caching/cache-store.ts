@@ -51,6 +51,8 @@ export interface CacheStore {
   lookup(fingerprint: string): Promise<Result<CacheEntry, CacheMiss>>;
   /** The last entry published for a task id (for `explain` and `shell`). */
   lastEntry(taskId: string): Promise<CacheEntry | undefined>;
+  /** Whether a task id was ever published in this cache (its entry may since be evicted). */
+  hasBuilt(taskId: string): Promise<boolean>;
   /** Makes a fresh, private staging folder for a run of a task. */
   makeStaging(label: string): Promise<string>;
   /** Moves a staging folder into place and records the entry; only then is it trusted. */
@@ -125,6 +127,10 @@ export function openCache(dir: string): CacheStore {
       } catch {
         return undefined;
       }
+    },
+
+    async hasBuilt(taskId) {
+      return (await cacache.get.info(indexDir, lastKey(taskId)).catch(() => null)) !== null;
     },
 
     async makeStaging(label) {

@@ -61,6 +61,9 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // Disk and ZFS tools live in sbin, which a non-login root shell or sudo may leave off PATH.
+  const dirs = (process.env['PATH'] ?? '').split(':');
+  process.env['PATH'] = [...dirs, ...['/usr/local/sbin', '/usr/sbin', '/sbin'].filter((d) => !dirs.includes(d))].join(':');
   const code = await main(options, argv, defaultIo(), controller.signal);
   process.exit(signalExit || code);
 }
@@ -132,8 +135,13 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
       return 2;
     }
   }
-  const { graph } = await loadGraph(options, args);
   const store = openCache(args.cacheDir);
+  const sweepers = [...(options.sweepers ?? []), ...options.plugins.flatMap((p) => p.sweepers ?? [])];
+  // These work on the cache alone: a broken config or a missing ZFS must not stop them.
+  if (args.command === 'clean' || args.command === 'gc' || args.command === 'verify') {
+    return withLock(store, args, io, signal, sweepers, () => maintain(store, args, io));
+  }
+  const { graph } = await loadGraph(options, args);
   switch (args.command) {
     case 'plan':
       return plan(graph, store, args, io, signal);
@@ -146,9 +154,11 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
     }
     case 'logs':
       return printLogs(graph, store, args, io);
-    default:
-      const sweepers = [...(options.sweepers ?? []), ...options.plugins.flatMap((p) => p.sweepers ?? [])];
-      return withLock(store, args, io, signal, sweepers, () => mutate(graph, store, args, io, signal));
+    default: {
+      // Checked before the lock: a typo in a task name must not create the cache folder.
+      const ids = selection(graph, args.targets);
+      return withLock(store, args, io, signal, sweepers, () => runGraph(graph, ids, store, args, io, signal));
+    }
   }
 }
 
@@ -176,7 +186,7 @@ async function withLock(
   }
 }
 
-async function mutate(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
+async function maintain(store: CacheStore, args: CliArgs, io: CliIo): Promise<number> {
   switch (args.command) {
     case 'clean': {
       const names = await readdir(store.dir).catch(() => [] as string[]);
@@ -190,20 +200,20 @@ async function mutate(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo,
       for (const e of report.evicted) io.stdout(`  evicted ${e.taskId} ${e.fingerprint.slice(0, 12)} (${formatBytes(e.bytes)})\n`);
       return 0;
     }
-    case 'verify':
+    default:
       return verify(store, io);
-    default: {
-      const ids = selection(graph, args.targets);
-      const forced = args.command === 'run' && args.force ? resolveTargets(graph, args.targets) : undefined;
-      const force = new Set(forced?.ok ? forced.value : []);
-      const reporter = pickReporter(args, io);
-      const memo = await store.loadHashMemo();
-      const summary = await schedule({ graph, ids, store, reporter, concurrency: args.concurrency, force, signal, memo });
-      await memo.save();
-      await reporter.end(summary);
-      return exitStatus(summary);
-    }
   }
+}
+
+async function runGraph(graph: Graph, ids: readonly string[], store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
+  const forced = args.command === 'run' && args.force ? resolveTargets(graph, args.targets) : undefined;
+  const force = new Set(forced?.ok ? forced.value : []);
+  const reporter = pickReporter(args, io);
+  const memo = await store.loadHashMemo();
+  const summary = await schedule({ graph, ids, store, reporter, concurrency: args.concurrency, force, signal, memo });
+  await memo.save();
+  await reporter.end(summary);
+  return exitStatus(summary);
 }
 
 function exitStatus(summary: RunSummary): number {
@@ -236,7 +246,7 @@ async function planStates(graph: Graph, store: CacheStore, ids: readonly string[
 async function plan(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
   const { summary } = await dryRun(graph, store, selection(graph, args.targets), signal);
   if (args.json) {
-    for (const t of summary.tasks) io.stdout(`${JSON.stringify({ type: 'plan', id: t.id, stage: t.stage, action: t.status === 'ran' ? 'run' : t.status, reason: t.reason, fingerprint: t.fingerprint })}\n`);
+    for (const t of summary.tasks) io.stdout(`${JSON.stringify({ type: 'plan', id: t.id, stage: t.stage, action: t.status === 'ran' ? 'run' : t.status === 'cached' ? 'fresh' : t.status, reason: t.reason, fingerprint: t.fingerprint })}\n`);
     return 0;
   }
   const width = Math.max(...summary.tasks.map((t) => t.id.length));

@@ -83,6 +83,11 @@ export interface Task<I extends Json = Json> extends NodeBase<I> {
   readonly artifacts: readonly ArtifactSpec[];
   /** Never cached: runs every time; dependents fingerprint its output values instead (e.g. resolving a flake). */
   readonly volatile?: boolean;
+  /**
+   * Dependents fingerprint this task's output values rather than its fingerprint, so a rerun
+   * that produces the same values (the same system toplevel) leaves them fresh.
+   */
+  readonly keyedByValues?: boolean;
   /** Artifacts also placed at user-facing paths (hard link or copy, then rename) whenever the task is fresh or ran. */
   readonly exports?: readonly { readonly artifact: string; readonly to: string }[];
   /** Returns the values of its `value` artifacts; file-like artifacts must be in `ctx.staging`. */

@@ -136,7 +136,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const missReason = async (node: GraphNode, manifest: Manifest, detail?: string): Promise<string> => {
     if (detail) return `cache entry damaged (${detail})`;
     const last = await store.lastEntry(node.id);
-    if (!last) return 'never built';
+    if (!last) return (await store.hasBuilt(node.id)) ? 'cache entry evicted or lost' : 'never built';
     const changes = diffManifests(last.manifest, manifest).map((c) => c.field);
     if (changes.length === 0) return 'cache entry missing';
     const shown = changes.slice(0, 3).join(', ');
@@ -180,8 +180,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     };
   };
 
-  const keyAfterRun = (node: Task<any>, fingerprint: string, values: Record<string, Json>): string =>
-    node.volatile ? sha256(canonicalJson(values)) : fingerprint;
+  const keyAfterRun = (node: Task<any>, fingerprint: string, values: Readonly<Record<string, Json>>): string =>
+    node.volatile || node.keyedByValues ? sha256(canonicalJson(values as Json)) : fingerprint;
 
   const runEnd = new Map<string, () => Promise<void> | void>();
   const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun => ({ store, reporter, signal, runEnd, ...run });
@@ -200,7 +200,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       if (!options.dryRun) await store.touch(decision.fingerprint);
       return finish(
         node,
-        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, {}), outputs: outputsOf(decision.entry) },
+        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), outputs: outputsOf(decision.entry) },
         { fingerprint: decision.fingerprint },
       );
     }

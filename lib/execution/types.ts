@@ -8,7 +8,7 @@ export interface ExecOptions {
   readonly input?: string;
   /** Exit codes that count as success besides 0. */
   readonly okExitCodes?: readonly number[];
-  /** Do not stream this command's lines to the task output (they still reach the log). */
+  /** Keep this command's lines out of the task output and log (for bulk output parsed by the caller); `onLine` still gets them. */
   readonly quiet?: boolean;
   /** Called with every complete output line (stdout and stderr). */
   readonly onLine?: (line: string) => void;

@@ -66,17 +66,21 @@ export function imageTasks(config: ImageConfig, outDir: string, layout: PoolLayo
     installEspTask(),
     convertTask('boot', config.format, outDir),
     convertTask('root', config.format, outDir),
-    postVmTask(config, outDir),
+    postVmTask(config, outDir, layout),
   ];
 }
 
 /** The ZFS driver a build will use, with the properties it can set (refusals are config errors). */
-export function poolLayout(config: ImageConfig, choice: ZfsDriverChoice): PoolLayout {
+export function poolLayout(config: ImageConfig, choice: ZfsDriverChoice, raw: unknown = {}): PoolLayout {
   const probe = selectDriver(choice);
   const datasets = Object.fromEntries(Object.entries(config.datasets).map(([name, d]) => [name, d.properties ?? {}]));
   const properties = probe.adaptProperties(
     { pool: config.rootPoolProperties, filesystem: config.rootPoolFilesystemProperties, datasets },
-    { pool: DEFAULT_POOL_PROPERTIES, filesystem: DEFAULT_FILESYSTEM_PROPERTIES },
+    // A property the user wrote is refused even when it equals the default; only defaults are dropped.
+    {
+      pool: givenIn(raw, 'rootPoolProperties') ? {} : DEFAULT_POOL_PROPERTIES,
+      filesystem: givenIn(raw, 'rootPoolFilesystemProperties') ? {} : DEFAULT_FILESYSTEM_PROPERTIES,
+    },
   );
   if (properties.refused.length > 0) {
     throw new ConfigError(properties.refused.map((r) => `config: ${r} (driver ${probe.name})`));
@@ -94,7 +98,7 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
     const choice = driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto');
     let layout: PoolLayout;
     try {
-      layout = poolLayout(config, choice);
+      layout = poolLayout(config, choice, raw);
     } catch (error) {
       if (error instanceof ConfigError) throw error;
       throw new ConfigError([`zfs: ${(error as Error).message}`]);
@@ -104,6 +108,10 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
   // After a kill -9: export the pool, unmount and detach what the dead run held in its folders.
   const requirements = imageRequirements(driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto'));
   return Object.assign(plugin, { sweepers: [imageSweeper()], requirements });
+}
+
+function givenIn(raw: unknown, key: string): boolean {
+  return typeof raw === 'object' && raw !== null && key in raw;
 }
 
 function driverChoice(value: string): ZfsDriverChoice {

@@ -18,7 +18,12 @@ const inImage = (root: string, target: string): string => path.join(root, target
  * nixos-install does. The /boot it produces is published as the folder `esp` for install:esp.
  */
 export function installTask(config: ImageConfig): Task {
-  const inputFiles = [...config.contents.map((c) => c.source), ...(config.configFile ? [config.configFile] : [])];
+  const inputFiles = [
+    ...config.contents.map((c) => c.source),
+    ...(config.configFile ? [config.configFile] : []),
+    // the channel's content, not just its path, decides what is copied
+    ...(config.includeChannel && config.channelSource ? [config.channelSource] : []),
+  ];
   return {
     id: 'install',
     stage: 'install',

@@ -1,12 +1,14 @@
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { hashFileContent } from '../../../lib/caching/file-hash.ts';
+import { exportArtifact } from '../../../lib/caching/export-artifact.ts';
+import type { PoolLayout } from './pool-layout.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { ImageConfig } from '../config.ts';
 import { outputFileNames } from '../generators.ts';
 
 /** `post-vm`: writes `<out>/image-info.json`, then runs the config's postVM shell code in bash. */
-export function postVmTask(config: ImageConfig, outDir: string): Task {
+export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayout): Task {
   const names = outputFileNames(config.format);
   return {
     id: 'post-vm',
@@ -19,8 +21,9 @@ export function postVmTask(config: ImageConfig, outDir: string): Task {
       postVM: config.postVM,
       outDir,
       pool: config.rootPoolName,
-      poolProperties: config.rootPoolProperties,
-      filesystemProperties: config.rootPoolFilesystemProperties,
+      driver: layout.driver,
+      // what the driver really set (zfs-fuse drops some defaults), not what was asked for
+      properties: { pool: layout.properties.pool, filesystem: layout.properties.filesystem, datasets: layout.properties.datasets },
       datasets: config.datasets as unknown as Json,
     },
     version: 1,
@@ -48,14 +51,19 @@ export function postVmTask(config: ImageConfig, outDir: string): Task {
         system: { toplevel: ctx.deps['system']!.values['toplevel']! },
         pool: {
           name: config.rootPoolName,
-          properties: config.rootPoolProperties,
-          filesystemProperties: config.rootPoolFilesystemProperties,
+          driver: layout.driver,
+          properties: layout.properties.pool,
+          filesystemProperties: layout.properties.filesystem,
+          droppedByDriver: [...layout.properties.warnings],
         },
         datasets: config.datasets as unknown as Json,
       };
-      await writeFile(path.join(ctx.staging, 'image-info.json'), `${JSON.stringify(description, null, 2)}\n`);
+      const info = path.join(ctx.staging, 'image-info.json');
+      await writeFile(info, `${JSON.stringify(description, null, 2)}\n`);
       if (config.postVM.trim() !== '') {
-        // The convert outputs are already in place: exports happen as soon as each task finishes.
+        // postVM sees the new image-info.json (publishing keeps the inode, so the later export is a no-op);
+        // the disks are already in place: exports happen as soon as each task finishes.
+        await exportArtifact(info, path.join(outDir, 'image-info.json'));
         await ctx.exec('bash', ['-e', '-c', config.postVM], {
           cwd: outDir,
           env: {

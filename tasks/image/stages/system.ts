@@ -24,6 +24,8 @@ export function systemTask(system: SystemSpec): Task {
   const base = {
     id: 'system',
     stage: 'system',
+    // install depends on which toplevel this resolves to, not on how it was asked for
+    keyedByValues: true,
     deps: [],
     version: 1,
     tools: ['nix-store'],
