@@ -14,12 +14,12 @@ export interface RequirementStatus {
 
 const SEARCH_PATH = (): string => `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
 
-/** Looks every requirement up and asks each found program for its version. */
-export async function checkRequirements(requirements: readonly Requirement[]): Promise<RequirementStatus[]> {
+/** Looks every requirement up; with `versions`, asks each found program for its version (doctor only: it spawns them all). */
+export async function checkRequirements(requirements: readonly Requirement[], versions = true): Promise<RequirementStatus[]> {
   return Promise.all(
     requirements.map(async (requirement) => {
       const found = await whichTool(requirement.program, SEARCH_PATH());
-      return { requirement, path: found, version: found ? await versionOf(found, requirement) : undefined };
+      return { requirement, path: found, version: found && versions ? await versionOf(found, requirement) : undefined };
     }),
   );
 }

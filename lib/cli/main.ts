@@ -123,15 +123,15 @@ function pickReporter(args: CliArgs, io: CliIo): Reporter {
 async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
   const requirements = options.plugins.flatMap((p) => p.requirements ?? []);
   if (args.command === 'doctor' || args.command === 'build' || args.command === 'run') {
-    const statuses = await checkRequirements(requirements);
+    const statuses = await checkRequirements(requirements, args.command === 'doctor');
     const missing = statuses.some((s) => !s.path);
     if (args.command === 'doctor') {
       io.stdout(formatDoctor(statuses));
       return missing ? 1 : 0;
     }
     if (missing) {
-      // Before anything is created: the same report as `doctor`.
-      io.stderr(`error: tools the build needs are missing\n${formatDoctor(statuses)}`);
+      // Before anything is created: the same report as `doctor`, with versions of what is there.
+      io.stderr(`error: tools the build needs are missing\n${formatDoctor(await checkRequirements(requirements))}`);
       return 2;
     }
   }

@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT } from './toy.ts';
+import { otherZfsUsers, ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
 
 /** A scratch image project: config, cache and output folders in a temporary folder. */
 export interface ImageProject {
@@ -141,16 +142,24 @@ export async function withImportedPool<T>(
   }
 }
 
-/** Starts zfs-fuse unless one answers; `stop` ends it only if this started it. */
+/**
+ * Starts zfs-fuse unless one answers, registered as a ZFS user like a build; `stop` ends it only
+ * if this started it and no build or other test still uses it.
+ */
 export async function startZfsFuse(work: string): Promise<{ stop(): Promise<void> }> {
+  const marker = path.join(ZFS_USERS_DIR, String(process.pid));
+  await mkdir(ZFS_USERS_DIR, { recursive: true });
+  await writeFile(marker, 'test\n');
   const answers = async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0;
-  if (await answers()) return { stop: async () => undefined };
+  if (await answers()) return { stop: async () => void (await rm(marker, { force: true })) };
   const pidFile = path.join(work, 'zfs-fuse.pid');
   await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
   for (let i = 0; i < 100 && !(await answers()); i++) await new Promise((r) => setTimeout(r, 100));
   const pid = Number((await readFile(pidFile, 'utf8')).trim());
   return {
     async stop() {
+      await rm(marker, { force: true });
+      if ((await otherZfsUsers()).length > 0) return;
       try {
         process.kill(pid, 'SIGTERM');
       } catch {

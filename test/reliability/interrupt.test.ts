@@ -1,0 +1,107 @@
+// Real builds stopped inside a stage with real signals: nothing left imported, mounted or
+// attached, nothing published, and the next run resumes from the last checkpoint.
+import { execa } from 'execa';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageProject, ran, type ImageProject } from '../helpers/image.ts';
+import { makeShims, type Shims } from '../helpers/shims.ts';
+
+const POOL = 'rtank';
+let project: ImageProject;
+let shims: Shims;
+let daemonsBefore: number;
+
+/** Live zfs-fuse daemons (zombies left for a non-reaping init do not count). */
+const zfsFuseDaemons = async (): Promise<number> =>
+  (await execa('ps', ['-C', 'zfs-fuse', '-o', 'stat='], { reject: false })).stdout.split('\n').filter((s) => s.trim() && !s.trim().startsWith('Z')).length;
+
+beforeAll(async () => {
+  const scratch = await import('node:fs/promises').then((fs) => fs.mkdtemp('/tmp/shims-'));
+  shims = await makeShims(scratch, ['zfs-fuse', 'zfs', 'zpool', 'qemu-img', 'chroot']);
+  project = await imageProject(POOL, { PATH: shims.path });
+  daemonsBefore = await zfsFuseDaemons();
+  const first = await project.build();
+  expect(first.exitCode, first.stderr).toBe(0);
+});
+afterAll(async () => {
+  await shims.unpause();
+  await project.cleanup();
+  await execa('rm', ['-rf', path.dirname(shims.bin)]);
+});
+
+/** What a stopped build must not leave behind. */
+async function expectNothingLeft(): Promise<void> {
+  const mounts = await readFile('/proc/mounts', 'utf8');
+  expect(mounts).not.toContain(project.dir);
+  const pools = await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false });
+  expect(pools.stdout.split('\n')).not.toContain(POOL);
+  const loops = await execa('losetup', ['--list', '--noheadings', '--output', 'BACK-FILE'], { reject: false });
+  expect(loops.stdout).not.toContain(project.dir);
+  expect(await readdir(path.join(project.cache, 'staging')).catch(() => [])).toEqual([]);
+  expect(await readdir(path.join(project.cache, 'work')).catch(() => [])).toEqual([]);
+  // a daemon the build started is stopped again
+  expect(await zfsFuseDaemons()).toBeLessThanOrEqual(daemonsBefore);
+}
+
+/** Starts a build that will pause in `tool verb`, then sends `signal` once it is there. */
+async function interrupt(tool: string, verb: string, signal: NodeJS.Signals) {
+  await shims.pause(tool, verb);
+  const child = project.start('build');
+  await shims.waitPaused();
+  child.kill(signal);
+  // The cleanup may run the same command again (zpool export): it must not pause a second time.
+  await shims.unpause();
+  return await child;
+}
+
+describe('Ctrl-C and SIGTERM inside a stage', () => {
+  it('inside create-pool: exit 130, pool exported, nothing published; the rerun resumes', async () => {
+    await project.configure({ rootSize: 136 }); // a new root disk: create-pool must run
+    const stopped = await interrupt('zfs', 'create', 'SIGINT');
+    expect(stopped.exitCode).toBe(130);
+    expect(stopped.stdout).toMatch(/create-pool: failed .*interrupted/);
+    await expectNothingLeft();
+    const plan = await project.run('plan');
+    expect(plan.stdout).toMatch(/^create-disks:root\s+fresh/m); // published before the interruption
+    expect(plan.stdout).toMatch(/^create-pool\s+run/m);
+    const resumed = await project.build();
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    expect(resumed.statuses['create-disks:root']).toBe('cached');
+    expect(resumed.statuses['create-pool']).toBe('ran');
+  });
+
+  it('inside install: exit 130, datasets unmounted, /dev unbound, pool exported; the rerun resumes', async () => {
+    await execa('sh', ['-c', `echo '# install again' >> ${path.join(project.dir, 'configuration.nix')}`]);
+    const stopped = await interrupt('chroot', 'ANY', 'SIGINT');
+    expect(stopped.exitCode).toBe(130);
+    expect(stopped.stdout).toMatch(/install: failed .*interrupted/);
+    await expectNothingLeft();
+    const resumed = await project.build();
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    expect(resumed.statuses['create-pool']).toBe('cached');
+    expect(ran(resumed.statuses)).toEqual(expect.arrayContaining(['install', 'export-pool']));
+  });
+
+  it('inside export-pool (SIGTERM): exit 1, nothing published; the rerun resumes from create-pool', async () => {
+    await execa('sh', ['-c', `echo '# export again' >> ${path.join(project.dir, 'configuration.nix')}`]);
+    const stopped = await interrupt('zpool', 'export', 'SIGTERM');
+    expect(stopped.exitCode).toBe(1);
+    await expectNothingLeft();
+    const resumed = await project.build();
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    expect(resumed.statuses['create-pool']).toBe('cached');
+    expect(ran(resumed.statuses)).toContain('export-pool');
+  });
+
+  it('inside convert: exit 130, no partial file in the output folder; the rerun converts', async () => {
+    await project.configure({ format: 'vdi' });
+    const stopped = await interrupt('qemu-img', 'convert', 'SIGINT');
+    expect(stopped.exitCode).toBe(130);
+    await expectNothingLeft();
+    expect((await readdir(project.out)).filter((n) => n.endsWith('.vdi') || n.includes('partial'))).toEqual([]);
+    const resumed = await project.build();
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    expect(ran(resumed.statuses).sort()).toEqual(['convert:boot', 'convert:root', 'post-vm']);
+  });
+});
