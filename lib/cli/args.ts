@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { fail, ok, type Result } from '../engine/result.ts';
 
 /** The commands the runner knows. */
-export const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'verify', 'doctor', 'help'] as const;
+export const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'shell', 'verify', 'doctor', 'help'] as const;
 
 /** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number];
@@ -67,7 +67,7 @@ export function parseCli(argv: readonly string[], cpuCount: number): Result<CliA
   if (!(COMMANDS as readonly string[]).includes(word)) return fail(`unknown command "${word}"; commands: ${COMMANDS.join(', ')}`);
   const command = word as Command;
   const targets = positionals.slice(1);
-  if ((command === 'run' || command === 'explain' || command === 'logs') && targets.length !== 1) {
+  if ((command === 'run' || command === 'explain' || command === 'logs' || command === 'shell') && targets.length !== 1) {
     return fail(`${command} needs exactly one task or stage, e.g. \`${command} install\``);
   }
   if (['clean', 'gc', 'verify', 'graph', 'doctor'].includes(command) && targets.length > 0) {
@@ -130,6 +130,8 @@ Commands:
   run <task|stage>        run one stage from its cached inputs (--force: even when fresh)
   explain <task|stage>    which inputs differ from the stage's last cached run
   logs <task|stage>       print the stage's last log
+  shell <stage> [-- CMD]  a shell (or one command) on a copy of the state the stage produced:
+                          pool imported, datasets mounted, ESP files at hand; all undone on exit
   graph                   print the task graph (--format mermaid|dot), coloured by state
   verify                  rehash every cached artifact and report damage
   doctor                  list the tools the build needs, their versions, how to install what is missing

@@ -2,6 +2,7 @@ import type { z } from 'zod';
 import type { Exec } from '../execution/types.ts';
 import type { Sweeper } from '../caching/sweep.ts';
 import type { Requirement } from './requirement.ts';
+import type { ShellProvider } from './shell.ts';
 
 /** Any value that survives JSON.stringify and back unchanged. */
 export type Json = null | boolean | number | string | readonly Json[] | { readonly [key: string]: Json };
@@ -126,6 +127,8 @@ export type Plugin = ((env: PluginEnvironment) => readonly GraphNode[] | Promise
   readonly sweepers?: readonly Sweeper[];
   /** Programs the tasks run; `doctor` lists them and `build` stops (exit 2) when one is missing. */
   readonly requirements?: readonly Requirement[];
+  /** Opens the state a stage produced for `shell <stage>`. */
+  readonly shell?: ShellProvider;
 };
 
 /** True for resource nodes. */

@@ -15,6 +15,8 @@ import { postVmTask } from './stages/post-vm.ts';
 import { systemTask } from './stages/system.ts';
 import type { PoolLayout } from './stages/pool-layout.ts';
 import { imageSweeper } from './sweep.ts';
+import { imageShell } from './shell.ts';
+import type { ShellProvider } from '../../lib/engine/shell.ts';
 import { imageRequirements } from './requirements.ts';
 
 /** Options of the image plugin. */
@@ -91,6 +93,7 @@ export function poolLayout(config: ImageConfig, choice: ZfsDriverChoice, raw: un
 
 /** The NixOS ZFS image as a plugin: config in, stage graph out. */
 export function zfsImage(options: ZfsImageOptions = {}): Plugin {
+  let shell: ShellProvider | undefined;
   const plugin = (env: PluginEnvironment): GraphNode[] => {
     const raw = env.config ?? options.defaultConfig;
     const baseDir = env.configFile ? env.configDir : (options.defaultConfigDir ?? env.configDir);
@@ -103,11 +106,17 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
       if (error instanceof ConfigError) throw error;
       throw new ConfigError([`zfs: ${(error as Error).message}`]);
     }
+    shell = imageShell(config, layout);
     return imageTasks(config, path.resolve(env.outDir), layout);
   };
   // After a kill -9: export the pool, unmount and detach what the dead run held in its folders.
   const requirements = imageRequirements(driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto'));
-  return Object.assign(plugin, { sweepers: [imageSweeper()], requirements });
+  // The shell needs the parsed config, so it exists once the plugin has run.
+  const openShell: ShellProvider = (request) => {
+    if (!shell) throw new Error('the image config was not loaded');
+    return shell(request);
+  };
+  return Object.assign(plugin, { sweepers: [imageSweeper()], requirements, shell: openShell });
 }
 
 function givenIn(raw: unknown, key: string): boolean {
