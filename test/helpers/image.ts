@@ -65,7 +65,11 @@ export async function imageProject(pool: string, extraEnv: Record<string, string
   await writeFile(path.join(dir, 'tree/sub/file.txt'), 'nested\n');
   let config = baseConfig(pool);
   await writeFile(configFile, JSON.stringify(config));
-  const argv = (args: string[]) => ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args, '--config', configFile, '--cache-dir', cache, '--out', out];
+  // Options go before a `--`: what follows it is a command for `shell`.
+  const argv = (args: string[]) => {
+    const cut = args.includes('--') ? args.indexOf('--') : args.length;
+    return ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args.slice(0, cut), '--config', configFile, '--cache-dir', cache, '--out', out, ...args.slice(cut)];
+  };
   const run = async (...args: string[]) => {
     const result = await execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv } });
     return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };

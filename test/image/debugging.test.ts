@@ -1,0 +1,146 @@
+// The debugging tools on a real image: shell, logs, doctor, graph, plan, summary.
+import { execa } from 'execa';
+import { createHash } from 'node:crypto';
+import { lstat, readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageProject, type ImageProject } from '../helpers/image.ts';
+
+const POOL = 'dtank';
+let project: ImageProject;
+let built: Awaited<ReturnType<ImageProject['build']>>;
+
+beforeAll(async () => {
+  project = await imageProject(POOL);
+  built = await project.build();
+  expect(built.exitCode, built.stderr).toBe(0);
+});
+afterAll(() => project.cleanup());
+
+/** Every file under the cache with size, mtime and content hash (the lock and work folders excluded). */
+async function snapshot(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  const walk = async (dir: string): Promise<void> => {
+    for (const name of await readdir(dir).catch(() => [] as string[])) {
+      const file = path.join(dir, name);
+      if (file === path.join(root, 'work') || file === path.join(root, 'lock')) continue;
+      const info = await lstat(file);
+      if (info.isDirectory()) await walk(file);
+      else out[file] = `${info.size} ${info.mtimeMs} ${info.size < 1 << 20 ? createHash('sha256').update(await readFile(file)).digest('hex') : ''}`;
+    }
+  };
+  await walk(root);
+  return out;
+}
+
+describe('shell <stage> -- CMD', () => {
+  it('runs the command in the mounted image and releases everything, leaving the cache untouched', async () => {
+    const before = await snapshot(project.cache);
+    const script = 'cat etc/motd; cat etc/nixos/zfs-filesystems.nix; ls "$IMAGE_ESP/loader/entries"; zfs list -H -o name,mounted "$IMAGE_POOL/nix"; exit 7';
+    const result = await project.run('shell', 'export-pool', '--', 'sh', '-c', script);
+    expect(result.exitCode).toBe(7); // the command's own status
+    expect(result.stdout).toContain('hello from the image');
+    expect(result.stdout).toContain(`device = "${POOL}/nix"`);
+    expect(result.stdout).toContain('nixos-demo.conf');
+    expect(result.stdout).toMatch(new RegExp(`${POOL}/nix\\s+yes`));
+    expect(result.stderr).toMatch(/pool dtank imported from a copy, datasets mounted at .*\/root/);
+    expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
+    expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
+    expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
+    expect(await snapshot(project.cache)).toEqual(before);
+  });
+
+  it('on create-pool shows the empty datasets before install', async () => {
+    const result = await project.run('shell', 'create-pool', '--', 'sh', '-c', 'ls -A; test ! -e etc/motd');
+    expect(result.exitCode, result.stderr).toBe(0);
+  });
+
+  it('refuses a stage that is not built yet', async () => {
+    await project.configure({ rootSize: 144 });
+    const result = await project.run('shell', 'create-pool', '--', 'true');
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/not fresh in the cache; run `build create-pool` first/);
+    await project.configure({ rootSize: 128 });
+  });
+});
+
+describe('logs, doctor, graph, plan and the summary', () => {
+  it('logs <stage> prints the last log of the stage', async () => {
+    const result = await project.run('logs', 'partition');
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toMatch(/^==> .*logs\/partition\/.*\.log <==/);
+    expect(result.stdout).toContain('$ parted --script');
+    expect(result.stdout).toContain('mkfs.fat');
+  });
+
+  it('doctor lists every tool with its version', async () => {
+    const result = await project.run('doctor');
+    expect(result.exitCode).toBe(0);
+    for (const tool of ['qemu-img', 'parted', 'sfdisk', 'mkfs.vfat', 'mcopy', 'nix-store', 'zfs-fuse']) {
+      expect(result.stdout).toMatch(new RegExp(`^ok\\s+${tool.replace('.', '\\.')}\\s+\\S.*\\d`, 'm'));
+    }
+  });
+
+  it('build stops with the doctor report and exit 2 when a tool is missing, creating nothing', async () => {
+    const result = await execa(process.execPath, ['--import', 'tsx', 'Taskfile.ts', 'build', '--config', project.configFile, '--cache-dir', path.join(project.dir, 'nocache')], {
+      cwd: path.resolve(import.meta.dirname, '../..'),
+      reject: false,
+      env: { CI: '1', PATH: '/nonexistent' },
+      extendEnv: false,
+    }).catch((e: unknown) => e as { exitCode: number; stderr: string });
+    // node itself is found by absolute path; every tool is missing from PATH except those in sbin
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/MISSING\s+qemu-img/);
+    expect(result.stderr).toMatch(/Debian\/Ubuntu: sudo apt-get install -y .*qemu-utils/);
+    expect(result.stderr).toMatch(/NixOS: /);
+    await expect(lstat(path.join(project.dir, 'nocache'))).rejects.toThrow();
+  });
+
+  it('graph colours each stage by its state', async () => {
+    await project.configure({ format: 'vdi' });
+    const mermaid = (await project.run('graph')).stdout;
+    expect(mermaid).toMatch(/^flowchart LR/);
+    expect(mermaid).toMatch(/create_pool\["create-pool<br\/><i>cached<\/i>"\]:::cached/);
+    expect(mermaid).toMatch(/convert_root\["convert:root<br\/><i>stale<\/i>"\]:::stale/);
+    expect(mermaid).toContain('export_pool --> convert_root');
+    const dot = (await project.run('graph', '--format', 'dot')).stdout;
+    expect(dot).toMatch(/"convert:boot" \[label="convert:boot\\nstale", fillcolor="#ffe8a3"\]/);
+    expect(dot).toContain('"install:esp" -> "convert:boot";');
+  });
+
+  it('plan reads at a glance: one line per stage with its state and why, text and --json', async () => {
+    const text = (await project.run('plan')).stdout.trim().split('\n');
+    expect(text).toHaveLength(13);
+    expect(text).toContain(text.find((l) => /^convert:root\s+run\s+changed: inputs\.format$/.test(l)));
+    expect(text.find((l) => l.startsWith('create-pool'))).toMatch(/^create-pool\s+fresh\s+fresh in cache$/);
+    expect(text.at(-1)).toBe('3 of 12 task(s) would run');
+    const json = (await project.run('plan', '--json')).stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; action: string; reason: string });
+    expect(json.find((p) => p.id === 'post-vm')).toMatchObject({ action: 'run', reason: 'dependency convert:boot will run' });
+    expect(json.find((p) => p.id === 'partition')).toMatchObject({ action: 'fresh' });
+  });
+
+  it('the summary gives status, duration and bytes per stage, in text and in --json', async () => {
+    const text = await project.run('build');
+    expect(text.exitCode).toBe(0);
+    expect(text.stdout).toMatch(/^task\s+status\s+time\s+written\s+why$/m);
+    expect(text.stdout).toMatch(/^convert:root\s+ran\s+\d+(\.\d+)?m?s\s+\d+(\.\d)? (KiB|MiB)\s+changed: inputs\.format$/m);
+    expect(text.stdout).toMatch(/^create-pool\s+cached\s+0ms\s+-\s+fresh in cache$/m);
+    expect(text.stdout).toMatch(/^done in .*: 3 ran, 8 cached, 1 skipped, 0 failed$/m); // mount: not needed
+    await project.configure({ format: 'raw' });
+    const json = await project.build();
+    const summary = JSON.parse(json.stdout.trim().split('\n').at(-1)!) as { type: string; ok: boolean; tasks: { id: string; status: string; durationMs: number; bytes: number }[] };
+    expect(summary).toMatchObject({ type: 'summary', ok: true });
+    const convert = summary.tasks.find((t) => t.id === 'convert:root')!;
+    expect(convert.status).toBe('cached'); // raw was converted in beforeAll
+    expect(summary.tasks).toHaveLength(12);
+    for (const t of summary.tasks) expect(typeof t.bytes).toBe('number');
+  });
+
+  it('progress of the closure copy and of qemu-img convert reaches the log and the CI output', async () => {
+    await project.configure({ format: 'qcow2' });
+    const result = await project.run('build');
+    expect(result.stdout).toMatch(/^ {2}convert:root: 100% root disk$/m);
+    const install = (await project.run('logs', 'install')).stdout;
+    expect(install).toMatch(/copied 2 store paths \(\d+(\.\d)? MiB\)/);
+  });
+});
