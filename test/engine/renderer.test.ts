@@ -1,0 +1,57 @@
+// The default renderer in a real terminal: tmux gives the build a TTY, capture-pane reads the screen.
+import { execa } from 'execa';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ROOT, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
+
+let toy: ToyProject;
+let session: string;
+beforeEach(async () => {
+  toy = await toyProject();
+  session = `render-${process.pid}-${Date.now()}`;
+});
+afterEach(async () => {
+  await execa('tmux', ['kill-session', '-t', session], { reject: false });
+  await toy.cleanup();
+});
+
+const screen = async (): Promise<string> => (await execa('tmux', ['capture-pane', '-p', '-t', session])).stdout;
+
+describe('listr2 renderer on a TTY', () => {
+  it('draws every task while it runs, then the summary, and ends cleanly', async () => {
+    await toy.configure({ sleep: 2 });
+    const exitFile = path.join(toy.dir, 'exit');
+    const command = [
+      `cd ${ROOT}`,
+      // no CI variable: a TTY without CI gets the listr2 renderer
+      `env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}`,
+      `echo $? > ${exitFile}`,
+      'sleep 60',
+    ].join('; ');
+    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
+    // mid-run: b and c sleep, d waits for them
+    await waitFor(async () => /d: toy d \(waiting\)/.test(await screen()), 20_000);
+    const during = await screen();
+    expect(during).toMatch(/✔ a: toy a \[\d+/);
+    expect(during).toMatch(/b: toy b/);
+    expect(during).toMatch(/c: toy c/);
+    await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 30_000);
+    expect((await readFile(exitFile, 'utf8')).trim()).toBe('0');
+    const after = await screen();
+    for (const id of ['a', 'b', 'c', 'd']) expect(after).toMatch(new RegExp(`✔ ${id}: toy ${id} \\[\\d`));
+    expect(after).toMatch(/^done in .*: 4 ran, 0 cached, 0 skipped, 0 failed$/m);
+    expect(after).not.toMatch(/waiting\)/); // nothing left drawn as pending
+  });
+
+  it('shows cached tasks as such on a rerun', async () => {
+    expect((await toy.run('build')).exitCode).toBe(0);
+    const exitFile = path.join(toy.dir, 'exit');
+    const command = `cd ${ROOT}; env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}; echo $? > ${exitFile}; sleep 60`;
+    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
+    await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 30_000);
+    const after = await screen();
+    expect(after).toMatch(/a: toy a: cached \(fresh in cache\)/);
+    expect(after).toMatch(/0 ran, 4 cached/);
+  });
+});
