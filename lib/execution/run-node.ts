@@ -4,6 +4,8 @@ import path from 'node:path';
 import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
 import { copyDisk } from '../caching/disk-copy.ts';
+import { allocatedSize, ensureFreeSpace } from '../caching/free-space.ts';
+import { formatBytes } from '../logging/format.ts';
 import { mountsUnder } from '../caching/sweep.ts';
 import type { TaskFailure } from '../engine/failure.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
@@ -188,7 +190,24 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
     cleanup: (fn) => {
       cleanups.push(fn);
     },
-    copyDisk: (source, destination) => copyDisk(source, destination, controller.signal),
+    copyDisk: async (source, destination) => {
+      const needed = await allocatedSize(source);
+      await ensureFreeSpace(path.dirname(destination), needed, `a copy of ${path.basename(source)}`);
+      // Progress for copies that take a while: the destination's allocated bytes against the source's.
+      const started = Date.now();
+      const timer = setInterval(() => {
+        if (Date.now() - started < 1000 || needed === 0) return;
+        allocatedSize(destination).then(
+          (done) => reporter.event({ type: 'progress', id: node.id, fraction: Math.min(1, done / needed), detail: `copying ${path.basename(source)}: ${formatBytes(done)} of ${formatBytes(needed)}` }),
+          () => undefined,
+        );
+      }, 500);
+      try {
+        await copyDisk(source, destination, controller.signal);
+      } finally {
+        clearInterval(timer);
+      }
+    },
     warn: (message) => {
       writeLine(`warning: ${message}`);
       reporter.event({ type: 'notice', level: 'warn', message: `${node.id}: ${message}` });

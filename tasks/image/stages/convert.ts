@@ -1,5 +1,6 @@
 import path from 'node:path';
 import type { Task } from '../../../lib/engine/task.ts';
+import { allocatedSize, ensureFreeSpace } from '../../../lib/caching/free-space.ts';
 import type { ImageFormat } from '../config.ts';
 import { outputFileNames, qemuImgConvertArgs } from '../generators.ts';
 import { diskFile } from './create-disks.ts';
@@ -26,6 +27,8 @@ export function convertTask(disk: 'boot' | 'root', format: ImageFormat, outDir: 
         await ctx.copyDisk(input, output);
         return;
       }
+      // A converted image takes at most about the input's allocated bytes.
+      await ensureFreeSpace(ctx.staging, await allocatedSize(input), `the ${format} ${disk} disk`);
       // -p prints percentages that the runner turns into progress.
       const [command, ...rest] = qemuImgConvertArgs(format, input, output);
       await ctx.exec('qemu-img', [command!, '-p', ...rest], {

@@ -2,6 +2,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import { formatBytes } from '../../../lib/logging/format.ts';
+import { ensureFreeSpace } from '../../../lib/caching/free-space.ts';
 
 /**
  * Copies store paths into `<root>/nix/store` with `cp -a`, one path at a time so progress can
@@ -11,6 +12,8 @@ export async function copyClosure(ctx: TaskContext<any>, root: string, closure: 
   const store = path.join(root, 'nix/store');
   await mkdir(store, { recursive: true });
   const sizes = (await ctx.exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean).map(Number);
+  // NAR sizes are close to what the files take; compression on the dataset only helps.
+  await ensureFreeSpace(store, totalBytes, `the closure (${closure.length} store paths)`);
   let bytes = 0;
   let done = 0;
   ctx.log(`copying ${closure.length} store paths (${formatBytes(totalBytes)})`);
