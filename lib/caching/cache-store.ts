@@ -4,7 +4,7 @@ import { lstat, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } 
 import path from 'node:path';
 import type { ArtifactKind, ArtifactSpec, Json } from '../engine/task.ts';
 import type { Manifest } from './fingerprint.ts';
-import type { HashMemo, StatHash } from './file-hash.ts';
+import { hashPath, type HashMemo, type StatHash } from './file-hash.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
 
 /** What a file looked like when it was published; an entry is trusted only while this still holds. */
@@ -20,6 +20,8 @@ export interface StoredArtifact {
   readonly kind: Exclude<ArtifactKind, 'value'>;
   /** Every regular file and link under it (one stamp for a file or disk), paths relative to the artifact. */
   readonly stamps: readonly StatStamp[];
+  /** Content hash taken at publish for files and folders (`verify` rehashes them); disks are too big to hash on every publish. */
+  readonly sha256?: string;
 }
 
 /** One cached run of a task. */
@@ -150,7 +152,8 @@ export function openCache(dir: string): CacheStore {
       for (const spec of specs) {
         if (spec.kind === 'value') continue;
         const stamps = await stampTree(path.join(target, spec.name));
-        artifacts[spec.name] = { kind: spec.kind, stamps };
+        const sha256 = spec.kind === 'disk' ? undefined : await hashPath(path.join(target, spec.name));
+        artifacts[spec.name] = { kind: spec.kind, stamps, ...(sha256 ? { sha256 } : {}) };
         bytes += await allocatedBytes(path.join(target, spec.name));
       }
       const entry: CacheEntry = {

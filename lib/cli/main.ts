@@ -5,6 +5,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { openCache, type CacheStore } from '../caching/cache-store.ts';
 import { diffManifests, fingerprintOf, type Manifest } from '../caching/fingerprint.ts';
+import { hashPath } from '../caching/file-hash.ts';
 import { collectGarbage } from '../caching/gc.ts';
 import { lockCache } from '../caching/lock.ts';
 import { mountsUnder, sweepLeftovers, type Sweeper } from '../caching/sweep.ts';
@@ -312,22 +313,46 @@ async function printLogs(graph: Graph, store: CacheStore, args: CliArgs, io: Cli
   return found ? 0 : 1;
 }
 
-/** Checks every index entry (cacache rehashes its content) and every artifact's recorded stat. */
+/**
+ * Rehashes everything: cacache checks its own content (index, manifests, values); file and folder
+ * artifacts are compared with the hash taken at publish; disks with the hash the first verify
+ * recorded (a baseline, since hashing every disk at publish would slow every build).
+ */
 async function verify(store: CacheStore, io: CliIo): Promise<number> {
   const stats = await cacache.verify(store.indexDir).catch((error: Error) => ({ error }));
   if ('error' in stats) io.stdout(`index: could not verify (${stats.error.message})\n`);
-  else io.stdout(`index: ${stats.verifiedContent} content item(s) verified, ${stats.badContentCount} bad removed\n`);
+  else io.stdout(`index: ${stats.verifiedContent} content item(s) rehashed, ${stats.badContentCount} bad removed\n`);
   let damaged = 0;
   let good = 0;
-  const listing = await cacache.ls(store.indexDir).catch(() => ({}));
+  const listing = await cacache.ls(store.indexDir).catch(() => ({}) as Record<string, { metadata?: unknown }>);
   for (const key of Object.keys(listing)) {
     if (!key.startsWith('entry/')) continue;
-    const found = await store.lookup(key.slice('entry/'.length));
-    if (found.ok) good += 1;
-    else {
+    const fingerprint = key.slice('entry/'.length);
+    const found = await store.lookup(fingerprint);
+    if (!found.ok) {
       damaged += 1;
-      io.stdout(`damaged: ${key.slice(6, 18)}: ${found.error.reason === 'damaged' ? found.error.detail : 'index record lost'} (treated as a miss; the next build redoes it)\n`);
+      io.stdout(`damaged: ${fingerprint.slice(0, 12)}: ${found.error.reason === 'damaged' ? found.error.detail : 'index record lost'} (a miss: the next build redoes it)\n`);
+      continue;
     }
+    const entry = found.value;
+    const baselineKey = `verify/${fingerprint}`;
+    const baseline = await cacache.get(store.indexDir, baselineKey).then((d) => JSON.parse(d.data.toString('utf8')) as Record<string, string>, () => ({}) as Record<string, string>);
+    let recorded = false;
+    const problems: string[] = [];
+    for (const [name, artifact] of Object.entries(entry.artifacts)) {
+      const hash = await hashPath(store.artifactPath(fingerprint, name));
+      const expected = artifact.sha256 ?? baseline[name];
+      if (expected === undefined) {
+        baseline[name] = hash;
+        recorded = true;
+      } else if (expected !== hash) problems.push(`${name} content changed since ${artifact.sha256 ? 'publish' : 'the first verify'}`);
+    }
+    if (recorded) await cacache.put(store.indexDir, baselineKey, JSON.stringify(baseline));
+    if (problems.length > 0) {
+      damaged += 1;
+      await store.evict(fingerprint);
+      io.stdout(`damaged: ${entry.taskId} ${fingerprint.slice(0, 12)}: ${problems.join('; ')}; evicted (the next build redoes it)\n`);
+    } else good += 1;
   }
   io.stdout(`${good} entr${good === 1 ? 'y' : 'ies'} intact, ${damaged} damaged\n`);
   return damaged === 0 ? 0 : 1;

@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
-import { lstat, readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { alive, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
@@ -163,6 +163,25 @@ describe('build, cache and resume', () => {
     expect(rerun.exitCode).toBe(0);
     expect(rerun.stdout).toMatch(/a: cache entry damaged/);
     expect((await toy.runs()).filter((id) => id === 'a')).toHaveLength(2);
+  });
+
+  it('verify rehashes artifacts and finds a change that kept size and mtime', async () => {
+    await toy.run('build');
+    expect((await toy.run('verify')).exitCode).toBe(0);
+    const artifacts = path.join(toy.cache, 'artifacts');
+    for (const entry of await readdir(artifacts)) {
+      const file = path.join(artifacts, entry, 'out.txt');
+      if ((await readFile(file, 'utf8')) !== 'hello') continue;
+      const before = await stat(file);
+      await writeFile(file, 'jello'); // same size
+      await utimes(file, before.atime, before.mtime); // same mtime: the stat check cannot see it
+    }
+    const verified = await toy.run('verify');
+    expect(verified.exitCode).toBe(1);
+    expect(verified.stdout).toMatch(/damaged: a [0-9a-f]{12}: out\.txt content changed since publish; evicted/);
+    expect(verified.stdout).toMatch(/3 entries intact, 1 damaged/);
+    const rebuilt = await toy.run('build');
+    expect(rebuilt.stdout).toMatch(/a: ran .*\(cache entry evicted or lost\)/);
   });
 
   it('gc evicts least recently used entries down to the size asked', async () => {
