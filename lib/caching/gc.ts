@@ -1,5 +1,5 @@
 import cacache from 'cacache';
-import { readdir, stat } from 'node:fs/promises';
+import { readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { allocatedBytes, type CacheStore } from './cache-store.ts';
 
@@ -43,6 +43,13 @@ export async function collectGarbage(store: CacheStore, maxBytes: number): Promi
     await store.evict(entry.fingerprint);
     total -= entry.bytes;
     evicted.push({ fingerprint: entry.fingerprint, taskId, bytes: entry.bytes });
+  }
+  if (total > maxBytes) {
+    // Still too big: old logs go too, keeping each task's newest one.
+    for (const folder of await readdir(store.logsDir).catch(() => [] as string[])) {
+      const logs = (await readdir(path.join(store.logsDir, folder)).catch(() => [] as string[])).sort();
+      for (const old of logs.slice(0, -1)) await rm(path.join(store.logsDir, folder, old), { force: true });
+    }
   }
   await cacache.verify(store.indexDir); // drops content no index entry points to
   const after = (await allocatedBytes(store.indexDir)) + (await allocatedBytes(store.artifactsDir)) + (await allocatedBytes(store.logsDir));
