@@ -52,7 +52,7 @@ export function installTask(config: ImageConfig): Task {
       const nixosInstall = await whichTool('nixos-install');
       if (nixosInstall) {
         // On NixOS the real installer does the closure, the profile and the boot loader, with the seed's flags.
-        const channel = config.includeChannel && config.channelSource ? (await ctx.exec('nix-store', ['--add', config.channelSource])).stdout.trim() : undefined;
+        const channel = config.includeChannel && config.channelSource ? await makeChannel(ctx, config.channelSource) : undefined;
         await mkdir(inImage(root, '/boot'), { recursive: true });
         await ctx.exec(nixosInstall, nixosInstallArgs(root, system.toplevel, channel));
       } else {
@@ -109,9 +109,22 @@ async function registerClosure(ctx: TaskContext<any>, root: string, closure: rea
   await ctx.exec('nix-env', ['--store', store, '-p', inImage(root, '/nix/var/nix/profiles/system'), '--set', toplevel, ...NIX_OFFLINE]);
 }
 
-/** Adds a nixpkgs source to the host store, copies it into the image and makes it root's `nixos` channel. */
+/**
+ * The channel as the seed lays it out: a store path holding `nixos/` (the nixpkgs tree without
+ * .git, with a `nixpkgs` link to itself), so root's channels profile resolves `<nixpkgs>`.
+ */
+async function makeChannel(ctx: TaskContext<any>, source: string): Promise<string> {
+  const top = path.join(ctx.scratch, 'nixos-channel');
+  await mkdir(top, { recursive: true });
+  await ctx.exec('cp', ['-a', '--', source, path.join(top, 'nixos')]);
+  await rm(path.join(top, 'nixos/.git'), { recursive: true, force: true });
+  await ctx.exec('ln', ['-sfn', '.', path.join(top, 'nixos/nixpkgs')]);
+  return (await ctx.exec('nix-store', ['--add', top])).stdout.trim();
+}
+
+/** Copies the channel into the image, registers it and makes it root's `nixos` channel. */
 async function installChannel(ctx: TaskContext<any>, root: string, source: string): Promise<void> {
-  const added = (await ctx.exec('nix-store', ['--add', source])).stdout.trim();
+  const added = await makeChannel(ctx, source);
   const closure = (await ctx.exec('nix-store', ['--query', '--requisites', added], { quiet: true })).stdout.split('\n').filter(Boolean);
   const sizes = (await ctx.exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean);
   await copyClosure(ctx, root, closure, sizes.reduce((sum, n) => sum + Number(n), 0));

@@ -1,0 +1,46 @@
+// includeChannel: the nixpkgs tree lands in the image as root's `nixos` channel, laid out as the seed does.
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageProject, type ImageProject } from '../helpers/image.ts';
+
+let project: ImageProject;
+let nixpkgs: string;
+beforeAll(async () => {
+  nixpkgs = await mkdtemp(path.join(tmpdir(), 'nixpkgs-'));
+  await mkdir(path.join(nixpkgs, 'lib'));
+  await mkdir(path.join(nixpkgs, '.git'));
+  await writeFile(path.join(nixpkgs, 'default.nix'), '{ ... }: { }\n');
+  await writeFile(path.join(nixpkgs, 'lib/a.nix'), '1\n');
+  await writeFile(path.join(nixpkgs, '.git/HEAD'), 'ref\n');
+  project = await imageProject('chtank');
+  await project.configure({ includeChannel: true, channelSource: nixpkgs });
+});
+afterAll(async () => {
+  await project.cleanup();
+  await rm(nixpkgs, { recursive: true, force: true });
+});
+
+describe('the channel', () => {
+  it('is root\'s nixos channel, registered in the image, without .git', async () => {
+    const built = await project.build();
+    expect(built.exitCode, built.stderr).toBe(0);
+    const script = [
+      'channel=$(readlink nix/var/nix/profiles/per-user/root/channels-1-link)',
+      'test -f "./$channel/nixos/default.nix"',
+      'test -f "./$channel/nixos/nixpkgs/lib/a.nix"',
+      'test ! -e "./$channel/nixos/.git"',
+      'nix-store --store "$PWD" --query --requisites "$channel"',
+    ].join(' && ');
+    const shell = await project.run('shell', 'install', '--', 'sh', '-c', script);
+    expect(shell.exitCode, shell.stderr).toBe(0);
+    expect(shell.stdout).toMatch(/-nixos-channel$/m);
+  });
+
+  it('is rebuilt when the tree changes, not only its path', async () => {
+    await writeFile(path.join(nixpkgs, 'lib/a.nix'), '2\n');
+    const plan = await project.run('plan');
+    expect(plan.stdout).toMatch(/^install\s+run\s+changed: files\./m);
+  });
+});
