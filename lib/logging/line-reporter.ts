@@ -17,6 +17,7 @@ export function createLineReporter(options: LineReporterOptions = {}): Reporter 
   const write = options.write ?? ((t: string) => process.stdout.write(t));
   const every = options.progressEveryMs ?? 5000;
   const lastProgress = new Map<string, number>();
+  const lastFraction = new Map<string, number>();
   const say = (text: string): void => write(`${text}\n`);
   return {
     begin(tasks) {
@@ -46,7 +47,10 @@ export function createLineReporter(options: LineReporterOptions = {}): Reporter 
         case 'progress': {
           const now = Date.now();
           if (now - (lastProgress.get(event.id) ?? 0) < every && event.fraction < 1) return;
+          // qemu-img reports 100% more than once
+          if (event.fraction >= 1 && lastFraction.get(event.id) === 1) return;
           lastProgress.set(event.id, now);
+          lastFraction.set(event.id, event.fraction >= 1 ? 1 : event.fraction);
           say(`  ${event.id}: ${Math.round(event.fraction * 100)}%${event.detail ? ` ${event.detail}` : ''}`);
           return;
         }

@@ -1,6 +1,5 @@
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { hashFileContent } from '../../../lib/caching/file-hash.ts';
 import { exportArtifact } from '../../../lib/caching/export-artifact.ts';
 import type { PoolLayout } from './pool-layout.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
@@ -26,7 +25,7 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
       properties: { pool: layout.properties.pool, filesystem: layout.properties.filesystem, datasets: layout.properties.datasets },
       datasets: config.datasets as unknown as Json,
     },
-    version: 1,
+    version: 2,
     tools: ['qemu-img', 'bash'],
     artifacts: [{ name: 'image-info.json', kind: 'file' }],
     exports: [{ artifact: 'image-info.json', to: path.join(outDir, 'image-info.json') }],
@@ -41,7 +40,7 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
           virtualSize: info['virtual-size'],
           fileSize: stats.size,
           allocatedBytes: stats.blocks * 512,
-          sha256: await hashFileContent(file),
+          sha256: ctx.deps[`convert:${disk}`]!.values['sha256']!,
         };
       }
       const description = {
