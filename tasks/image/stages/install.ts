@@ -2,6 +2,8 @@ import { copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Json, Task, TaskContext } from '../../../lib/engine/task.ts';
 import { whichTool } from '../../../lib/caching/file-hash.ts';
+import { allocatedBytes } from '../../../lib/caching/cache-store.ts';
+import { ensureFreeSpace } from '../../../lib/caching/free-space.ts';
 import type { ImageConfig } from '../config.ts';
 import { configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
 import { copyClosure } from './copy-closure.ts';
@@ -88,9 +90,10 @@ async function writeNixosConfig(root: string, config: ImageConfig): Promise<void
 
 /** Copies `contents` into the image with their mode and owner (the seed accepts them and never does this). */
 async function installContents(ctx: TaskContext<any>, root: string, config: ImageConfig): Promise<void> {
-  for (const item of config.contents) {
+  for (const [index, item] of config.contents.entries()) {
     const target = inImage(root, item.target);
     await mkdir(path.dirname(target), { recursive: true });
+    await ensureFreeSpace(path.dirname(target), await allocatedBytes(item.source), `contents[${index}] (${item.source})`);
     await ctx.exec('cp', ['-a', '--no-target-directory', '--', item.source, target]);
     if (item.mode) await ctx.exec('chmod', [item.mode, target]);
     if (item.user || item.group) {
