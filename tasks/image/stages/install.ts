@@ -8,7 +8,7 @@ import type { ImageConfig } from '../config.ts';
 import { configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
 import { copyClosure } from './copy-closure.ts';
 import type { MountedImage } from './mount.ts';
-import { NIX_OFFLINE } from './system.ts';
+import { describeClosure, NIX_OFFLINE } from './system.ts';
 
 /** Where a host path lands inside the mounted image. */
 const inImage = (root: string, target: string): string => path.join(root, target);
@@ -59,7 +59,7 @@ export function installTask(config: ImageConfig): Task {
         await ctx.exec(nixosInstall, nixosInstallArgs(root, system.toplevel, channel));
       } else {
         await copyClosure(ctx, root, system.closure, system.closureBytes);
-        await registerClosure(ctx, root, system.closure, system.toplevel);
+        await registerInImage(ctx, root, system.closure, system.toplevel, '/nix/var/nix/profiles/system');
         if (config.includeChannel && config.channelSource) await installChannel(ctx, root, config.channelSource);
         await mkdir(inImage(root, '/etc'), { recursive: true });
         await writeFile(inImage(root, '/etc/NIXOS'), '');
@@ -103,13 +103,13 @@ async function installContents(ctx: TaskContext<any>, root: string, config: Imag
   }
 }
 
-/** Loads the closure's registration into the image's Nix database and points the system profile at the toplevel. */
-async function registerClosure(ctx: TaskContext<any>, root: string, closure: readonly string[], toplevel: string): Promise<void> {
+/** Loads a closure's registration into the image's Nix database and points `profile` (an image path) at `target`. */
+async function registerInImage(ctx: TaskContext<any>, root: string, closure: readonly string[], target: string, profile: string): Promise<void> {
   const store = `local?root=${root}`;
   const dump = await ctx.exec('nix-store', ['--dump-db', ...closure], { quiet: true });
   await ctx.exec('nix-store', ['--store', store, '--load-db', ...NIX_OFFLINE], { input: dump.stdout });
-  await mkdir(inImage(root, '/nix/var/nix/profiles'), { recursive: true });
-  await ctx.exec('nix-env', ['--store', store, '-p', inImage(root, '/nix/var/nix/profiles/system'), '--set', toplevel, ...NIX_OFFLINE]);
+  await mkdir(path.dirname(inImage(root, profile)), { recursive: true });
+  await ctx.exec('nix-env', ['--store', store, '-p', inImage(root, profile), '--set', target, ...NIX_OFFLINE]);
 }
 
 /**
@@ -127,16 +127,9 @@ async function makeChannel(ctx: TaskContext<any>, source: string): Promise<strin
 
 /** Copies the channel into the image, registers it and makes it root's `nixos` channel. */
 async function installChannel(ctx: TaskContext<any>, root: string, source: string): Promise<void> {
-  const added = await makeChannel(ctx, source);
-  const closure = (await ctx.exec('nix-store', ['--query', '--requisites', added], { quiet: true })).stdout.split('\n').filter(Boolean);
-  const sizes = (await ctx.exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean);
-  await copyClosure(ctx, root, closure, sizes.reduce((sum, n) => sum + Number(n), 0));
-  const store = `local?root=${root}`;
-  const dump = await ctx.exec('nix-store', ['--dump-db', ...closure], { quiet: true });
-  await ctx.exec('nix-store', ['--store', store, '--load-db'], { input: dump.stdout });
-  const profile = inImage(root, '/nix/var/nix/profiles/per-user/root/channels');
-  await mkdir(path.dirname(profile), { recursive: true });
-  await ctx.exec('nix-env', ['--store', store, '-p', profile, '--set', added, ...NIX_OFFLINE]);
+  const channel = await describeClosure(ctx.exec, await makeChannel(ctx, source));
+  await copyClosure(ctx, root, channel.closure, channel.closureBytes);
+  await registerInImage(ctx, root, channel.closure, channel.toplevel, '/nix/var/nix/profiles/per-user/root/channels');
 }
 
 /**
