@@ -15,10 +15,11 @@
   failSwitch ? false,
   # The static busybox to build on (Debian: package busybox-static).
   busyboxBinary ? /bin/busybox,
+  # Flakes evaluate purely and have no builtins.currentSystem: they pass it.
+  system ? builtins.currentSystem,
 }:
 
 let
-  system = builtins.currentSystem;
 
   # The path literal copies the binary into the store, so its content is an input.
   busyboxFile = builtins.path { path = busyboxBinary; name = "busybox-static-binary"; };

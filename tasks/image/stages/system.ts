@@ -67,8 +67,10 @@ export function systemTask(system: SystemSpec): Task {
     async run(ctx) {
       const [ref, name] = system.flake.split('#') as [string, string];
       const attr = `${ref}#nixosConfigurations.${name}.config.system.build.toplevel`;
-      const built = await ctx.exec('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', attr, '--no-link', '--print-out-paths', ...NIX_OFFLINE]);
-      return describeClosure(ctx.exec, lastLine(built.stdout));
+      // --json rather than --print-out-paths, which Nix 2.8 (Debian 12) does not have.
+      const built = await ctx.exec('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', attr, '--no-link', '--json', ...NIX_OFFLINE], { quiet: true });
+      const [result] = JSON.parse(built.stdout) as { outputs: { out?: string } }[];
+      return describeClosure(ctx.exec, lastLine(result?.outputs.out ?? ''));
     },
   };
 }
