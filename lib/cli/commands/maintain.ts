@@ -1,0 +1,74 @@
+import cacache from 'cacache';
+import { readdir, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { CacheStore } from '../../caching/cache-store.ts';
+import { hashPath } from '../../caching/file-hash.ts';
+import { collectGarbage } from '../../caching/gc.ts';
+import { formatBytes } from '../../logging/format.ts';
+import type { CliArgs } from '../args.ts';
+import type { CliIo } from '../common.ts';
+
+/** `clean`, `gc` and `verify`: they work on the cache alone, without the config. */
+export async function maintain(store: CacheStore, args: CliArgs, io: CliIo): Promise<number> {
+  switch (args.command) {
+    case 'clean': {
+      const names = await readdir(store.dir).catch(() => [] as string[]);
+      for (const name of names) if (name !== '.gitignore' && name !== 'lock') await rm(path.join(store.dir, name), { recursive: true, force: true });
+      io.stdout(`cleaned ${store.dir}\n`);
+      return 0;
+    }
+    case 'gc': {
+      const report = await collectGarbage(store, args.maxSize!);
+      io.stdout(`gc: ${formatBytes(report.before)} -> ${formatBytes(report.after)}; evicted ${report.evicted.length} entr${report.evicted.length === 1 ? 'y' : 'ies'}${report.orphans ? `, ${report.orphans} orphan folder(s)` : ''}\n`);
+      for (const e of report.evicted) io.stdout(`  evicted ${e.taskId} ${e.fingerprint.slice(0, 12)} (${formatBytes(e.bytes)})\n`);
+      return 0;
+    }
+    default:
+      return verify(store, io);
+  }
+}
+
+/**
+ * Rehashes everything: cacache checks its own content (index, manifests, values); file and folder
+ * artifacts are compared with the hash taken at publish; disks with the hash the first verify
+ * recorded (a baseline, since hashing every disk at publish would slow every build).
+ */
+async function verify(store: CacheStore, io: CliIo): Promise<number> {
+  const stats = await cacache.verify(store.indexDir).catch((error: Error) => ({ error }));
+  if ('error' in stats) io.stdout(`index: could not verify (${stats.error.message})\n`);
+  else io.stdout(`index: ${stats.verifiedContent} content item(s) rehashed, ${stats.badContentCount} bad removed\n`);
+  let damaged = 0;
+  let good = 0;
+  const listing = await cacache.ls(store.indexDir).catch(() => ({}) as Record<string, { metadata?: unknown }>);
+  for (const key of Object.keys(listing)) {
+    if (!key.startsWith('entry/')) continue;
+    const fingerprint = key.slice('entry/'.length);
+    const found = await store.lookup(fingerprint);
+    if (!found.ok) {
+      damaged += 1;
+      io.stdout(`damaged: ${fingerprint.slice(0, 12)}: ${found.error.reason === 'damaged' ? found.error.detail : 'index record lost'} (a miss: the next build redoes it)\n`);
+      continue;
+    }
+    const entry = found.value;
+    const baselineKey = `verify/${fingerprint}`;
+    const baseline = await cacache.get(store.indexDir, baselineKey).then((d) => JSON.parse(d.data.toString('utf8')) as Record<string, string>, () => ({}) as Record<string, string>);
+    let recorded = false;
+    const problems: string[] = [];
+    for (const [name, artifact] of Object.entries(entry.artifacts)) {
+      const hash = await hashPath(store.artifactPath(fingerprint, name));
+      const expected = artifact.sha256 ?? baseline[name];
+      if (expected === undefined) {
+        baseline[name] = hash;
+        recorded = true;
+      } else if (expected !== hash) problems.push(`${name} content changed since ${artifact.sha256 ? 'publish' : 'the first verify'}`);
+    }
+    if (recorded) await cacache.put(store.indexDir, baselineKey, JSON.stringify(baseline));
+    if (problems.length > 0) {
+      damaged += 1;
+      await store.evict(fingerprint);
+      io.stdout(`damaged: ${entry.taskId} ${fingerprint.slice(0, 12)}: ${problems.join('; ')}; evicted (the next build redoes it)\n`);
+    } else good += 1;
+  }
+  io.stdout(`${good} entr${good === 1 ? 'y' : 'ies'} intact, ${damaged} damaged\n`);
+  return damaged === 0 ? 0 : 1;
+}

@@ -1,0 +1,59 @@
+import { diffManifests } from '../../caching/fingerprint.ts';
+import type { CacheStore } from '../../caching/cache-store.ts';
+import { ConfigError } from '../../engine/config-error.ts';
+import { describeGraphError } from '../../engine/failure.ts';
+import { resolveTargets, type Graph } from '../../engine/graph.ts';
+import type { CliArgs } from '../args.ts';
+import { dryRun, selection, type CliIo } from '../common.ts';
+import type { GraphState } from '../graph-format.ts';
+
+/** Each node's state as `plan` sees it, for colouring the graph. */
+export async function planStates(graph: Graph, store: CacheStore, ids: readonly string[], signal: AbortSignal): Promise<Map<string, GraphState>> {
+  const { summary } = await dryRun(graph, store, ids, signal);
+  return new Map(summary.tasks.map((t) => [t.id, t.status === 'ran' ? 'stale' : t.status]));
+}
+
+/** `plan`: one line per task, what build would do and why; reads only. */
+export async function plan(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
+  const { summary } = await dryRun(graph, store, selection(graph, args.targets), signal);
+  if (args.json) {
+    for (const t of summary.tasks) io.stdout(`${JSON.stringify({ type: 'plan', id: t.id, stage: t.stage, action: t.status === 'ran' ? 'run' : t.status === 'cached' ? 'fresh' : t.status, reason: t.reason, fingerprint: t.fingerprint })}\n`);
+    return 0;
+  }
+  const width = Math.max(...summary.tasks.map((t) => t.id.length));
+  for (const t of summary.tasks) {
+    const action = t.status === 'ran' ? 'run' : t.status === 'cached' ? 'fresh' : t.status;
+    io.stdout(`${t.id.padEnd(width)}  ${action.padEnd(7)}  ${t.reason}\n`);
+  }
+  const toRun = summary.tasks.filter((t) => t.status === 'ran').length;
+  io.stdout(`${toRun} of ${summary.tasks.length} task(s) would run\n`);
+  return 0;
+}
+
+/** `explain`: the manifest fields that differ from the task's last cached run. */
+export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
+  const ids = resolveTargets(graph, args.targets);
+  if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
+  const { summary, manifests } = await dryRun(graph, store, selection(graph, args.targets), signal);
+  for (const id of ids.value) {
+    const row = summary.tasks.find((t) => t.id === id)!;
+    const manifest = manifests.get(id);
+    const last = await store.lastEntry(id);
+    if (!manifest) {
+      io.stdout(`${id}: ${row.reason}\n`);
+      continue;
+    }
+    if (!last) {
+      io.stdout(`${id}: never built in ${store.dir}\n`);
+      continue;
+    }
+    const changes = diffManifests(last.manifest, manifest);
+    if (changes.length === 0) {
+      io.stdout(`${id}: ${row.status === 'cached' ? 'fresh' : row.reason}; nothing differs from the last cached run (${last.publishedAt})\n`);
+      continue;
+    }
+    io.stdout(`${id}: ${changes.length} field(s) differ from the last cached run (${last.publishedAt}):\n`);
+    for (const c of changes) io.stdout(`  ${c.field}: ${c.before ?? '(absent)'} -> ${c.after ?? '(absent)'}\n`);
+  }
+  return 0;
+}

@@ -1,0 +1,67 @@
+import { execa } from 'execa';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { CacheStore } from '../../caching/cache-store.ts';
+import { fingerprintOf } from '../../caching/fingerprint.ts';
+import { mountsUnder, type Sweeper } from '../../caching/sweep.ts';
+import type { Graph } from '../../engine/graph.ts';
+import type { ShellProvider, ShellSession } from '../../engine/shell.ts';
+import type { DependencyOutputs } from '../../engine/task.ts';
+import { createExec } from '../../execution/exec.ts';
+import type { CliArgs } from '../args.ts';
+import { dryRun, selection, withLock, type CliIo } from '../common.ts';
+
+/** `shell <stage>`: copies of the stage's fresh checkpoints opened by the plugin, a shell or one command, then everything undone. */
+export async function openShell(
+  provider: ShellProvider,
+  graph: Graph,
+  store: CacheStore,
+  args: CliArgs,
+  io: CliIo,
+  signal: AbortSignal,
+  sweepers: readonly Sweeper[],
+): Promise<number> {
+  const stage = args.targets[0]!;
+  const ids = selection(graph, [stage]);
+  const { summary, manifests } = await dryRun(graph, store, ids, signal);
+  const stale = summary.tasks.filter((t) => t.status !== 'cached' && !graph.nodes.get(t.id)!.kind);
+  if (stale.length > 0) {
+    io.stderr(`error: ${stale.map((t) => `${t.id} (${t.reason})`).join(', ')} not fresh in the cache; run \`build ${stage}\` first\n`);
+    return 1;
+  }
+  const outputs: Record<string, DependencyOutputs> = {};
+  for (const [id, manifest] of manifests) {
+    const found = await store.lookup(fingerprintOf(manifest));
+    if (!found.ok) continue;
+    const paths: Record<string, string> = {};
+    for (const name of Object.keys(found.value.artifacts)) paths[name] = store.artifactPath(found.value.fingerprint, name);
+    outputs[id] = { values: found.value.values, paths };
+  }
+  let session: ShellSession | undefined;
+  let workDir = '';
+  // The copies are taken under the lock (no gc meanwhile); the shell itself does not hold it.
+  const prepared = await withLock(store, args, io, signal, sweepers, async () => {
+    await mkdir(store.workDir, { recursive: true });
+    workDir = await mkdtemp(path.join(store.workDir, `${process.pid}.shell.`));
+    session = await provider({ stage, outputs, workDir, exec: createExec({ onLine: (l) => io.stderr(`  ${l}\n`) }), log: (l) => io.stderr(`${l}\n`) });
+    return 0;
+  }).catch(async (error: Error) => {
+    io.stderr(`error: could not open ${stage}: ${error.message}\n`);
+    return 1;
+  });
+  if (prepared !== 0 || !session) {
+    if (workDir && (await mountsUnder(workDir)).length === 0) await rm(workDir, { recursive: true, force: true });
+    return prepared || 1;
+  }
+  const opened: ShellSession = session;
+  try {
+    for (const note of opened.notes) io.stderr(`${note}\n`);
+    const [command, ...rest] = args.rest.length > 0 ? args.rest : [process.env['SHELL'] || 'bash'];
+    const child = await execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false });
+    return child.exitCode ?? 1;
+  } finally {
+    await opened.release();
+    if ((await mountsUnder(workDir)).length === 0) await rm(workDir, { recursive: true, force: true });
+    else io.stderr(`warning: ${workDir} is still mounted; the next build cleans it up\n`);
+  }
+}

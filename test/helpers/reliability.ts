@@ -1,0 +1,182 @@
+// Helpers for the reliability tests: unique pool names, what a build may leave on the host
+// (pools, mounts, loop devices, daemons), and a forced cleanup for afterAll hooks.
+import { execa, type ResultPromise } from 'execa';
+import { randomBytes } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { mountsUnder } from '../../lib/caching/sweep.ts';
+import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
+import { ROOT } from './toy.ts';
+
+/** A pool name no other test (or a second copy of this suite) uses: `<stem><6 hex>`. */
+export function uniquePool(stem: string): string {
+  return `${stem}${randomBytes(3).toString('hex')}`;
+}
+
+/** Names of the pools zfs-fuse has imported now ([] when no daemon answers). */
+export async function importedPools(): Promise<string[]> {
+  const listing = await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false });
+  return listing.exitCode === 0 ? listing.stdout.split('\n').filter(Boolean) : [];
+}
+
+/** Loop devices whose backing file lies under `dir`. */
+export async function loopsUnder(dir: string): Promise<string[]> {
+  const listing = await execa('losetup', ['--list', '--noheadings', '--output', 'NAME,BACK-FILE'], { reject: false });
+  return listing.stdout
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([name, file]) => name && file && file.startsWith(`${dir}/`))
+    .map(([name]) => name!);
+}
+
+/** What a finished build must not leave on the host: `pools` still imported, mounts and loop devices under `dir`. */
+export async function leftovers(dir: string, pools: readonly string[]): Promise<{ pools: string[]; mounts: string[]; loops: string[] }> {
+  const imported = await importedPools();
+  return { pools: pools.filter((p) => imported.includes(p)), mounts: await mountsUnder(dir), loops: await loopsUnder(dir) };
+}
+
+/** Entries of a cache subfolder (staging, work); [] when it does not exist. */
+export async function entries(dir: string): Promise<string[]> {
+  return (await readdir(dir).catch(() => [] as string[])).sort();
+}
+
+/**
+ * Undoes whatever a failed test or a killed build left: exports `pools` (forced if needed),
+ * lazily unmounts everything under `dir` (deepest first) and detaches loop devices on its files.
+ * Never touches a pool not named in `pools`. Safe to call when nothing is left.
+ */
+export async function forceRelease(dir: string, pools: readonly string[]): Promise<void> {
+  const imported = await importedPools();
+  for (const pool of pools.filter((p) => imported.includes(p))) {
+    const plain = await execa('zpool', ['export', pool], { reject: false });
+    if (plain.exitCode !== 0) await execa('zpool', ['export', '-f', pool], { reject: false });
+  }
+  for (const mount of (await mountsUnder(dir)).sort((a, b) => b.length - a.length)) {
+    await execa('umount', ['--lazy', mount], { reject: false });
+  }
+  for (const loop of await loopsUnder(dir)) await execa('losetup', ['--detach', loop], { reject: false });
+}
+
+/** Pids of live (not zombie) zfs-fuse daemons. */
+export async function zfsFuseDaemons(): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    const close = stat.lastIndexOf(')');
+    if (stat.slice(stat.indexOf('(') + 1, close) === 'zfs-fuse' && stat[close + 2] !== 'Z') pids.push(Number(name));
+  }
+  return pids;
+}
+
+/**
+ * Stops zfs-fuse daemons that were not running at `before` (a killed build of ours started
+ * them), unless another ZFS user is registered or a pool is imported in them.
+ */
+export async function stopDaemonsStartedSince(before: readonly number[]): Promise<void> {
+  const started = (await zfsFuseDaemons()).filter((pid) => !before.includes(pid));
+  if (started.length === 0) return;
+  if ((await otherZfsUsers()).length > 0 || (await importedPools()).length > 0) return;
+  for (const pid of started) process.kill(pid, 'SIGTERM');
+  // zfs-fuse waits for its worker threads (about 5 s) before it exits.
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline && (await zfsFuseDaemons()).some((pid) => started.includes(pid))) await sleep(200);
+  for (const pid of (await zfsFuseDaemons()).filter((p) => started.includes(p))) process.kill(pid, 'SIGKILL');
+}
+
+/** SIGKILL to a process's whole group (a command the runner started in its own group), if it is still there. */
+export function killProcessGroup(pid: number): void {
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+/** True while a process exists and is not a zombie. */
+export async function running(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && stat[stat.lastIndexOf(')') + 2] !== 'Z';
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` until it holds; throws `what` after `ms`. */
+export async function until(check: () => Promise<boolean> | boolean, what: string, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+/** Collects a running child's stderr as it comes, to wait for a line before the child ends. */
+export function watchStderr(child: ResultPromise): { text(): string; waitFor(pattern: RegExp, ms?: number): Promise<void> } {
+  let text = '';
+  child.stderr?.on('data', (chunk: Buffer | string) => {
+    text += chunk.toString();
+  });
+  return {
+    text: () => text,
+    waitFor: (pattern, ms) => until(() => pattern.test(text), `stderr matching ${pattern}`, ms),
+  };
+}
+
+/** One line of `build --json`. */
+export interface JsonEvent {
+  readonly type: string;
+  readonly id?: string;
+  readonly status?: string;
+  readonly reason?: string;
+  readonly fingerprint?: string;
+  readonly message?: string;
+  readonly failure?: { reason: string; command?: string; exitCode?: number; tail?: string[]; message?: string; logFile?: string };
+}
+
+/** Parses `--json` output, one object per line. */
+export function jsonEvents(stdout: string): JsonEvent[] {
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as JsonEvent);
+}
+
+/** Final task events (not `started`) by task id. */
+export function finalEvents(stdout: string): Record<string, JsonEvent> {
+  const out: Record<string, JsonEvent> = {};
+  for (const event of jsonEvents(stdout)) if (event.type === 'task' && event.id && event.status !== 'started') out[event.id] = event;
+  return out;
+}
+
+/** Ids whose final status is `status`, sorted. */
+export function withStatus(statuses: Record<string, string>, status: string): string[] {
+  return Object.entries(statuses)
+    .filter(([, s]) => s === status)
+    .map(([id]) => id)
+    .sort();
+}
+
+const NIX_BUILD_OFFLINE = ['--no-out-link', '--option', 'substituters', '', '--option', 'sandbox', 'false'];
+
+/** Builds the demo stand-in system with extra nix-build arguments; returns its toplevel. */
+export async function demoSystem(...args: string[]): Promise<string> {
+  return (await execa('nix-build', [path.join(ROOT, 'tasks/image/demo/system.nix'), ...args, ...NIX_BUILD_OFFLINE])).stdout.trim();
+}
+
+/** Builds test/reliability/filler-system.nix: the demo system plus `files` files of `fileBytes` random bytes. */
+export async function fillerSystem(files: number, fileBytes: number): Promise<string> {
+  const nix = path.join(ROOT, 'test/reliability/filler-system.nix');
+  return (await execa('nix-build', [nix, '--arg', 'files', String(files), '--arg', 'fileBytes', String(fileBytes), ...NIX_BUILD_OFFLINE])).stdout.trim();
+}
+
+/**
+ * Releases what `dir` may still hold (see forceRelease), then removes it, but never while anything
+ * is mounted under it: `rm -r` through a bound /dev would delete the host's device nodes.
+ */
+export async function releaseAndRemove(dir: string, pools: readonly string[], remove: () => Promise<void>): Promise<void> {
+  await forceRelease(dir, pools);
+  const still = await mountsUnder(dir);
+  if (still.length > 0) throw new Error(`not removing ${dir}: still mounted at ${still.join(', ')}`);
+  await remove();
+}

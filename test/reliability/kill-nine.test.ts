@@ -1,0 +1,148 @@
+// kill -9 of the runner in the middle of a real image build (inside install, inside create-pool):
+// the next run says what it cleaned (the dead run's lock, its pool, its mounts, its folders),
+// then resumes from the last published checkpoint and succeeds.
+import { execa } from 'execa';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mountsUnder } from '../../lib/caching/sweep.ts';
+import { imageProject, startZfsFuse, type ImageProject } from '../helpers/image.ts';
+import {
+  entries,
+  importedPools,
+  jsonEvents,
+  killProcessGroup,
+  leftovers,
+  releaseAndRemove,
+  running,
+  stopDaemonsStartedSince,
+  uniquePool,
+  until,
+  withStatus,
+  zfsFuseDaemons,
+} from '../helpers/reliability.ts';
+import { makeShims, type Shims } from '../helpers/shims.ts';
+
+const POOL = uniquePool('relkill');
+let scratch: string;
+let shims: Shims;
+let project: ImageProject;
+let daemon: { stop(): Promise<void> } | undefined;
+let daemonsBefore: number[] = [];
+
+beforeAll(async () => {
+  scratch = await mkdtemp(path.join(tmpdir(), 'rel-kill-'));
+  daemonsBefore = await zfsFuseDaemons();
+  // One daemon for the whole file (registered as a ZFS user), so builds do not start and stop their own.
+  daemon = await startZfsFuse(scratch);
+  // zpool and zfs are found beside the zfs-fuse daemon, so it is wrapped too.
+  shims = await makeShims(scratch, ['zfs-fuse', 'zpool', 'zfs', 'chroot']);
+  project = await imageProject(POOL, { PATH: shims.path });
+  const first = await project.build();
+  expect(first.exitCode, first.stderr).toBe(0);
+});
+
+afterAll(async () => {
+  await shims?.unpause();
+  if (project) await releaseAndRemove(project.dir, [POOL], () => project.cleanup());
+  await stopDaemonsStartedSince(daemonsBefore);
+  await daemon?.stop();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+/** Starts a build that pauses in `tool verb`, then SIGKILLs the runner and the paused command's process group. */
+async function killInside(tool: string, verb: string): Promise<number> {
+  await shims.pause(tool, verb);
+  const child = project.start('build');
+  const shim = await shims.waitPaused();
+  const dead = child.pid!;
+  child.kill('SIGKILL');
+  const killed = await child;
+  expect(killed.signal).toBe('SIGKILL');
+  // The paused command runs in a process group of its own: kill it too, so nothing of the dead run lives on.
+  killProcessGroup(shim);
+  await until(async () => !(await running(shim)), `the paused ${tool} (pid ${shim}) to die`, 10_000);
+  await shims.unpause();
+  return dead;
+}
+
+const work = (): string => path.join(project.cache, 'work');
+const staging = (): string => path.join(project.cache, 'staging');
+
+describe('kill -9 of the runner', () => {
+  it('inside install: the next run removes the lock, exports the pool, unmounts, removes the folders, says so, and resumes', async () => {
+    await execa('sh', ['-c', `echo '# install again' >> '${path.join(project.dir, 'configuration.nix')}'`]);
+    const dead = await killInside('chroot', 'ANY');
+
+    // What the dead run left: its lock, its pool imported, datasets and /dev, /proc, /sys mounted in its work folder.
+    expect(JSON.parse(await readFile(path.join(project.cache, 'lock'), 'utf8'))).toMatchObject({ pid: dead, command: 'build' });
+    expect(await importedPools()).toContain(POOL);
+    const held = await mountsUnder(work());
+    expect(held).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`/work/${dead}\\.mount\\.\\w+/root/dev$`))]));
+    expect(await entries(work())).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`^${dead}\\.mount\\.`))]));
+    expect(await entries(staging())).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`^${dead}\\.install\\.`))]));
+
+    const next = await project.run('build');
+    expect(next.exitCode, next.stderr + next.stdout).toBe(0);
+    const said = next.stderr;
+    expect(said).toMatch(new RegExp(`^removed the lock of a dead run \\(pid ${dead}, build, since `, 'm'));
+    expect(said).toMatch(new RegExp(`^cleanup: exported pool ${POOL} left imported by a dead run$`, 'm'));
+    // Exporting the pool takes the datasets' mounts, and with them the binds on top, away; anything
+    // still mounted after that is unmounted and reported ("cleanup: unmounted ... left by a dead run").
+    for (const line of said.split('\n').filter((l) => l.startsWith('cleanup: unmounted '))) {
+      expect(line).toMatch(new RegExp(`^cleanup: unmounted ${work()}/${dead}\\.mount\\.\\w+/root(/\\S+)? left by a dead run$`));
+    }
+    expect(said).toMatch(new RegExp(`^cleanup: removed work/${dead}\\.mount\\.\\w+ left by dead run ${dead}$`, 'm'));
+    expect(said).toMatch(new RegExp(`^cleanup: removed staging/${dead}\\.install\\.\\w+ left by dead run ${dead}$`, 'm'));
+    expect(said).not.toMatch(/could not|left .* in place/);
+    // resumed: the checkpoints before the transaction are reused, the transaction runs again
+    expect(next.stdout).toMatch(/^↺ create-pool: cached/m);
+    expect(next.stdout).toMatch(/^↺ partition: cached/m);
+    expect(next.stdout).toMatch(/^✔ install: ran/m);
+    expect(next.stdout).toMatch(/^✔ export-pool: ran/m);
+
+    expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
+    expect(await entries(work())).toEqual([]);
+    expect(await entries(staging())).toEqual([]);
+    expect(await entries(project.cache)).not.toContain('lock');
+    const plan = await project.run('plan');
+    expect(plan.stdout).toMatch(/^0 of \d+ task\(s\) would run$/m);
+  });
+
+  it('inside create-pool: the next run (--json) exports the half-made pool, removes its staging folder, and resumes after create-disks', async () => {
+    await project.configure({ rootSize: 136 }); // a new root disk: create-pool must run again
+    const dead = await killInside('zfs', 'create');
+
+    // zpool create is done, the datasets are not: the pool is imported from the dead run's staging folder.
+    expect(await importedPools()).toContain(POOL);
+    expect(await entries(staging())).toEqual(expect.arrayContaining([expect.stringMatching(new RegExp(`^${dead}\\.create-pool\\.`))]));
+    const plan = await project.run('plan');
+    expect(plan.stdout).toMatch(/^create-disks:root\s+fresh/m); // published before the kill
+    expect(plan.stdout).toMatch(/^create-pool\s+run/m); // nothing half-made was published
+
+    const next = await project.build();
+    expect(next.exitCode, next.stdout).toBe(0);
+    const notices = jsonEvents(next.stdout)
+      .filter((e) => e.type === 'notice')
+      .map((e) => e.message ?? '');
+    expect(notices).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(new RegExp(`^removed the lock of a dead run \\(pid ${dead}, build, `)),
+        `cleanup: exported pool ${POOL} left imported by a dead run`,
+        expect.stringMatching(new RegExp(`^cleanup: removed staging/${dead}\\.create-pool\\.\\w+ left by dead run ${dead}$`)),
+      ]),
+    );
+    expect(notices.filter((n) => /could not|in place/.test(n))).toEqual([]);
+    expect(next.stderr).toBe(''); // under --json the cleanup lines are notices on stdout
+    expect(next.statuses['create-disks:root']).toBe('cached');
+    expect(next.statuses['create-disks:boot']).toBe('cached');
+    expect(next.statuses['partition']).toBe('cached');
+    expect(withStatus(next.statuses, 'ran')).toEqual(expect.arrayContaining(['create-pool', 'install', 'export-pool', 'convert:root']));
+    expect(withStatus(next.statuses, 'failed')).toEqual([]);
+
+    expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
+    expect(await entries(staging())).toEqual([]);
+    expect(await entries(work())).toEqual([]);
+  });
+});
