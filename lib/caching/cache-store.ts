@@ -146,6 +146,7 @@ export function openCache(dir: string): CacheStore {
       const target = path.join(artifactsDir, fingerprint);
       await mkdir(artifactsDir, { recursive: true });
       await rm(target, { recursive: true, force: true }); // a damaged earlier copy
+      await (cacache.rm.entry as (c: string, k: string, o: object) => Promise<unknown>)(indexDir, `verify/${fingerprint}`, { removeFully: true }).catch(() => undefined);
       await rename(staging, target);
       const artifacts: Record<string, StoredArtifact> = {};
       let bytes = 0;
@@ -183,6 +184,8 @@ export function openCache(dir: string): CacheStore {
     async evict(fingerprint) {
       // removeFully drops the index bucket too, so a later lookup is a clean miss
       await (cacache.rm.entry as (c: string, k: string, o: object) => Promise<unknown>)(indexDir, entryKey(fingerprint), { removeFully: true }).catch(() => undefined);
+      // verify's disk baseline belongs to this copy of the artifacts, not to the fingerprint
+      await (cacache.rm.entry as (c: string, k: string, o: object) => Promise<unknown>)(indexDir, `verify/${fingerprint}`, { removeFully: true }).catch(() => undefined);
       await rm(path.join(artifactsDir, fingerprint), { recursive: true, force: true });
     },
 

@@ -7,6 +7,13 @@ export interface LockOwner {
   readonly pid: number;
   readonly command: string;
   readonly since: string;
+  /** The kernel's boot id: after a reboot the same pid may belong to another process. */
+  readonly boot?: string;
+}
+
+/** This boot's id (Linux), or '' where there is none. */
+async function bootId(): Promise<string> {
+  return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => '')).trim();
 }
 
 /** Why the lock was not taken. */
@@ -49,7 +56,7 @@ export async function lockCache(cacheDir: string, options: LockOptions): Promise
     if (options.signal?.aborted) return fail({ reason: 'aborted' });
     try {
       const handle = await open(file, 'wx'); // atomic: exactly one creator wins
-      const owner: LockOwner = { pid: process.pid, command: options.command, since: new Date().toISOString() };
+      const owner: LockOwner = { pid: process.pid, command: options.command, since: new Date().toISOString(), boot: await bootId() };
       await handle.writeFile(JSON.stringify(owner));
       await handle.close();
       let released = false;
@@ -64,7 +71,7 @@ export async function lockCache(cacheDir: string, options: LockOptions): Promise
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const owner = await readOwner(file);
-    if (owner && !isAlive(owner.pid)) {
+    if (owner && (!isAlive(owner.pid) || (owner.boot && owner.boot !== (await bootId())))) {
       await rm(file, { force: true });
       options.notify?.(`removed the lock of a dead run (pid ${owner.pid}, ${owner.command}, since ${owner.since})`);
       continue;

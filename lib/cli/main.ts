@@ -58,7 +58,9 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   const dirs = (process.env['PATH'] ?? '').split(':');
   process.env['PATH'] = [...dirs, ...['/usr/local/sbin', '/usr/sbin', '/sbin'].filter((d) => !dirs.includes(d))].join(':');
   const code = await main(options, argv, defaultIo(), controller.signal);
-  process.exit(signalExit || code);
+  // In `shell`, Ctrl-C belongs to the interactive command, whose own status is the answer.
+  const parsed = parseCli(argv, 1);
+  process.exit(parsed.ok && parsed.value.command === 'shell' ? code : signalExit || code);
 }
 
 /** The command line as a function: returns the exit status. */

@@ -11,6 +11,9 @@ const BASE: readonly Requirement[] = [
   { program: 'nix-store', purpose: 'the closure and its registration', versionArgs: ['--version'], debian: 'nix-bin', nixos: 'part of NixOS' },
   { program: 'nix-env', purpose: 'the system profile', versionArgs: ['--version'], debian: 'nix-bin', nixos: 'part of NixOS' },
   { program: 'nix-build', purpose: 'building a system from an expression', versionArgs: ['--version'], debian: 'nix-bin', nixos: 'part of NixOS' },
+  { program: 'nix', purpose: 'building a flake system', versionArgs: ['--version'], debian: 'nix-bin', nixos: 'part of NixOS' },
+  { program: 'bash', purpose: 'running postVM', versionArgs: ['--version'], debian: 'bash', nixos: 'part of NixOS' },
+  { program: 'cp', purpose: 'sparse copies of disk images', versionArgs: ['--version'], debian: 'coreutils', nixos: 'part of NixOS' },
   { program: 'chroot', purpose: 'activating the system in the image', versionArgs: ['--version'], debian: 'coreutils', nixos: 'part of NixOS' },
   { program: 'mount', purpose: 'binding /dev, /proc and /sys for activation', versionArgs: ['--version'], debian: 'mount', nixos: 'part of NixOS' },
 ];

@@ -8,7 +8,8 @@ import { MTOOLS_ENV, mtoolsImage } from './boot-disk.ts';
 import { diskFile } from './stages/create-disks.ts';
 import type { PoolLayout } from './stages/pool-layout.ts';
 import type { MountState } from './zfs/driver.ts';
-import { otherZfsUsers } from './stages/zfs-session.ts';
+import { useZfs } from './stages/zfs-session.ts';
+import { allocatedSize, ensureFreeSpace } from '../../lib/caching/free-space.ts';
 
 /** Which published root and boot disks hold a stage's state: the latest checkpoint at or before it. */
 export function checkpointsFor(available: readonly string[]): { root?: string; boot?: string } {
@@ -37,13 +38,12 @@ export function imageShell(config: ImageConfig, layout: PoolLayout): ShellProvid
         const disk = path.join(workDir, diskFile('root'));
         const root = path.join(workDir, 'root');
         await mkdir(root);
+        await ensureFreeSpace(workDir, await allocatedSize(outputs[rootTask]!.paths[diskFile('root')]!), `a copy of ${rootTask}'s root disk`);
+        const driver = layout.makeDriver(exec);
+        const use = await useZfs(driver, exec, log);
+        undo.push(() => use.release());
         log(`copying ${rootTask}'s root disk`);
         await copyDisk(outputs[rootTask]!.paths[diskFile('root')]!, disk);
-        const driver = layout.makeDriver(exec);
-        const session = await driver.prepare();
-        undo.push(async () => {
-          if (session.started && (await otherZfsUsers()).length === 0) await session.stop();
-        });
         const pool = await driver.importPool({ pool: config.rootPoolName, vdev: disk, root });
         const mounts = mountOrder(config.datasets).map((m) => ({ dataset: m.name, mount: m.mount }));
         let state: MountState = { mounted: [], restore: [] };

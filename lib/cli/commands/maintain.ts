@@ -2,6 +2,7 @@ import cacache from 'cacache';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { CacheStore } from '../../caching/cache-store.ts';
+import { mountsUnder } from '../../caching/sweep.ts';
 import { hashPath } from '../../caching/file-hash.ts';
 import { collectGarbage } from '../../caching/gc.ts';
 import { formatBytes } from '../../logging/format.ts';
@@ -13,8 +14,23 @@ export async function maintain(store: CacheStore, args: CliArgs, io: CliIo): Pro
   switch (args.command) {
     case 'clean': {
       const names = await readdir(store.dir).catch(() => [] as string[]);
-      for (const name of names) if (name !== '.gitignore' && name !== 'lock') await rm(path.join(store.dir, name), { recursive: true, force: true });
-      io.stdout(`cleaned ${store.dir}\n`);
+      const kept: string[] = [];
+      for (const name of names) {
+        if (name === '.gitignore' || name === 'lock') continue;
+        const target = path.join(store.dir, name);
+        // A live `shell` keeps its mounted copy in work/: never delete through a mount.
+        const mounts = await mountsUnder(target);
+        if (mounts.length === 0) {
+          await rm(target, { recursive: true, force: true });
+          continue;
+        }
+        for (const child of await readdir(target).catch(() => [] as string[])) {
+          const inner = path.join(target, child);
+          if ((await mountsUnder(inner)).length === 0) await rm(inner, { recursive: true, force: true });
+          else kept.push(inner);
+        }
+      }
+      io.stdout(`cleaned ${store.dir}${kept.length ? `; kept ${kept.join(', ')} (still mounted: a shell is open on it)` : ''}\n`);
       return 0;
     }
     case 'gc': {

@@ -58,6 +58,7 @@ export async function openShell(
     for (const note of opened.notes) io.stderr(`${note}\n`);
     const [command, ...rest] = args.rest.length > 0 ? args.rest : [process.env['SHELL'] || 'bash'];
     const child = await execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false });
+    if (signal.aborted) io.stderr('releasing the stage (Ctrl-C went to the shell, not to a build)\n');
     return child.exitCode ?? 1;
   } finally {
     await opened.release();

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver } from '../zfs/driver.ts';
+import type { Exec } from '../../../lib/execution/types.ts';
 
 /** Builds using a ZFS daemon register here (one file per pid), so none stops it under another. */
 export const ZFS_USERS_DIR = '/run/nixos-zfs-image/zfs-users';
@@ -22,54 +23,67 @@ export async function otherZfsUsers(dir = ZFS_USERS_DIR): Promise<number[]> {
   return others;
 }
 
+/** A registered use of the ZFS daemon; `release` stops the daemon when this was its last user. */
+export interface ZfsUse {
+  release(): Promise<void>;
+}
+
 /**
- * Makes ZFS usable for the rest of the run. The zfs-fuse daemon takes seconds to stop, so
- * one daemon serves every stage of a build and is stopped once at its end, if a build started
- * it and no other build is using it (the last one out stops it, even if another build started it).
+ * Registers as a ZFS user and makes ZFS usable. The zfs-fuse daemon takes seconds to stop, so one
+ * daemon serves a whole build (or shell); the last user out stops it if a build started it, even
+ * another build that has ended since.
  */
-export async function ensureZfs(ctx: TaskContext<any>, driver: ZfsDriver): Promise<void> {
+export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) => void): Promise<ZfsUse> {
   const marker = path.join(ZFS_USERS_DIR, String(process.pid));
   await mkdir(ZFS_USERS_DIR, { recursive: true });
   await writeFile(marker, `${new Date().toISOString()}\n`);
   const session = await driver.prepare();
   if (session.started) {
-    ctx.log(`started the ${driver.name} daemon; it is stopped when the build ends`);
+    log(`started the ${driver.name} daemon; it is stopped when the build ends`);
     await writeFile(STARTER_FILE, `${process.pid}\n`);
   }
-  ctx.atRunEnd(`zfs:${driver.name}`, async () => {
-    await rm(marker, { force: true });
-    const others = await otherZfsUsers();
-    if (others.length > 0) {
-      if (session.started) ctx.log(`left the ${driver.name} daemon running: builds ${others.join(', ')} still use it`);
-      return;
-    }
-    if (session.started) {
-      const result = await session.stop();
-      await rm(STARTER_FILE, { force: true });
-      if (!result.stopped && result.reason) throw new Error(result.reason);
-      return;
-    }
-    const starter = Number((await readFile(STARTER_FILE, 'utf8').catch(() => '')).trim());
-    if (driver.name === 'zfs-fuse' && starter > 0 && !isAlive(starter)) {
-      // The build that started the daemon has ended (or was killed) while we used it: we are the last user.
-      const stopped = await stopZfsFuseDaemon(ctx);
-      if (stopped) await rm(STARTER_FILE, { force: true });
-    }
-  });
+  return {
+    async release() {
+      await rm(marker, { force: true });
+      const others = await otherZfsUsers();
+      if (others.length > 0) {
+        if (session.started) log(`left the ${driver.name} daemon running: builds ${others.join(', ')} still use it`);
+        return;
+      }
+      if (session.started) {
+        const result = await session.stop();
+        // Only a stopped daemon gives up its starter record; otherwise a later build may stop it.
+        if (result.stopped) await rm(STARTER_FILE, { force: true });
+        else if (result.reason) throw new Error(result.reason);
+        return;
+      }
+      const starter = Number((await readFile(STARTER_FILE, 'utf8').catch(() => '')).trim());
+      if (driver.name === 'zfs-fuse' && starter > 0 && !isAlive(starter)) {
+        // The build that started the daemon has ended (or was killed) while we used it: we are the last user.
+        if (await stopZfsFuseDaemon(exec, log)) await rm(STARTER_FILE, { force: true });
+      }
+    },
+  };
+}
+
+/** {@link useZfs} for the rest of a build: released once, at the end of the run. */
+export async function ensureZfs(ctx: TaskContext<any>, driver: ZfsDriver): Promise<void> {
+  const use = await useZfs(driver, ctx.exec, (line) => ctx.log(line));
+  ctx.atRunEnd(`zfs:${driver.name}`, () => use.release());
 }
 
 /** Stops a zfs-fuse daemon no build owns any more, unless a pool is still imported in it. */
-async function stopZfsFuseDaemon(ctx: TaskContext<any>): Promise<boolean> {
-  const pools = await ctx.exec('zpool', ['list', '-H', '-o', 'name'], { quiet: true }).then((r) => r.stdout.trim(), () => '');
+async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void): Promise<boolean> {
+  const pools = await exec('zpool', ['list', '-H', '-o', 'name'], { quiet: true }).then((r) => r.stdout.trim(), () => '');
   if (pools !== '') {
-    ctx.log(`left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
+    log(`left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
     return false;
   }
   const pids = await daemonPids();
   for (const pid of pids) process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + 30_000;
   while ((await daemonPids()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  ctx.log(`stopped the zfs-fuse daemon a finished build had started (pid ${pids.join(', ')})`);
+  log(`stopped the zfs-fuse daemon a finished build had started (pid ${pids.join(', ')})`);
   return true;
 }
 
