@@ -180,3 +180,29 @@ export async function releaseAndRemove(dir: string, pools: readonly string[], re
   if (still.length > 0) throw new Error(`not removing ${dir}: still mounted at ${still.join(', ')}`);
   await remove();
 }
+
+/** Builds a test started and may not have awaited (a failed assertion leaves them running). */
+export interface Children {
+  track<T extends ResultPromise>(child: T): T;
+  /** Waits up to `ms` for every tracked child; SIGTERM (the build cleans up), then SIGKILL, for the rest. */
+  settle(ms?: number): Promise<void>;
+}
+
+export function children(): Children {
+  const list: ResultPromise[] = [];
+  const live = (): ResultPromise[] => list.filter((c) => c.exitCode === null && c.signalCode === null);
+  const settled = (ms: number): Promise<unknown> => Promise.race([Promise.allSettled(live()), sleep(ms)]);
+  return {
+    track(child) {
+      list.push(child);
+      return child;
+    },
+    async settle(ms = 60_000) {
+      await settled(ms);
+      for (const child of live()) child.kill('SIGTERM');
+      await settled(30_000);
+      for (const child of live()) child.kill('SIGKILL');
+      await settled(5_000);
+    },
+  };
+}

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mountsUnder } from '../../lib/caching/sweep.ts';
 import { imageProject, startZfsFuse, type ImageProject } from '../helpers/image.ts';
 import {
+  children,
   entries,
   importedPools,
   jsonEvents,
@@ -30,6 +31,7 @@ let shims: Shims;
 let project: ImageProject;
 let daemon: { stop(): Promise<void> } | undefined;
 let daemonsBefore: number[] = [];
+const started = children();
 
 beforeAll(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), 'rel-kill-'));
@@ -45,6 +47,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await shims?.unpause();
+  await started.settle();
   if (project) await releaseAndRemove(project.dir, [POOL], () => project.cleanup());
   await stopDaemonsStartedSince(daemonsBefore);
   await daemon?.stop();
@@ -54,7 +57,7 @@ afterAll(async () => {
 /** Starts a build that pauses in `tool verb`, then SIGKILLs the runner and the paused command's process group. */
 async function killInside(tool: string, verb: string): Promise<number> {
   await shims.pause(tool, verb);
-  const child = project.start('build');
+  const child = started.track(project.start('build'));
   const shim = await shims.waitPaused();
   const dead = child.pid!;
   child.kill('SIGKILL');
