@@ -69,19 +69,30 @@ export async function zfsFuseDaemons(): Promise<number[]> {
   return pids;
 }
 
+/** Where a build that started the zfs-fuse daemon writes its pid (tasks/image/stages/zfs-session.ts). */
+export const ZFS_FUSE_STARTER_FILE = '/run/nixos-zfs-image/zfs-fuse-started-by';
+
+/** The pid of the build that started the running zfs-fuse daemon, if one recorded it. */
+export async function zfsFuseStarter(): Promise<number | undefined> {
+  const pid = Number((await readFile(ZFS_FUSE_STARTER_FILE, 'utf8').catch(() => '')).trim());
+  return pid > 0 ? pid : undefined;
+}
+
 /**
- * Stops zfs-fuse daemons that were not running at `before` (a killed build of ours started
- * them), unless another ZFS user is registered or a pool is imported in them.
+ * Stops the zfs-fuse daemon if one of `deadRuns` (builds of ours killed with -9) started it and
+ * nobody uses it any more: no ZFS user registered, no pool imported.
  */
-export async function stopDaemonsStartedSince(before: readonly number[]): Promise<void> {
-  const started = (await zfsFuseDaemons()).filter((pid) => !before.includes(pid));
-  if (started.length === 0) return;
+export async function stopDaemonOfDeadRuns(deadRuns: readonly number[]): Promise<void> {
+  const starter = await zfsFuseStarter();
+  if (starter === undefined || !deadRuns.includes(starter)) return;
+  const daemons = await zfsFuseDaemons();
+  if (daemons.length === 0) return;
   if ((await otherZfsUsers()).length > 0 || (await importedPools()).length > 0) return;
-  for (const pid of started) process.kill(pid, 'SIGTERM');
+  for (const pid of daemons) process.kill(pid, 'SIGTERM');
   // zfs-fuse waits for its worker threads (about 5 s) before it exits.
   const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline && (await zfsFuseDaemons()).some((pid) => started.includes(pid))) await sleep(200);
-  for (const pid of (await zfsFuseDaemons()).filter((p) => started.includes(p))) process.kill(pid, 'SIGKILL');
+  while (Date.now() < deadline && (await zfsFuseDaemons()).some((pid) => daemons.includes(pid))) await sleep(200);
+  for (const pid of (await zfsFuseDaemons()).filter((p) => daemons.includes(p))) process.kill(pid, 'SIGKILL');
 }
 
 /** SIGKILL to a process's whole group (a command the runner started in its own group), if it is still there. */
@@ -205,4 +216,17 @@ export function children(): Children {
       await settled(5_000);
     },
   };
+}
+
+/** Runs every cleanup step even when one throws; rethrows the first error at the end. */
+export async function cleanupSteps(...steps: (() => Promise<unknown> | unknown)[]): Promise<void> {
+  const errors: unknown[] = [];
+  for (const step of steps) {
+    try {
+      await step();
+    } catch (error) {
+      errors.push(error);
+    }
+  }
+  if (errors.length > 0) throw errors[0];
 }

@@ -10,6 +10,7 @@ import { mountsUnder } from '../../lib/caching/sweep.ts';
 import { imageProject, startZfsFuse, type ImageProject } from '../helpers/image.ts';
 import {
   children,
+  cleanupSteps,
   entries,
   importedPools,
   jsonEvents,
@@ -17,12 +18,14 @@ import {
   leftovers,
   releaseAndRemove,
   running,
-  stopDaemonsStartedSince,
+  stopDaemonOfDeadRuns,
   uniquePool,
   until,
   withStatus,
   zfsFuseDaemons,
+  zfsFuseStarter,
 } from '../helpers/reliability.ts';
+import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 
 const POOL = uniquePool('relkill');
@@ -30,12 +33,12 @@ let scratch: string;
 let shims: Shims;
 let project: ImageProject;
 let daemon: { stop(): Promise<void> } | undefined;
-let daemonsBefore: number[] = [];
+/** Runners this file killed with -9. */
+const deadRuns: number[] = [];
 const started = children();
 
 beforeAll(async () => {
   scratch = await mkdtemp(path.join(tmpdir(), 'rel-kill-'));
-  daemonsBefore = await zfsFuseDaemons();
   // One daemon for the whole file (registered as a ZFS user), so builds do not start and stop their own.
   daemon = await startZfsFuse(scratch);
   // zpool and zfs are found beside the zfs-fuse daemon, so it is wrapped too.
@@ -46,12 +49,14 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await shims?.unpause();
-  await started.settle();
-  if (project) await releaseAndRemove(project.dir, [POOL], () => project.cleanup());
-  await stopDaemonsStartedSince(daemonsBefore);
-  await daemon?.stop();
-  await rm(scratch, { recursive: true, force: true });
+  await cleanupSteps(
+    () => shims?.unpause(),
+    () => started.settle(),
+    () => project && releaseAndRemove(project.dir, [POOL], () => project.cleanup()),
+    () => stopDaemonOfDeadRuns(deadRuns), // in case a test failed before the next run stopped it
+    () => daemon?.stop(),
+    () => rm(scratch, { recursive: true, force: true }),
+  );
 });
 
 /** Starts a build that pauses in `tool verb`, then SIGKILLs the runner and the paused command's process group. */
@@ -60,6 +65,7 @@ async function killInside(tool: string, verb: string): Promise<number> {
   const child = started.track(project.start('build'));
   const shim = await shims.waitPaused();
   const dead = child.pid!;
+  deadRuns.push(dead);
   child.kill('SIGKILL');
   const killed = await child;
   expect(killed.signal).toBe('SIGKILL');
@@ -147,5 +153,27 @@ describe('kill -9 of the runner', () => {
     expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
     expect(await entries(staging())).toEqual([]);
     expect(await entries(work())).toEqual([]);
+  });
+
+  it('a zfs-fuse daemon the killed run started is stopped by the next build once nobody uses it', async (ctx) => {
+    // Only when this file's daemon was the only one: another suite's daemon or ZFS user would keep it running.
+    await daemon?.stop();
+    daemon = undefined;
+    await until(async () => (await zfsFuseDaemons()).length === 0, 'no zfs-fuse daemon', 20_000).catch(() => undefined);
+    if ((await zfsFuseDaemons()).length > 0 || (await otherZfsUsers()).length > 0) ctx.skip();
+
+    await execa('sh', ['-c', `echo '# install once more' >> '${path.join(project.dir, 'configuration.nix')}'`]);
+    const dead = await killInside('chroot', 'ANY');
+    const left = await zfsFuseDaemons();
+    expect(left).toHaveLength(1); // the dead run's daemon outlives it
+    expect(await zfsFuseStarter()).toBe(dead);
+
+    const next = await project.run('build');
+    expect(next.exitCode, next.stderr + next.stdout).toBe(0);
+    expect(next.stderr).toMatch(new RegExp(`^cleanup: exported pool ${POOL} left imported by a dead run$`, 'm'));
+    // The next build used that daemon and, the last one out with its starter dead, stopped it.
+    expect(await zfsFuseDaemons()).toEqual([]);
+    expect(await zfsFuseStarter()).toBeUndefined();
+    expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
   });
 });

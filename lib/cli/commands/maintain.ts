@@ -50,10 +50,29 @@ export async function maintain(store: CacheStore, args: CliArgs, io: CliIo): Pro
  * recorded (a baseline, since hashing every disk at publish would slow every build).
  */
 async function verify(store: CacheStore, io: CliIo): Promise<number> {
+  const entryKeys = async (): Promise<Set<string>> =>
+    new Set(Object.keys(await cacache.ls(store.indexDir).catch(() => ({}))).filter((k) => k.startsWith('entry/')));
+  const before = await entryKeys();
+  // Task ids by fingerprint, read before cacache drops the entries whose content is bad.
+  const owners = new Map<string, string>();
+  for (const key of Object.keys(await cacache.ls(store.indexDir).catch(() => ({})))) {
+    if (!key.startsWith('last/')) continue;
+    const last = await cacache.get(store.indexDir, key).then((d) => JSON.parse(d.data.toString('utf8')) as { fingerprint: string }, () => undefined);
+    if (last) owners.set(last.fingerprint, key.slice('last/'.length));
+  }
   const stats = await cacache.verify(store.indexDir).catch((error: Error) => ({ error }));
   if ('error' in stats) io.stdout(`index: could not verify (${stats.error.message})\n`);
   else io.stdout(`index: ${stats.verifiedContent} content item(s) rehashed, ${stats.badContentCount} bad removed\n`);
   let damaged = 0;
+  const after = await entryKeys();
+  for (const key of before) {
+    if (after.has(key)) continue;
+    // cacache removed an entry whose content failed its hash: that is damage, and the next build redoes it.
+    const fingerprint = key.slice('entry/'.length);
+    damaged += 1;
+    io.stdout(`damaged: ${owners.get(fingerprint) ? `${owners.get(fingerprint)} ` : ''}${fingerprint.slice(0, 12)}: index entry corrupt; removed (the next build redoes it)\n`);
+    await store.evict(fingerprint);
+  }
   let good = 0;
   const listing = await cacache.ls(store.indexDir).catch(() => ({}) as Record<string, { metadata?: unknown }>);
   for (const key of Object.keys(listing)) {
