@@ -115,9 +115,10 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     });
   };
 
-  /** Why a node cannot run because of its dependencies, if it cannot. */
-  const blockedBy = (node: GraphNode): string | undefined => {
+  /** Why a node cannot run because of its dependencies (those outside `inside`), if it cannot. */
+  const blockedBy = (node: GraphNode, inside: readonly string[] = []): string | undefined => {
     for (const dep of node.deps) {
+      if (inside.includes(dep)) continue;
       const outcome = outcomes.get(dep);
       if (outcome?.status === 'failed') return `dependency ${dep} failed`;
       if (outcome?.status === 'skipped' && !isResource(graph.nodes.get(dep)!)) return `dependency ${dep} was skipped`;
@@ -237,7 +238,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const runTransaction = async (unit: Unit): Promise<void> => {
     const resource = unit.resource!;
     const users = unit.ids.filter((id) => id !== resource.id).map((id) => graph.nodes.get(id) as Task<any>);
-    const blocked = blockedBy(resource) ?? users.map(blockedByOutside(unit)).find(Boolean);
+    const blocked = blockedBy(resource) ?? users.map((user) => blockedBy(user, unit.ids)).find(Boolean);
     if (blocked) {
       for (const id of unit.ids) await finish(graph.nodes.get(id)!, { status: 'skipped', reason: blocked });
       return;
@@ -327,15 +328,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     }
   };
 
-  const blockedByOutside = (unit: Unit) => (user: GraphNode): string | undefined => {
-    for (const dep of user.deps) {
-      if (unit.ids.includes(dep)) continue;
-      const outcome = outcomes.get(dep);
-      if (outcome?.status === 'failed') return `dependency ${dep} failed`;
-      if (outcome?.status === 'skipped' && !isResource(graph.nodes.get(dep)!)) return `dependency ${dep} was skipped`;
-    }
-    return undefined;
-  };
+
 
   reporter.begin(options.ids.map((id) => {
     const node = graph.nodes.get(id)!;
