@@ -8,10 +8,10 @@ import { ensureFreeSpace } from '../../../lib/caching/free-space.ts';
  * Copies store paths into `<root>/nix/store` with `cp -a`, one path at a time so progress can
  * say how many paths and bytes of the total are done. Paths already present are skipped.
  */
-export async function copyClosure(ctx: TaskContext<any>, root: string, closure: readonly string[], totalBytes: number): Promise<void> {
+export async function copyClosure(ctx: TaskContext<any>, root: string, closure: readonly string[], sizes: readonly number[]): Promise<void> {
   const store = path.join(root, 'nix/store');
   await mkdir(store, { recursive: true });
-  const sizes = (await ctx.exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean).map(Number);
+  const totalBytes = sizes.reduce((sum, n) => sum + n, 0);
   // NAR sizes are close to what the files take; compression on the dataset only helps.
   await ensureFreeSpace(store, totalBytes, `the closure (${closure.length} store paths)`);
   let bytes = 0;

@@ -8,7 +8,7 @@ import type { ImageConfig } from '../config.ts';
 import { configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
 import { copyClosure } from './copy-closure.ts';
 import type { MountedImage } from './mount.ts';
-import { describeClosure, NIX_OFFLINE } from './system.ts';
+import { describeClosure, NIX_OFFLINE, type SystemValues } from './system.ts';
 
 /** Where a host path lands inside the mounted image. */
 const inImage = (root: string, target: string): string => path.join(root, target);
@@ -47,7 +47,7 @@ export function installTask(config: ImageConfig): Task {
     ],
     async run(ctx) {
       const image = ctx.resources['mount'] as MountedImage;
-      const system = ctx.deps['system']!.values as { toplevel: string; closure: string[]; closureBytes: number };
+      const system = ctx.deps['system']!.values as unknown as SystemValues;
       const root = image.root;
       await writeNixosConfig(root, config);
       await installContents(ctx, root, config);
@@ -58,7 +58,7 @@ export function installTask(config: ImageConfig): Task {
         await mkdir(inImage(root, '/boot'), { recursive: true });
         await ctx.exec(nixosInstall, nixosInstallArgs(root, system.toplevel, channel));
       } else {
-        await copyClosure(ctx, root, system.closure, system.closureBytes);
+        await copyClosure(ctx, root, system.closure, system.closureSizes);
         await registerInImage(ctx, root, system.closure, system.toplevel, '/nix/var/nix/profiles/system');
         if (config.includeChannel && config.channelSource) await installChannel(ctx, root, config.channelSource);
         await mkdir(inImage(root, '/etc'), { recursive: true });
@@ -128,7 +128,7 @@ async function makeChannel(ctx: TaskContext<any>, source: string): Promise<strin
 /** Copies the channel into the image, registers it and makes it root's `nixos` channel. */
 async function installChannel(ctx: TaskContext<any>, root: string, source: string): Promise<void> {
   const channel = await describeClosure(ctx.exec, await makeChannel(ctx, source));
-  await copyClosure(ctx, root, channel.closure, channel.closureBytes);
+  await copyClosure(ctx, root, channel.closure, channel.closureSizes);
   await registerInImage(ctx, root, channel.closure, channel.toplevel, '/nix/var/nix/profiles/per-user/root/channels');
 }
 

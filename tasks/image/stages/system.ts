@@ -11,8 +11,8 @@ export interface SystemValues {
   readonly toplevel: string;
   /** Every store path the image needs, sorted. */
   readonly closure: readonly string[];
-  /** Total NAR size of the closure in bytes (for progress and space checks). */
-  readonly closureBytes: number;
+  /** NAR size of each closure path, in the same order (for progress and space checks). */
+  readonly closureSizes: readonly number[];
 }
 
 /**
@@ -27,12 +27,12 @@ export function systemTask(system: SystemSpec): Task {
     // install depends on which toplevel this resolves to, not on how it was asked for
     keyedByValues: true,
     deps: [],
-    version: 1,
+    version: 2,
     tools: ['nix-store'],
     artifacts: [
       { name: 'toplevel', kind: 'value' as const },
       { name: 'closure', kind: 'value' as const },
-      { name: 'closureBytes', kind: 'value' as const },
+      { name: 'closureSizes', kind: 'value' as const },
     ],
   };
   if ('toplevel' in system) {
@@ -81,10 +81,10 @@ function lastLine(text: string): string {
   return line;
 }
 
-/** The closure of a toplevel (sorted) with its total NAR size. */
-export async function describeClosure(exec: Exec, toplevel: string): Promise<{ toplevel: string; closure: string[]; closureBytes: number }> {
+/** The closure of a toplevel (sorted) with each path's NAR size. */
+export async function describeClosure(exec: Exec, toplevel: string): Promise<{ toplevel: string; closure: string[]; closureSizes: number[] }> {
   await exec('nix-store', ['--check-validity', toplevel]);
   const closure = (await exec('nix-store', ['--query', '--requisites', toplevel], { quiet: true })).stdout.split('\n').filter(Boolean).sort();
   const sizes = (await exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean);
-  return { toplevel, closure, closureBytes: sizes.reduce((sum, n) => sum + Number(n), 0) };
+  return { toplevel, closure, closureSizes: sizes.map(Number) };
 }
