@@ -146,7 +146,7 @@ export function openCache(dir: string): CacheStore {
       const target = path.join(artifactsDir, fingerprint);
       await mkdir(artifactsDir, { recursive: true });
       await rm(target, { recursive: true, force: true }); // a damaged earlier copy
-      await (cacache.rm.entry as (c: string, k: string, o: object) => Promise<unknown>)(indexDir, `verify/${fingerprint}`, { removeFully: true }).catch(() => undefined);
+      await removeKey(indexDir, `verify/${fingerprint}`);
       await rename(staging, target);
       const artifacts: Record<string, StoredArtifact> = {};
       let bytes = 0;
@@ -182,10 +182,9 @@ export function openCache(dir: string): CacheStore {
     },
 
     async evict(fingerprint) {
-      // removeFully drops the index bucket too, so a later lookup is a clean miss
-      await (cacache.rm.entry as (c: string, k: string, o: object) => Promise<unknown>)(indexDir, entryKey(fingerprint), { removeFully: true }).catch(() => undefined);
+      await removeKey(indexDir, entryKey(fingerprint));
       // verify's disk baseline belongs to this copy of the artifacts, not to the fingerprint
-      await (cacache.rm.entry as (c: string, k: string, o: object) => Promise<unknown>)(indexDir, `verify/${fingerprint}`, { removeFully: true }).catch(() => undefined);
+      await removeKey(indexDir, `verify/${fingerprint}`);
       await rm(path.join(artifactsDir, fingerprint), { recursive: true, force: true });
     },
 
@@ -214,6 +213,12 @@ export function openCache(dir: string): CacheStore {
     },
   };
   return store;
+}
+
+/** Removes an index key; removeFully drops its bucket too, so a later lookup is a clean miss (the typings lack the option). */
+async function removeKey(indexDir: string, key: string): Promise<void> {
+  const remove = cacache.rm.entry as (cache: string, key: string, options: { removeFully: boolean }) => Promise<unknown>;
+  await remove(indexDir, key, { removeFully: true }).catch(() => undefined);
 }
 
 /** Records size, mtime and inode of every file under a path. */

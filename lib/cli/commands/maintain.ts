@@ -50,12 +50,12 @@ export async function maintain(store: CacheStore, args: CliArgs, io: CliIo): Pro
  * recorded (a baseline, since hashing every disk at publish would slow every build).
  */
 async function verify(store: CacheStore, io: CliIo): Promise<number> {
-  const entryKeys = async (): Promise<Set<string>> =>
-    new Set(Object.keys(await cacache.ls(store.indexDir).catch(() => ({}))).filter((k) => k.startsWith('entry/')));
-  const before = await entryKeys();
+  const keys = async (): Promise<string[]> => Object.keys(await cacache.ls(store.indexDir).catch(() => ({})));
+  const listedBefore = await keys();
+  const before = listedBefore.filter((k) => k.startsWith('entry/'));
   // Task ids by fingerprint, read before cacache drops the entries whose content is bad.
   const owners = new Map<string, string>();
-  for (const key of Object.keys(await cacache.ls(store.indexDir).catch(() => ({})))) {
+  for (const key of listedBefore) {
     if (!key.startsWith('last/')) continue;
     const last = await cacache.get(store.indexDir, key).then((d) => JSON.parse(d.data.toString('utf8')) as { fingerprint: string }, () => undefined);
     if (last) owners.set(last.fingerprint, key.slice('last/'.length));
@@ -64,7 +64,7 @@ async function verify(store: CacheStore, io: CliIo): Promise<number> {
   if ('error' in stats) io.stdout(`index: could not verify (${stats.error.message})\n`);
   else io.stdout(`index: ${stats.verifiedContent} content item(s) rehashed, ${stats.badContentCount} bad removed\n`);
   let damaged = 0;
-  const after = await entryKeys();
+  const after = new Set((await keys()).filter((k) => k.startsWith('entry/')));
   for (const key of before) {
     if (after.has(key)) continue;
     // cacache removed an entry whose content failed its hash: that is damage, and the next build redoes it.
@@ -74,9 +74,7 @@ async function verify(store: CacheStore, io: CliIo): Promise<number> {
     await store.evict(fingerprint);
   }
   let good = 0;
-  const listing = await cacache.ls(store.indexDir).catch(() => ({}) as Record<string, { metadata?: unknown }>);
-  for (const key of Object.keys(listing)) {
-    if (!key.startsWith('entry/')) continue;
+  for (const key of after) {
     const fingerprint = key.slice('entry/'.length);
     const found = await store.lookup(fingerprint);
     if (!found.ok) {
