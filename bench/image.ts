@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { allocatedBytes } from '../lib/caching/cache-store.ts';
+import { nixOptions } from '../tasks/image/nix-options.ts';
 import { duBytes, expectSuccess, interruption, median, ROOT, round, scratchDir, sync, timeCommand, type Timed } from './lib/measure.ts';
 import type { BenchResult, Metric } from './lib/result.ts';
 import { holdZfsDaemon, importedPools, scrub } from './lib/zfs-daemon.ts';
@@ -15,12 +16,11 @@ const FIRST_FORMAT = 'qcow2';
 const SECOND_FORMAT = 'vdi';
 const SCRIPT = path.join(ROOT, 'bench/image/straight-line.sh');
 const SYSTEM = path.join(ROOT, 'bench/image/big-system.nix');
-const NIX_OFFLINE = ['--option', 'substituters', '', '--option', 'sandbox', 'false'];
 const GOALS = { fresh: 1.25, rebuild: 1.3, cache: 3 };
 
 /** The stand-in system with the big closure: built (or found in the store) before anything is measured. */
 async function buildSystem(): Promise<{ toplevel: string; closureBytes: number }> {
-  const built = await execa('nix-build', [SYSTEM, '--no-out-link', ...NIX_OFFLINE]);
+  const built = await execa('nix-build', [SYSTEM, '--no-out-link', ...nixOptions()]);
   const toplevel = String(built.stdout).trim().split('\n').at(-1)!;
   const closure = String((await execa('nix-store', ['--query', '--requisites', toplevel])).stdout).split('\n').filter(Boolean);
   const sizes = String((await execa('nix-store', ['--query', '--size', ...closure])).stdout).split('\n').filter(Boolean);

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { mountsUnder } from '../../lib/caching/sweep.ts';
+import { nixOptions } from '../../tasks/image/nix-options.ts';
 import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
 import { ROOT } from './toy.ts';
 
@@ -168,7 +169,7 @@ export function withStatus(statuses: Record<string, string>, status: string): st
     .sort();
 }
 
-const NIX_BUILD_OFFLINE = ['--no-out-link', '--option', 'substituters', '', '--option', 'sandbox', 'false'];
+const NIX_BUILD_OFFLINE = ['--no-out-link', ...nixOptions()];
 
 /** Builds the demo stand-in system with extra nix-build arguments; returns its toplevel. */
 export async function demoSystem(...args: string[]): Promise<string> {

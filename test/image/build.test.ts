@@ -5,6 +5,7 @@ import { lstat, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nixOptions } from '../../tasks/image/nix-options.ts';
 import { DEMO, imageProject, ran, withImportedPool, type ImageProject } from '../helpers/image.ts';
 
 const POOL = 'itank';
@@ -167,7 +168,7 @@ describe('incremental rebuilds', () => {
   });
 
   it('a new system toplevel reruns install and what follows, nothing before it', async () => {
-    const other = (await execa('nix-build', [DEMO.system, '--argstr', 'label', 'other', '--no-out-link', '--option', 'substituters', '', '--option', 'sandbox', 'false'])).stdout.trim();
+    const other = (await execa('nix-build', [DEMO.system, '--argstr', 'label', 'other', '--no-out-link', ...nixOptions()])).stdout.trim();
     await project.configure({ system: { toplevel: other } });
     const result = await project.build();
     expect(result.exitCode, result.stderr).toBe(0);

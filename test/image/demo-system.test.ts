@@ -4,6 +4,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createExec } from '../../lib/execution/exec.ts';
+import { nixOptions } from '../../tasks/image/nix-options.ts';
 
 const exec = createExec();
 const systemNix = fileURLToPath(new URL('../../tasks/image/demo/system.nix', import.meta.url));
@@ -13,7 +14,7 @@ const isRoot = process.getuid?.() === 0;
 async function buildSystem(...extra: string[]): Promise<string> {
   const { stdout } = await exec(
     'nix-build',
-    [systemNix, '--option', 'substituters', '', '--no-out-link', ...extra],
+    [systemNix, '--no-out-link', ...nixOptions(), ...extra],
     { quiet: true },
   );
   return stdout.trim();

@@ -8,7 +8,8 @@ import type { ImageConfig } from '../config.ts';
 import { configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
 import { copyClosure } from './copy-closure.ts';
 import type { MountedImage } from './mount.ts';
-import { describeClosure, NIX_OFFLINE, type SystemValues } from './system.ts';
+import { nixOptions } from '../nix-options.ts';
+import { describeClosure, type SystemValues } from './system.ts';
 
 /** Where a host path lands inside the mounted image. */
 const inImage = (root: string, target: string): string => path.join(root, target);
@@ -107,9 +108,9 @@ async function installContents(ctx: TaskContext<any>, root: string, config: Imag
 async function registerInImage(ctx: TaskContext<any>, root: string, closure: readonly string[], target: string, profile: string): Promise<void> {
   const store = `local?root=${root}`;
   const dump = await ctx.exec('nix-store', ['--dump-db', ...closure], { quiet: true });
-  await ctx.exec('nix-store', ['--store', store, '--load-db', ...NIX_OFFLINE], { input: dump.stdout });
+  await ctx.exec('nix-store', ['--store', store, '--load-db', ...nixOptions()], { input: dump.stdout });
   await mkdir(path.dirname(inImage(root, profile)), { recursive: true });
-  await ctx.exec('nix-env', ['--store', store, '-p', inImage(root, profile), '--set', target, ...NIX_OFFLINE]);
+  await ctx.exec('nix-env', ['--store', store, '-p', inImage(root, profile), '--set', target, ...nixOptions()]);
 }
 
 /**

@@ -2,9 +2,8 @@ import path from 'node:path';
 import type { Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import type { SystemSpec } from '../config.ts';
+import { nixOptions } from '../nix-options.ts';
 
-/** Nix options every call uses: no binary cache is reachable, so never wait on one. */
-export const NIX_OFFLINE = ['--option', 'substituters', '', '--option', 'sandbox', 'false'] as const;
 
 /** Values the system task publishes. */
 export interface SystemValues {
@@ -53,7 +52,7 @@ export function systemTask(system: SystemSpec): Task {
       tools: ['nix-store', 'nix-build'],
       async run(ctx) {
         const attr = system.attr ? ['-A', system.attr] : [];
-        const built = await ctx.exec('nix-build', [system.expression, ...attr, '--no-out-link', ...NIX_OFFLINE]);
+        const built = await ctx.exec('nix-build', [system.expression, ...attr, '--no-out-link', ...nixOptions()]);
         return describeClosure(ctx.exec, lastLine(built.stdout));
       },
     };
@@ -68,7 +67,7 @@ export function systemTask(system: SystemSpec): Task {
       const [ref, name] = system.flake.split('#') as [string, string];
       const attr = `${ref}#nixosConfigurations.${name}.config.system.build.toplevel`;
       // --json rather than --print-out-paths, which Nix 2.8 (Debian 12) does not have.
-      const built = await ctx.exec('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', attr, '--no-link', '--json', ...NIX_OFFLINE], { quiet: true });
+      const built = await ctx.exec('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', attr, '--no-link', '--json', ...nixOptions()], { quiet: true });
       const [result] = JSON.parse(built.stdout) as { outputs: { out?: string } }[];
       return describeClosure(ctx.exec, lastLine(result?.outputs.out ?? ''));
     },
