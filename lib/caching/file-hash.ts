@@ -43,7 +43,8 @@ export async function hashPath(target: string, memo?: HashMemo): Promise<string>
 /** sha256 of a file's bytes, streamed. */
 export async function hashFileContent(file: string): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  // 1 MiB reads: with the default 64 KiB, a disk image hashes at half the speed
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
 

@@ -48,12 +48,16 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   let signalExit = 0;
   const onSignal = (name: NodeJS.Signals): void => {
     if (controller.signal.aborted) return;
-    signalExit = name === 'SIGINT' ? 130 : 1;
+    signalExit = name === 'SIGINT' ? 130 : name === 'SIGHUP' ? 129 : 1;
     process.stderr.write(`\n${name}: stopping running tasks, cleaning up (nothing partial is published)...\n`);
     controller.abort();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A closed terminal stops the build like Ctrl-C does: mounts and pools are released first.
+  process.on('SIGHUP', onSignal);
+  // A reader that goes away (`| head`) must not crash a build halfway: output stops, the build goes on.
+  for (const stream of [process.stdout, process.stderr]) stream.on('error', ignoreClosedOutput);
   // Disk and ZFS tools live in sbin, which a non-login root shell or sudo may leave off PATH.
   const dirs = (process.env['PATH'] ?? '').split(':');
   process.env['PATH'] = [...dirs, ...['/usr/local/sbin', '/usr/sbin', '/sbin'].filter((d) => !dirs.includes(d))].join(':');
@@ -61,6 +65,11 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   // In `shell`, Ctrl-C belongs to the interactive command, whose own status is the answer.
   const parsed = parseCli(argv, 1);
   process.exit(parsed.ok && parsed.value.command === 'shell' ? code : signalExit || code);
+}
+
+function ignoreClosedOutput(error: NodeJS.ErrnoException): void {
+  if (error.code === 'EPIPE' || error.code === 'EIO' || error.code === 'ERR_STREAM_DESTROYED') return;
+  throw error;
 }
 
 /** The command line as a function: returns the exit status. */

@@ -172,9 +172,19 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
   // Cleanups and releases must still run their commands after an abort (unmount, export).
   const unabortable = createExec({ onLine: writeLine });
   let exec = abortable;
-  const loggedExec: typeof exec = (file, args, options) => {
+  // Each command's time goes into the log: it is where a slow stage is first looked into.
+  const loggedExec: typeof exec = async (file, args, options) => {
     logWrite(`$ ${formatCommand(file, args)}\n`);
-    return exec(file, args, options);
+    const started = performance.now();
+    const took = (): string => `${Math.round(performance.now() - started)} ms`;
+    try {
+      const result = await exec(file, args, options);
+      logWrite(`# exit ${result.exitCode} after ${took()}\n`);
+      return result;
+    } catch (error) {
+      logWrite(`# failed after ${took()}\n`);
+      throw error;
+    }
   };
   const ctx: TaskContext<any> = {
     id: node.id,

@@ -43,7 +43,7 @@ interface Outcome {
 }
 
 /** A unit of scheduling: one task, or a resource with the tasks that use it (one transaction). */
-interface Unit {
+export interface Unit {
   readonly ids: readonly string[];
   readonly resource?: ResourceTask<any, any>;
   /** Dependencies outside the unit. */
@@ -61,15 +61,33 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const outcomes = new Map<string, Outcome>();
   const rows = new Map<string, SummaryRow>();
   const unitDone = new Map<Unit, Promise<void>>();
+  const priorities = unitPriorities(graph, units);
   let running = 0;
-  const waiters: (() => void)[] = [];
-  const acquireSlot = async (): Promise<void> => {
-    while (running >= options.concurrency) await new Promise<void>((resolve) => waiters.push(resolve));
-    running += 1;
+  // Free slots go to the waiting units with the longest chain after them (first come among equals).
+  const waiters: { priority: number; wake: () => void }[] = [];
+  let dispatchQueued = false;
+  const dispatch = (): void => {
+    while (running < options.concurrency && waiters.length > 0) {
+      running += 1;
+      waiters.shift()!.wake();
+    }
   };
+  const acquireSlot = (unit: Unit): Promise<void> =>
+    new Promise<void>((wake) => {
+      const priority = priorities.get(unit) ?? 0;
+      const at = waiters.findIndex((w) => w.priority < priority);
+      waiters.splice(at === -1 ? waiters.length : at, 0, { priority, wake });
+      // Deferred a turn, so units that become ready together compete by priority, not by arrival.
+      if (dispatchQueued) return;
+      dispatchQueued = true;
+      setImmediate(() => {
+        dispatchQueued = false;
+        dispatch();
+      });
+    });
   const releaseSlot = (): void => {
     running -= 1;
-    waiters.shift()?.();
+    dispatch();
   };
 
   /** Places a finished task's exported artifacts at their user-facing paths; a failure here fails the task. */
@@ -188,7 +206,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun => ({ store, reporter, signal, runEnd, ...run });
 
   /** One plain task. */
-  const runTaskUnit = async (node: Task<any>): Promise<void> => {
+  const runTaskUnit = async (unit: Unit, node: Task<any>): Promise<void> => {
     const blocked = blockedBy(node);
     if (blocked) return finish(node, { status: 'skipped', reason: blocked });
     if (options.dryRun && node.deps.some((d) => outcomes.get(d)?.pending)) {
@@ -206,7 +224,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       );
     }
     if (options.dryRun) return finish(node, { status: 'ran', reason: decision.why, pending: true }, { fingerprint: decision.fingerprint });
-    await acquireSlot();
+    await acquireSlot(unit);
     try {
       if (signal.aborted) return finish(node, { status: 'skipped', reason: 'build interrupted' });
       reporter.event({ type: 'task', id: node.id, stage: node.stage, status: 'started', reason: decision.why });
@@ -277,7 +295,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       for (const user of users) await finish(user, { status: 'ran', reason: restartWhy(user), pending: true }, { fingerprint: decisions.get(user.id)!.fingerprint });
       return;
     }
-    await acquireSlot();
+    await acquireSlot(unit);
     try {
       if (signal.aborted) {
         for (const id of unit.ids) await finish(graph.nodes.get(id)!, { status: 'skipped', reason: 'build interrupted' });
@@ -342,7 +360,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     promise = (async () => {
       await Promise.all(unit.deps.map((dep) => startUnit(unitOf.get(dep)!)));
       if (unit.resource) await runTransaction(unit);
-      else await runTaskUnit(graph.nodes.get(unit.ids[0]!) as Task<any>);
+      else await runTaskUnit(unit, graph.nodes.get(unit.ids[0]!) as Task<any>);
     })();
     unitDone.set(unit, promise);
     return promise;
@@ -392,6 +410,34 @@ function groupUnits(graph: Graph, ids: readonly string[]): Unit[] {
     units.push({ ids: members, resource: graph.nodes.get(owner) as ResourceTask<any, any>, deps: [...deps] });
   }
   return units;
+}
+
+/**
+ * Each unit's longest chain of work to the end of the build, counting one per task (a
+ * transaction counts its members): units on the critical path get free slots first.
+ */
+export function unitPriorities(graph: Graph, units: readonly Unit[]): Map<Unit, number> {
+  const unitOf = new Map<string, Unit>();
+  for (const unit of units) for (const id of unit.ids) unitOf.set(id, unit);
+  const after = new Map<Unit, Set<Unit>>(units.map((unit) => [unit, new Set<Unit>()]));
+  for (const unit of units) {
+    for (const dep of unit.deps) {
+      const before = unitOf.get(dep);
+      if (before && before !== unit) after.get(before)!.add(unit);
+    }
+  }
+  const priorities = new Map<Unit, number>();
+  const chain = (unit: Unit): number => {
+    const known = priorities.get(unit);
+    if (known !== undefined) return known;
+    let longest = 0;
+    for (const next of after.get(unit)!) longest = Math.max(longest, chain(next));
+    const own = unit.resource ? unit.ids.length - 1 : 1;
+    priorities.set(unit, own + longest);
+    return own + longest;
+  };
+  for (const unit of units) chain(unit);
+  return priorities;
 }
 
 /** Makes a selection whole: a resource's users run together, so selecting one selects all. */

@@ -219,6 +219,31 @@ describe('interruption', () => {
     await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
   });
 
+  it('a closed terminal (SIGHUP) stops the build like Ctrl-C, cleans up and exits 129', async () => {
+    await toy.configure({ hang: 'c' });
+    const run = toy.start('build', 'c');
+    await waitForGrandchild();
+    const grandchild = Number(await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8'));
+    run.kill('SIGHUP');
+    const result = await run;
+    expect(result.exitCode).toBe(129);
+    expect(result.stderr).toContain('SIGHUP: stopping running tasks, cleaning up');
+    await waitFor(async () => !alive(grandchild), 5000);
+    expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
+    await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
+  });
+
+  it('a reader that goes away (| head) does not stop the build', async () => {
+    await toy.configure({ sleep: 0.3 });
+    const run = toy.start('build');
+    // close our end of the pipe at the first line, as head does after its lines
+    run.stdout!.once('data', () => run.stdout!.destroy());
+    const result = await run;
+    expect(result.exitCode).toBe(0);
+    expect((await toy.runs()).sort()).toEqual(['a', 'b', 'c', 'd']);
+    expect(await readdir(path.join(toy.cache, 'staging'))).toEqual([]);
+  });
+
   it('sweeps what a kill -9 left behind and says so', async () => {
     await toy.configure({ hang: 'c' });
     const run = toy.start('build', 'c');
