@@ -5,7 +5,8 @@
 #
 #   bench/image/straight-line.sh TOPLEVEL WORKDIR FORMAT POOL
 #
-# Writes WORKDIR/nixos.{boot,root}.<ext>. Prints `phase <name> <ms>` lines (and `daemon
+# Writes WORKDIR/nixos.{boot,root}.<ext> with what image-info.json records of them (qemu-img
+# info, sha256 by openssl, the same OpenSSL code Node hashes with). Prints `phase <name> <ms>` lines (and `daemon
 # started|reused`) on stdout; command output goes to WORKDIR/script.log.
 # zfs-fuse is started if it does not answer and stopped at the end only if this script
 # started it (and no other pool or registered ZFS user is left). On every exit, failure
@@ -215,6 +216,13 @@ phase export-pool
 qemu-img convert -f raw "${convert_args[@]}" "$work/boot.raw" "$work/nixos.boot.$ext"
 qemu-img convert -f raw "${convert_args[@]}" "$work/root.work.raw" "$work/nixos.root.$ext"
 phase convert
+
+# post-vm: what image-info.json records of each output (virtual size, file size, sha256)
+for disk in boot root; do
+  qemu-img info --output=json "$work/nixos.$disk.$ext" >"$work/info.$disk.json"
+  openssl dgst -sha256 -r "$work/nixos.$disk.$ext" >"$work/sha256.$disk"
+done
+phase post-vm
 
 stop_daemon
 phase daemon-stop

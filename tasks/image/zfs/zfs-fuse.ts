@@ -255,13 +255,16 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       mount: entry.mount,
       path: hostPath(handle.root, entry.mount),
     }));
-    const { stdout } = await exec(zfs, ['get', '-H', '-o', 'name,value,source', '-r', 'mountpoint', handle.name], { quiet: true });
+    // one query for both: each extra zfs command costs a round trip to the daemon
+    const { stdout } = await exec(zfs, ['get', '-H', '-o', 'name,property,value,source', '-r', 'mountpoint,canmount', handle.name], { quiet: true });
     const current = new Map<string, { value: string; local: boolean }>();
+    const canmount = new Map<string, string>();
     for (const line of stdout.split('\n')) {
-      const [dataset, value, source] = line.split('\t');
+      const [dataset, property, value, source] = line.split('\t');
       // snapshots and volumes have no mountpoint ('-')
       if (!dataset || dataset.includes('@') || value === undefined || value === '-' || source === undefined) continue;
-      current.set(dataset, { value, local: source === 'local' });
+      if (property === 'canmount') canmount.set(dataset, value);
+      else current.set(dataset, { value, local: source === 'local' });
     }
     // zfs shows local paths with the altroot in front; the stored value has none
     const stored = (value: string): string => {
@@ -286,10 +289,14 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         restore.push({ dataset: entry.dataset, mountpoint: info.local ? stored(info.value) : null });
         // with the altroot set, the mountpoint is the path inside the image
         await exec(zfs, ['set', `mountpoint=${entry.mount}`, entry.dataset]);
-        const { stdout: state } = await exec(zfs, ['get', '-H', '-o', 'value', 'mounted', entry.dataset], { quiet: true });
-        // canmount=noauto does not mount on set
-        if (state.trim() !== 'yes') await exec(zfs, ['mount', entry.dataset]);
+        // canmount=on mounts on set; noauto does not
+        if ((canmount.get(entry.dataset) ?? 'on') !== 'on') await exec(zfs, ['mount', entry.dataset]);
         mounted.push({ dataset: entry.dataset, path: entry.path });
+      }
+      // Never install into the host folder under a dataset that did not mount.
+      const unmounted = (await listDatasets(handle.name)).filter((row) => requested.has(row.name) && !row.mounted);
+      if (unmounted.length > 0) {
+        throw new Error(`zfs-fuse did not mount ${unmounted.map((row) => row.name).join(', ')} after setting the mountpoint`);
       }
     } catch (error) {
       await unmountAll(handle, { mounted, restore }, { force: true }).catch(() => undefined);
