@@ -64,8 +64,8 @@ function freshBundle(stampFile, entry) {
   }
   if (stamp.format !== FORMAT || stamp.entry !== entry) return undefined;
   for (const [file, size, mtimeMs, ino] of stamp.inputs) {
-    const info = statSync(file, { throwIfNoEntry: false });
-    if (!info || info.size !== size || info.mtimeMs !== mtimeMs || info.ino !== ino) return undefined;
+    const [, nowSize, nowMtimeMs, nowIno] = stampOf(file);
+    if (nowSize !== size || nowMtimeMs !== mtimeMs || nowIno !== ino) return undefined;
   }
   return statSync(stamp.bundle, { throwIfNoEntry: false }) ? stamp.bundle : undefined;
 }
@@ -113,12 +113,13 @@ async function buildBundle(entry, cacheDir, stampFile) {
 }
 
 /**
+ * A file's size, mtime and inode; -1 for each when it does not exist (it may appear later).
  * @param {string} file
  * @returns {InputStamp}
  */
 function stampOf(file) {
-  const info = statSync(file);
-  return [file, info.size, info.mtimeMs, info.ino];
+  const info = statSync(file, { throwIfNoEntry: false });
+  return info ? [file, info.size, info.mtimeMs, info.ino] : [file, -1, -1, -1];
 }
 
 /**

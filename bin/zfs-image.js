@@ -6,5 +6,6 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { importTaskfile } from './taskfile-bundle.js';
 
+process.env['TASKFILE_PROGRAM'] ??= 'zfs-image';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 await importTaskfile(path.join(root, 'Taskfile.ts'), path.join(root, 'node_modules', '.cache', 'nixos-zfs-image'));

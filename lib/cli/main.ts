@@ -74,7 +74,8 @@ function ignoreClosedOutput(error: NodeJS.ErrnoException): void {
 
 /** The command line as a function: returns the exit status. */
 export async function main(options: TaskfileOptions, argv: readonly string[], io: CliIo, signal: AbortSignal): Promise<number> {
-  const program = options.program ?? 'Taskfile.ts';
+  // bin/zfs-image.js names itself, so --help shows the command the user typed
+  const program = io.env['TASKFILE_PROGRAM'] ?? options.program ?? 'Taskfile.ts';
   const parsed = parseCli(argv, availableParallelism());
   if (!parsed.ok) {
     io.stderr(`error: ${parsed.error}\nRun \`${program} --help\` for usage.\n`);

@@ -68,7 +68,7 @@ export async function imageProject(pool: string, extraEnv: Record<string, string
   // Options go before a `--`: what follows it is a command for `shell`.
   const argv = (args: string[]) => {
     const cut = args.includes('--') ? args.indexOf('--') : args.length;
-    return ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args.slice(0, cut), '--config', configFile, '--cache-dir', cache, '--out', out, ...args.slice(cut)];
+    return [path.join(ROOT, 'bin/zfs-image.js'), ...args.slice(0, cut), '--config', configFile, '--cache-dir', cache, '--out', out, ...args.slice(cut)];
   };
   const run = async (...args: string[]) => {
     const result = await execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv } });

@@ -14,7 +14,8 @@ afterAll(() => rm(dir, { recursive: true, force: true }));
 
 describe('the demo', () => {
   it('builds with the embedded config and describes what it built', async () => {
-    const result = await execa(process.execPath, ['--import', 'tsx', 'Taskfile.ts', 'build', '--cache-dir', path.join(dir, 'cache'), '--out', path.join(dir, 'result')], {
+    // the README's first command (after setup): npx zfs-image build
+    const result = await execa('npx', ['--no-install', 'zfs-image', 'build', '--cache-dir', path.join(dir, 'cache'), '--out', path.join(dir, 'result')], {
       cwd: ROOT,
       reject: false,
       env: { CI: '1' },
@@ -26,5 +27,15 @@ describe('the demo', () => {
     expect(info).toMatchObject({ name: 'nixos-zfs-demo', format: 'qcow2' });
     expect(info.system.toplevel).toMatch(/^\/nix\/store\/[a-z0-9]{32}-nixos-system-demo/);
     for (const disk of ['boot', 'root']) await execa('qemu-img', ['check', path.join(dir, `result/nixos.${disk}.qcow2`)]);
+  });
+
+  it('Taskfile.ts run from its sources (tsx) agrees with the bundle: everything is cached', async () => {
+    const result = await execa(process.execPath, ['--import', 'tsx', 'Taskfile.ts', 'build', '--cache-dir', path.join(dir, 'cache'), '--out', path.join(dir, 'result')], {
+      cwd: ROOT,
+      reject: false,
+      env: { CI: '1' },
+    });
+    expect(result.exitCode, result.stdout + result.stderr).toBe(0);
+    expect(result.stdout).toMatch(/done in .*: 0 ran, 11 cached, 1 skipped, 0 failed/);
   });
 });
