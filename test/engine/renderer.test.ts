@@ -30,10 +30,10 @@ describe('listr2 renderer on a TTY', () => {
       'sleep 60',
     ].join('; ');
     await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
-    // mid-run: b and c sleep, d waits for them
-    await waitFor(async () => /d: toy d \(waiting\)/.test(await screen()), 20_000);
-    const during = await screen();
-    expect(during).toMatch(/✔ a: toy a \[\d+/);
+    // mid-run: a is done, b and c sleep, d waits for them (the first frame shows all four waiting)
+    let during = '';
+    await waitFor(async () => /✔ a: toy a \[\d+/.test((during = await screen())), 20_000);
+    expect(during).toMatch(/d: toy d \(waiting\)/);
     expect(during).toMatch(/b: toy b/);
     expect(during).toMatch(/c: toy c/);
     await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 30_000);
