@@ -2,6 +2,7 @@ import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import { mountsUnder, type Sweeper } from '../../lib/caching/sweep.ts';
 import { findProgram } from './zfs/select-driver.ts';
+import { zfsFuseLock } from './zfs/zfs-fuse.ts';
 
 /** Loop devices whose backing file lies under `folder` (from `losetup --list`). */
 export async function loopDevicesUnder(exec: Exec, folder: string): Promise<string[]> {
@@ -37,9 +38,12 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
     const zpool = findProgram('zpool');
     if (zpool) {
       for (const pool of await poolsUsing(exec, zpool, folder, devices)) {
-        const exported = await exec(zpool, ['export', pool], { quiet: true }).then(
-          () => true,
-          () => exec(zpool, ['export', '-f', pool], { quiet: true }).then(() => true, () => false),
+        // under the zfs-fuse lock: an unmount racing another build's mount can hang zfs-fuse
+        const exported = await zfsFuseLock().hold(() =>
+          exec(zpool, ['export', pool], { quiet: true }).then(
+            () => true,
+            () => exec(zpool, ['export', '-f', pool], { quiet: true }).then(() => true, () => false),
+          ),
         );
         report.push(exported ? `exported pool ${pool} left imported by a dead run` : `could not export pool ${pool} (imported from ${folder}); export it by hand`);
       }

@@ -154,7 +154,12 @@ export async function startZfsFuse(work: string): Promise<{ stop(): Promise<void
   const marker = path.join(ZFS_USERS_DIR, String(process.pid));
   await mkdir(ZFS_USERS_DIR, { recursive: true });
   await writeFile(marker, 'test\n');
-  const answers = async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0;
+  // A daemon that takes this long for `zpool list` is deadlocked: replace it, or every later test hangs on it.
+  const answers = async () => {
+    const result = await execa('zpool', ['list'], { reject: false, timeout: 20_000 });
+    if (result.timedOut) await killStuckZfsFuse();
+    return result.exitCode === 0;
+  };
   if (await answers()) return { stop: async () => void (await rm(marker, { force: true })) };
   const pidFile = path.join(work, 'zfs-fuse.pid');
   await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
@@ -174,6 +179,22 @@ export async function startZfsFuse(work: string): Promise<{ stop(): Promise<void
         if (!state || state.slice(state.lastIndexOf(')') + 2).startsWith('Z')) return;
         await new Promise((r) => setTimeout(r, 100));
       }
+      // it normally exits in about 5 s; one that does not is stuck
+      await killStuckZfsFuse();
     },
   };
+}
+
+/** Kills every zfs-fuse daemon and lazily detaches its FUSE mounts (only for a daemon that stopped answering). */
+async function killStuckZfsFuse(): Promise<void> {
+  console.warn('zfs-fuse stopped answering: killing it and detaching its mounts so later tests do not hang');
+  await execa('pkill', ['-KILL', '-x', 'zfs-fuse'], { reject: false });
+  await new Promise((r) => setTimeout(r, 500));
+  const mounts = (await readFile('/proc/self/mounts', 'utf8'))
+    .split('\n')
+    .map((line) => line.split(' '))
+    .filter((fields) => fields[2] === 'fuse.zfs' && fields[1])
+    .map((fields) => fields[1]!.replace(/\\040/g, ' '))
+    .sort((a, b) => b.length - a.length);
+  for (const mount of mounts) await execa('umount', ['-l', mount], { reject: false });
 }

@@ -7,6 +7,7 @@ import { createExec } from '../../lib/execution/exec.ts';
 import { hasMountsUnder } from '../../tasks/image/zfs/driver.ts';
 import type { MountState, PoolHandle, ZfsDriver, ZfsSession } from '../../tasks/image/zfs/driver.ts';
 import type { Exec } from '../../lib/execution/types.ts';
+import type { HostLock } from '../../lib/execution/host-lock.ts';
 import { adaptPropertiesForZfsFuse, createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
 import { findProgram, selectDriver } from '../../tasks/image/zfs/select-driver.ts';
 
@@ -82,6 +83,31 @@ describe('zfs-fuse commands (recorded)', () => {
       ['zpool', 'create', '-R', '/w/mnt', '-m', 'legacy', '-o', 'autoexpand=on', '-O', 'atime=off', 'tank', '/w/root.raw'],
       ['zfs', 'create', '-p', '-o', 'com.example:x=y', 'tank/root'],
     ]);
+  });
+
+  it('runs every zpool and zfs command alone under the host lock, one hold each', async () => {
+    const calls: string[] = [];
+    let held = false;
+    const exec: Exec = async (file, args) => {
+      calls.push(`${held ? 'locked' : 'UNLOCKED'} ${file} ${args[0]}`);
+      return { command: file, exitCode: 0, stdout: '', stderr: '' };
+    };
+    const lock: HostLock = {
+      async hold(work) {
+        expect(held).toBe(false); // never nested: a nested hold would wait for itself
+        held = true;
+        try {
+          return await work();
+        } finally {
+          held = false;
+        }
+      },
+    };
+    const driver = createZfsFuseDriver({ exec, lock });
+    const handle = await driver.createPool({ pool: 'tank', vdev: '/w/root.raw', root: '/w/mnt', poolProperties: {}, filesystemProperties: {} });
+    await driver.createDataset(handle, 'tank/root', {});
+    await driver.exportPool({ ...handle, tempDirs: [] });
+    expect(calls).toEqual(['locked zpool list', 'locked zpool create', 'locked zfs create', 'locked zpool export']);
   });
 
   it('refuses a pool name that is imported already', async () => {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { constants } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { createExec } from '../../../lib/execution/exec.ts';
+import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import {
@@ -46,6 +47,23 @@ export interface ZfsFuseOptions {
   readonly readyTimeoutMs?: number;
   /** How long SIGTERM may take before SIGKILL (default 15 s; it takes about 5 s). */
   readonly stopTimeoutMs?: number;
+  /** Serialises zpool and zfs commands across builds (default: {@link ZFS_FUSE_LOCK_FILE}). */
+  readonly lock?: HostLock;
+}
+
+/**
+ * The host-wide lock every zpool and zfs command of this driver runs under. Two
+ * commands that mount at once (two `zfs set mountpoint`, say) can deadlock the
+ * zfs-fuse 0.7 daemon for good: both wait on a new FUSE mount it never initialises.
+ */
+export const ZFS_FUSE_LOCK_FILE = '/run/nixos-zfs-image/zfs-fuse.lock';
+
+let sharedLock: HostLock | undefined;
+
+/** This process's hold on {@link ZFS_FUSE_LOCK_FILE}, shared so its own commands queue too. */
+export function zfsFuseLock(): HostLock {
+  sharedLock ??= createHostLock(ZFS_FUSE_LOCK_FILE);
+  return sharedLock;
 }
 
 /** Pool properties zfs-fuse can set at creation (pool version 23). */
@@ -165,10 +183,14 @@ interface DatasetRow {
 
 /** Creates the zfs-fuse driver. */
 export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
-  const exec = options.exec ?? createExec();
+  const run = options.exec ?? createExec();
   const daemon = options.daemon ?? 'zfs-fuse';
   const zpool = options.zpool ?? 'zpool';
   const zfs = options.zfs ?? 'zfs';
+  const lock = options.lock ?? zfsFuseLock();
+  // one daemon request at a time on the whole host; the daemon itself is started unlocked
+  const exec: Exec = (file, args, execOptions) =>
+    file === zpool || file === zfs ? lock.hold(() => run(file, args, execOptions)) : run(file, args, execOptions);
 
   const poolNames = async (): Promise<string[]> => {
     const { stdout } = await exec(zpool, ['list', '-H', '-o', 'name'], { quiet: true });

@@ -1,0 +1,101 @@
+import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+
+/**
+ * An exclusive lock shared by every process on the host: `flock(1)` (util-linux)
+ * holds it in a helper shell that lives as long as this process, so each hold
+ * costs one pipe round trip and the kernel drops it if this process dies.
+ * Holds within this process are queued, one at a time.
+ */
+export interface HostLock {
+  /** Runs `work` while holding the lock. */
+  hold<T>(work: () => Promise<T>): Promise<T>;
+}
+
+// fd 9 stays open on the lock file; the shell answers each request on its own line
+const HELPER = [
+  'exec 9>>"$1" || exit 1',
+  'while read -r op; do',
+  '  case "$op" in',
+  '    lock) if flock -x 9; then echo locked; else echo failed; fi ;;',
+  '    unlock) flock -u 9; echo unlocked ;;',
+  '  esac',
+  'done',
+].join('\n');
+
+// the running helper and who waits for its next answers, in order
+interface Helper {
+  readonly child: ChildProcessWithoutNullStreams;
+  readonly answers: ((line: string | Error) => void)[];
+}
+
+/** A host-wide lock on `file` (its folder is created when missing). */
+export function createHostLock(file: string): HostLock {
+  let helper: Helper | undefined;
+  let queue: Promise<unknown> = Promise.resolve();
+
+  const start = async (): Promise<Helper> => {
+    if (helper) return helper;
+    await mkdir(path.dirname(file), { recursive: true });
+    const child = spawn('sh', ['-c', HELPER, 'host-lock', file], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const started: Helper = { child, answers: [] };
+    let buffered = '';
+    let stderr = '';
+    const failAll = (error: Error): void => {
+      for (const answer of started.answers.splice(0)) answer(error);
+      if (helper === started) helper = undefined;
+    };
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (chunk: string) => {
+      buffered += chunk;
+      for (let end = buffered.indexOf('\n'); end >= 0; end = buffered.indexOf('\n')) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 1);
+        started.answers.shift()?.(line);
+      }
+    });
+    child.stderr.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
+    child.on('error', (error) => failAll(new Error(`cannot take the host lock ${file}: ${error.message}`)));
+    child.on('exit', () => failAll(new Error(`cannot take the host lock ${file}: ${stderr.trim() || 'its helper shell exited'}`)));
+    // a lock helper never keeps the process alive; it ends when our stdin closes
+    child.unref();
+    (child.stdout as { unref?: () => void }).unref?.();
+    (child.stderr as { unref?: () => void }).unref?.();
+    (child.stdin as { unref?: () => void }).unref?.();
+    helper = started;
+    return started;
+  };
+
+  const ask = async (op: 'lock' | 'unlock'): Promise<void> => {
+    const { child, answers } = await start();
+    // keep the event loop alive while an answer is due
+    (child.stdout as { ref?: () => void }).ref?.();
+    try {
+      const answer = await new Promise<string | Error>((resolve) => {
+        answers.push(resolve);
+        child.stdin.write(`${op}\n`);
+      });
+      if (answer instanceof Error) throw answer;
+      if (answer === 'failed') throw new Error(`cannot take the host lock ${file}: flock failed (is util-linux installed?)`);
+    } finally {
+      if (answers.length === 0) (child.stdout as { unref?: () => void }).unref?.();
+    }
+  };
+
+  return {
+    hold<T>(work: () => Promise<T>): Promise<T> {
+      const run = async (): Promise<T> => {
+        await ask('lock');
+        try {
+          return await work();
+        } finally {
+          await ask('unlock').catch(() => undefined);
+        }
+      };
+      const result = queue.then(run, run);
+      queue = result.catch(() => undefined);
+      return result;
+    },
+  };
+}
