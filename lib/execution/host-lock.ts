@@ -1,11 +1,13 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 
 /**
- * An exclusive lock shared by every process on the host: `flock(1)` (util-linux)
- * holds it in a helper shell that lives as long as this process, so each hold
- * costs one pipe round trip and the kernel drops it if this process dies.
+ * An exclusive lock shared by every process on the host: flock(2) on `file`, taken
+ * by a helper (perl, else a shell running util-linux `flock`) that lives as long as
+ * this process, so a hold costs a pipe round trip and the kernel drops the lock if
+ * this process dies.
  * Holds within this process are queued, one at a time.
  */
 export interface HostLock {
@@ -13,13 +15,25 @@ export interface HostLock {
   hold<T>(work: () => Promise<T>): Promise<T>;
 }
 
-// fd 9 stays open on the lock file; the shell answers each request on its own line
-const HELPER = [
-  'exec 9>>"$1" || exit 1',
+// The shell answers each request on its own line. Unlocking closes fd 9, which drops the flock
+// without spawning anything (the flock process that took it has exited and shares nothing).
+// Perl (Essential on Debian) has flock built in: no process per hold. The shell is the fallback.
+const PERL_HELPER = [
+  'use Fcntl qw(:flock); $| = 1;',
+  'open(my $fh, ">>", $ARGV[0]) or exit 1;',
+  'while (my $op = <STDIN>) {',
+  '  chomp $op;',
+  '  if ($op eq "lock") { print(flock($fh, LOCK_EX) ? "locked\\n" : "failed\\n") }',
+  '  elsif ($op eq "unlock") { flock($fh, LOCK_UN); print "unlocked\\n" }',
+  '}',
+].join('\n');
+
+const SH_HELPER = [
+  ': >>"$1" || exit 1',
   'while read -r op; do',
   '  case "$op" in',
-  '    lock) if flock -x 9; then echo locked; else echo failed; fi ;;',
-  '    unlock) flock -u 9; echo unlocked ;;',
+  '    lock) if exec 9>>"$1" && flock -x 9; then echo locked; else echo failed; fi ;;',
+  '    unlock) exec 9>&-; echo unlocked ;;',
   '  esac',
   'done',
 ].join('\n');
@@ -30,15 +44,26 @@ interface Helper {
   readonly answers: ((line: string | Error) => void)[];
 }
 
+let perlFound: boolean | undefined;
+const hasPerl = (): boolean =>
+  (perlFound ??= (process.env['PATH'] ?? '').split(path.delimiter).some((dir) => dir !== '' && existsSync(path.join(dir, 'perl'))));
+
+/** Which helper holds the lock: perl when it is on PATH (the default), else sh with `flock`. */
+export interface HostLockOptions {
+  readonly helper?: 'perl' | 'sh';
+}
+
 /** A host-wide lock on `file` (its folder is created when missing). */
-export function createHostLock(file: string): HostLock {
+export function createHostLock(file: string, options: HostLockOptions = {}): HostLock {
   let helper: Helper | undefined;
   let queue: Promise<unknown> = Promise.resolve();
 
   const start = async (): Promise<Helper> => {
     if (helper) return helper;
     await mkdir(path.dirname(file), { recursive: true });
-    const child = spawn('sh', ['-c', HELPER, 'host-lock', file], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = (options.helper ?? (hasPerl() ? 'perl' : 'sh')) === 'perl'
+      ? spawn('perl', ['-e', PERL_HELPER, file], { stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn('sh', ['-c', SH_HELPER, 'host-lock', file], { stdio: ['pipe', 'pipe', 'pipe'] });
     const started: Helper = { child, answers: [] };
     let buffered = '';
     let stderr = '';

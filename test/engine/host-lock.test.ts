@@ -19,10 +19,10 @@ const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(do
 /** True when another process could take the lock right now. */
 const free = async (): Promise<boolean> => (await execa('flock', ['-n', lockFile, 'true'], { reject: false })).exitCode === 0;
 
-describe('host lock', () => {
+describe.each(['perl', 'sh'] as const)('host lock held by %s', (helper) => {
   it('waits for another process that holds the file, and creates its folder', async () => {
     const trace = path.join(dir, 'trace');
-    const lock = createHostLock(lockFile);
+    const lock = createHostLock(lockFile, { helper });
     await lock.hold(async () => undefined); // creates sub/
     const other = execa('flock', ['-x', lockFile, 'sh', '-c', `echo other-in >> ${trace}; sleep 0.5; echo other-out >> ${trace}`]);
     await waitFor(async () => (await readFile(trace, 'utf8').catch(() => '')).includes('other-in'));
@@ -32,7 +32,7 @@ describe('host lock', () => {
   });
 
   it('holds it against other processes only while the work runs, also when the work fails', async () => {
-    const lock = createHostLock(lockFile);
+    const lock = createHostLock(lockFile, { helper });
     let seenInside = true;
     await lock.hold(async () => {
       seenInside = await free();
@@ -44,7 +44,7 @@ describe('host lock', () => {
   });
 
   it('runs holds of one process one at a time, in order', async () => {
-    const lock = createHostLock(lockFile);
+    const lock = createHostLock(lockFile, { helper });
     const order: string[] = [];
     let inside = 0;
     let most = 0;
@@ -65,7 +65,7 @@ describe('host lock', () => {
 
   it('does not keep a process alive after its last hold', async () => {
     const script = `import { createHostLock } from './lib/execution/host-lock.ts';
-await createHostLock(${JSON.stringify(lockFile)}).hold(async () => console.log('held'));`;
+await createHostLock(${JSON.stringify(lockFile)}, { helper: ${JSON.stringify(helper)} }).hold(async () => console.log('held'));`;
     const result = await execa(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 20_000, reject: false });
     expect(result.timedOut).toBe(false);
     expect(result.exitCode, result.stderr).toBe(0);
@@ -74,7 +74,7 @@ await createHostLock(${JSON.stringify(lockFile)}).hold(async () => console.log('
   });
 
   it('names the file when the lock cannot be taken', async () => {
-    const lock = createHostLock('/proc/version/not-a-folder/zfs.lock');
+    const lock = createHostLock('/proc/version/not-a-folder/zfs.lock', { helper });
     await expect(lock.hold(async () => undefined)).rejects.toThrow(/not-a-folder/);
   });
 });
