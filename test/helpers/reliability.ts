@@ -75,7 +75,7 @@ export const ZFS_FUSE_STARTER_FILE = '/run/nixos-zfs-image/zfs-fuse-started-by';
 
 /** The pid of the build that started the running zfs-fuse daemon, if one recorded it. */
 export async function zfsFuseStarter(): Promise<number | undefined> {
-  const pid = Number((await readFile(ZFS_FUSE_STARTER_FILE, 'utf8').catch(() => '')).trim());
+  const pid = Number((await readFile(ZFS_FUSE_STARTER_FILE, 'utf8').catch(() => '')).split('\n')[0]!.trim());
   return pid > 0 ? pid : undefined;
 }
 

@@ -2,6 +2,7 @@
 // the next run says what it cleaned (the dead run's lock, its pool, its mounts, its folders),
 // then resumes from the last published checkpoint and succeeds.
 import { execa } from 'execa';
+import { existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -24,6 +25,7 @@ import {
   withStatus,
   zfsFuseDaemons,
   zfsFuseStarter,
+  ZFS_FUSE_STARTER_FILE,
 } from '../helpers/reliability.ts';
 import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
@@ -167,6 +169,9 @@ describe('kill -9 of the runner', () => {
     const left = await zfsFuseDaemons();
     expect(left).toHaveLength(1); // the dead run's daemon outlives it
     expect(await zfsFuseStarter()).toBe(dead);
+    const pidDir = path.dirname((await readFile(ZFS_FUSE_STARTER_FILE, 'utf8')).split('\n')[1]!);
+    expect(path.basename(pidDir)).toMatch(/^zfs-fuse-/);
+    expect(await entries(pidDir)).toEqual(['zfs-fuse.pid']);
 
     const next = await project.run('build');
     expect(next.exitCode, next.stderr + next.stdout).toBe(0);
@@ -174,6 +179,7 @@ describe('kill -9 of the runner', () => {
     // The next build used that daemon and, the last one out with its starter dead, stopped it.
     expect(await zfsFuseDaemons()).toEqual([]);
     expect(await zfsFuseStarter()).toBeUndefined();
+    expect(existsSync(pidDir)).toBe(false); // its pid file's folder went with it
     expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
   });
 });

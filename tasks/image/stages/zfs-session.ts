@@ -40,7 +40,8 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
   const session = await driver.prepare();
   if (session.started) {
     log(`started the ${driver.name} daemon; it is stopped when the build ends`);
-    await writeFile(STARTER_FILE, `${process.pid}\n`);
+    // the pid file's folder too: a build that stops the daemon for a dead starter removes it
+    await writeFile(STARTER_FILE, `${process.pid}\n${session.pidFile ?? ''}\n`);
   }
   return {
     async release() {
@@ -57,10 +58,15 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
         else if (result.reason) throw new Error(result.reason);
         return;
       }
-      const starter = Number((await readFile(STARTER_FILE, 'utf8').catch(() => '')).trim());
+      const [starterLine = '', pidFile = ''] = (await readFile(STARTER_FILE, 'utf8').catch(() => '')).split('\n');
+      const starter = Number(starterLine.trim());
       if (driver.name === 'zfs-fuse' && starter > 0 && !isAlive(starter)) {
         // The build that started the daemon has ended (or was killed) while we used it: we are the last user.
-        if (await stopZfsFuseDaemon(exec, log)) await rm(STARTER_FILE, { force: true });
+        if (await stopZfsFuseDaemon(exec, log)) {
+          // only the folder the driver made for the pid file (zfs-fuse-XXXXXX), never anything else
+          if (/\/zfs-fuse-[^/]+\/zfs-fuse\.pid$/.test(pidFile)) await rm(path.dirname(pidFile), { recursive: true, force: true });
+          await rm(STARTER_FILE, { force: true });
+        }
       }
     },
   };

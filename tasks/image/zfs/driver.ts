@@ -72,6 +72,8 @@ export interface MountState {
 export interface ZfsSession {
   /** True when this session started the zfs-fuse daemon (and so will stop it). */
   readonly started: boolean;
+  /** The started daemon's pid file, alone in a temporary folder (so whoever stops it can remove the folder). */
+  readonly pidFile?: string;
   /**
    * Stops what `prepare` started. A daemon that holds pools it did not hold at
    * start (another build's, or ours not exported) is left running and the reason

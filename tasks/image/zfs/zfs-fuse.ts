@@ -405,7 +405,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       await rm(pidDir, { recursive: true, force: true });
       return { stopped: true };
     };
-    return { started: true, stop };
+    return { started: true, stop, pidFile };
   };
 
   return {
