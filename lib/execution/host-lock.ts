@@ -1,7 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { whichTool } from '../caching/file-hash.ts';
 
 /**
  * An exclusive lock shared by every process on the host: flock(2) on `file`, taken
@@ -15,9 +15,8 @@ export interface HostLock {
   hold<T>(work: () => Promise<T>): Promise<T>;
 }
 
-// The shell answers each request on its own line. Unlocking closes fd 9, which drops the flock
-// without spawning anything (the flock process that took it has exited and shares nothing).
-// Perl (Essential on Debian) has flock built in: no process per hold. The shell is the fallback.
+// Each helper answers each request on its own line.
+// Perl (Essential on Debian) has flock built in: no process per hold.
 const PERL_HELPER = [
   'use Fcntl qw(:flock); $| = 1;',
   'open(my $fh, ">>", $ARGV[0]) or exit 1;',
@@ -28,6 +27,8 @@ const PERL_HELPER = [
   '}',
 ].join('\n');
 
+// The fallback spawns flock(1) per lock. Unlocking closes fd 9, which drops the flock without
+// spawning anything (the flock process that took it has exited and shares nothing).
 const SH_HELPER = [
   ': >>"$1" || exit 1',
   'while read -r op; do',
@@ -44,10 +45,6 @@ interface Helper {
   readonly answers: ((line: string | Error) => void)[];
 }
 
-let perlFound: boolean | undefined;
-const hasPerl = (): boolean =>
-  (perlFound ??= (process.env['PATH'] ?? '').split(path.delimiter).some((dir) => dir !== '' && existsSync(path.join(dir, 'perl'))));
-
 /** Which helper holds the lock: perl when it is on PATH (the default), else sh with `flock`. */
 export interface HostLockOptions {
   readonly helper?: 'perl' | 'sh';
@@ -61,7 +58,7 @@ export function createHostLock(file: string, options: HostLockOptions = {}): Hos
   const start = async (): Promise<Helper> => {
     if (helper) return helper;
     await mkdir(path.dirname(file), { recursive: true });
-    const child = (options.helper ?? (hasPerl() ? 'perl' : 'sh')) === 'perl'
+    const child = (options.helper ?? ((await whichTool('perl')) ? 'perl' : 'sh')) === 'perl'
       ? spawn('perl', ['-e', PERL_HELPER, file], { stdio: ['pipe', 'pipe', 'pipe'] })
       : spawn('sh', ['-c', SH_HELPER, 'host-lock', file], { stdio: ['pipe', 'pipe', 'pipe'] });
     const started: Helper = { child, answers: [] };
@@ -82,7 +79,7 @@ export function createHostLock(file: string, options: HostLockOptions = {}): Hos
     });
     child.stderr.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
     child.on('error', (error) => failAll(new Error(`cannot take the host lock ${file}: ${error.message}`)));
-    child.on('exit', () => failAll(new Error(`cannot take the host lock ${file}: ${stderr.trim() || 'its helper shell exited'}`)));
+    child.on('exit', () => failAll(new Error(`cannot take the host lock ${file}: ${stderr.trim() || 'its helper exited'}`)));
     // a lock helper never keeps the process alive; it ends when our stdin closes
     child.unref();
     (child.stdout as { unref?: () => void }).unref?.();
@@ -102,7 +99,7 @@ export function createHostLock(file: string, options: HostLockOptions = {}): Hos
         child.stdin.write(`${op}\n`);
       });
       if (answer instanceof Error) throw answer;
-      if (answer === 'failed') throw new Error(`cannot take the host lock ${file}: flock failed (is util-linux installed?)`);
+      if (answer === 'failed') throw new Error(`cannot take the host lock ${file}: flock failed`);
     } finally {
       if (answers.length === 0) (child.stdout as { unref?: () => void }).unref?.();
     }

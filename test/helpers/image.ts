@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT } from './toy.ts';
 import { otherZfsUsers, ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
+import { detachDeadMounts } from '../../tasks/image/zfs/zfs-fuse.ts';
+import { createExec } from '../../lib/execution/exec.ts';
 
 /** A scratch image project: config, cache and output folders in a temporary folder. */
 export interface ImageProject {
@@ -190,11 +192,5 @@ async function killStuckZfsFuse(): Promise<void> {
   console.warn('zfs-fuse stopped answering: killing it and detaching its mounts so later tests do not hang');
   await execa('pkill', ['-KILL', '-x', 'zfs-fuse'], { reject: false });
   await new Promise((r) => setTimeout(r, 500));
-  const mounts = (await readFile('/proc/self/mounts', 'utf8'))
-    .split('\n')
-    .map((line) => line.split(' '))
-    .filter((fields) => fields[2] === 'fuse.zfs' && fields[1])
-    .map((fields) => fields[1]!.replace(/\\040/g, ' '))
-    .sort((a, b) => b.length - a.length);
-  for (const mount of mounts) await execa('umount', ['-l', mount], { reject: false });
+  await detachDeadMounts(createExec());
 }

@@ -60,13 +60,11 @@ export async function copyClosure(ctx: TaskContext<any>, root: string, closure: 
     }
   }
   ctx.log(`copying ${missing.length} store paths (${formatBytes(totalBytes - bytes)}); ${done} already present`);
-  const report = (): void =>
-    ctx.progress(totalBytes > 0 ? bytes / totalBytes : done / closure.length, `${done}/${closure.length} paths, ${formatBytes(bytes)} of ${formatBytes(totalBytes)}`);
   for (const batch of batchStorePaths(missing, missingSizes)) {
     await ctx.exec('cp', ['-a', '--', ...batch.paths, store], { quiet: true });
     bytes += batch.bytes;
     done += batch.paths.length;
-    report();
+    ctx.progress(totalBytes > 0 ? bytes / totalBytes : done / closure.length, `${done}/${closure.length} paths, ${formatBytes(bytes)} of ${formatBytes(totalBytes)}`);
   }
   ctx.log(`copied ${done} store paths (${formatBytes(bytes)})`);
 }

@@ -160,7 +160,7 @@ async function processAlive(pid: number): Promise<boolean> {
 }
 
 /** Lazily unmounts every zfs-fuse mount; only called once the one zfs-fuse daemon of the host is dead. */
-async function detachDeadMounts(exec: Exec): Promise<void> {
+export async function detachDeadMounts(exec: Exec): Promise<void> {
   const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
   const points = info
     .split('\n')
