@@ -1,23 +1,14 @@
-import { readdir, readFile, rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { mountsAtOrBelow, readMountTable } from '../execution/mount-table.ts';
 import { isAlive } from './lock.ts';
 
 /** A plugin's hook to release what a dead run held in one of its folders (a pool, mounts, loop devices). */
 export type Sweeper = (leftover: { folder: string; pid: number }) => Promise<readonly string[]>;
 
-/** Paths that are mount points at or below `folder`, from /proc/mounts. */
+/** Paths that are mount points at or below `folder`, from the kernel's mount table. */
 export async function mountsUnder(folder: string): Promise<string[]> {
-  let table = '';
-  try {
-    table = await readFile('/proc/mounts', 'utf8');
-  } catch {
-    return [];
-  }
-  const prefix = folder.endsWith('/') ? folder : `${folder}/`;
-  return table
-    .split('\n')
-    .map((line) => line.split(' ')[1]?.replace(/\\040/g, ' ') ?? '')
-    .filter((mount) => mount === folder || mount.startsWith(prefix));
+  return mountsAtOrBelow(await readMountTable(), folder).map((entry) => entry.target);
 }
 
 /**

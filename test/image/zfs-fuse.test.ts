@@ -1,5 +1,6 @@
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, truncate, writeFile, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, stat, symlink, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -119,6 +120,58 @@ describe('zfs-fuse commands (recorded)', () => {
   });
 });
 
+describe('zfs-fuse round trips and mount checks (recorded)', () => {
+  const answering = (pools: string, calls: string[][]): Exec => async (file, args) => {
+    calls.push([file, ...args]);
+    return { command: file, exitCode: 0, stdout: file === 'zpool' && args[0] === 'list' ? pools : '', stderr: '' };
+  };
+  const options = { pool: 'tank', vdev: '/w/root.raw', root: '/w/mnt', poolProperties: {}, filesystemProperties: {} };
+
+  // prepare() looks for /dev/fuse before it asks the daemon
+  const noFuse = !existsSync('/dev/fuse');
+
+  it.skipIf(noFuse)('lets the daemon check answer the name check right after it, and asks again once anything else ran', async () => {
+    const calls: string[][] = [];
+    const driver = createZfsFuseDriver({ exec: answering('', calls) });
+    expect((await driver.prepare()).started).toBe(false);
+    const handle = await driver.createPool(options);
+    await driver.exportPool({ ...handle, tempDirs: [] });
+    await driver.createPool(options);
+    expect(calls.map((call) => call.slice(0, 2).join(' '))).toEqual([
+      'zpool list', // the daemon check, reused by the first createPool
+      'zpool create',
+      'zpool export',
+      'zpool list', // a new name check: other commands ran since
+      'zpool create',
+    ]);
+  });
+
+  it.skipIf(noFuse)('still refuses a taken name with the list the daemon check read', async () => {
+    const calls: string[][] = [];
+    const driver = createZfsFuseDriver({ exec: answering('tank\n', calls) });
+    await driver.prepare();
+    await expect(driver.createPool(options)).rejects.toThrow(/already imported on this host/);
+    expect(calls).toHaveLength(1);
+  });
+
+  it('refuses to go on when a dataset is not really mounted where the image needs it', async () => {
+    // the daemon says yes to everything, but nothing appears in the kernel's mount table
+    const calls: string[][] = [];
+    const exec: Exec = async (file, args) => {
+      calls.push([file, ...args]);
+      const stdout = args[0] === 'get' ? 'tank/root\tmountpoint\tlegacy\tinherited from tank\ntank/root\tcanmount\ton\tdefault\n' : '';
+      return { command: file, exitCode: 0, stdout, stderr: '' };
+    };
+    const driver = createZfsFuseDriver({ exec });
+    const handle: PoolHandle = { driver: 'zfs-fuse', pool: 'tank', name: 'tank', vdev: '/w/root.raw', root: '/w/mnt', tempDirs: [] };
+    await expect(driver.mountDatasets(handle, [{ dataset: 'tank/root', mount: '/' }])).rejects.toThrow(
+      "zfs-fuse did not mount tank/root (at /w/mnt) after setting the mountpoint",
+    );
+    // and sets the mountpoint back before giving up
+    expect(calls.at(-1)).toEqual(['zfs', 'inherit', 'mountpoint', 'tank/root']);
+  });
+});
+
 const daemon = findProgram('zfs-fuse');
 const isRoot = process.getuid?.() === 0;
 const skipReason = daemon === undefined ? 'zfs-fuse is not installed' : !isRoot ? 'not running as root' : '';
@@ -235,6 +288,25 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
     expect(mountsOfPool()).toEqual([]);
     expect(poolsImported()).not.toContain(pool);
     await rm(root, { recursive: true });
+  }, 60_000);
+
+  it('mounts under a root reached through a symbolic link (the kernel lists the resolved path)', async () => {
+    const real = await mkdtemp(join(work, 'real-'));
+    const link = join(work, 'link');
+    await symlink(real, link);
+    await mkdir(join(real, 'mnt'));
+    const handle = await driver.importPool({ pool, vdev: join(work, 'work.raw'), root: join(link, 'mnt') });
+    handles.push(handle);
+    const state = await driver.mountDatasets(handle, [
+      { dataset: `${pool}/root`, mount: '/' },
+      { dataset: `${pool}/home`, mount: '/home' },
+    ]);
+    expect(await readFile(join(link, 'mnt/home/notes'), 'utf8')).toBe('home\n');
+    expect(mountsOfPool().map((line) => line.split(' ')[2]).sort()).toEqual([join(real, 'mnt'), join(real, 'mnt/home')]);
+    await release(handle, state);
+    expect(mountsOfPool()).toEqual([]);
+    await rm(link);
+    await rm(real, { recursive: true });
   }, 60_000);
 
   it('re-imports with the files and properties, mountpoints back to what they were', async () => {

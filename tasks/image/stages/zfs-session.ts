@@ -72,10 +72,32 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
   };
 }
 
-/** {@link useZfs} for the rest of a build: released once, at the end of the run. */
+/** The use each driver has in the running build: later stages skip the daemon check (a round trip each). */
+const usesInRun = new Map<string, Promise<ZfsUse>>();
+
+/**
+ * {@link useZfs} for the rest of a build: the first stage that needs ZFS checks
+ * (or starts) the daemon, later ones reuse that; released once, at the end of the run.
+ */
 export async function ensureZfs(ctx: TaskContext<any>, driver: ZfsDriver): Promise<void> {
-  const use = await useZfs(driver, ctx.exec, (line) => ctx.log(line));
-  ctx.atRunEnd(`zfs:${driver.name}`, () => use.release());
+  const key = `zfs:${driver.name}`;
+  let pending = usesInRun.get(key);
+  if (!pending) {
+    pending = useZfs(driver, ctx.exec, (line) => ctx.log(line));
+    usesInRun.set(key, pending);
+  }
+  let use: ZfsUse;
+  try {
+    use = await pending;
+  } catch (error) {
+    // a failed check is not remembered: the next stage tries again
+    if (usesInRun.get(key) === pending) usesInRun.delete(key);
+    throw error;
+  }
+  ctx.atRunEnd(key, async () => {
+    usesInRun.delete(key);
+    await use.release();
+  });
 }
 
 /** Stops a zfs-fuse daemon no build owns any more, unless a pool is still imported in it. */

@@ -1,5 +1,6 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { mountsAtOrBelow, readMountTable } from '../../../lib/execution/mount-table.ts';
 
 /**
  * The contract between the image stages and a ZFS implementation. Two drivers
@@ -166,17 +167,9 @@ export function makeTempDir(vdev: string, prefix: string): Promise<string> {
   return mkdtemp(join(dirname(vdev), prefix));
 }
 
-/** Whether any file system is mounted at or below `dir` (read from /proc/self/mountinfo). */
+/** Whether any file system is mounted at or below `dir`. */
 export async function hasMountsUnder(dir: string): Promise<boolean> {
-  const base = dir.replace(/\/+$/, '');
-  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  return info.split('\n').some((line) => {
-    // field 5 is the mount point, with spaces and the like octal-escaped
-    const field = line.split(' ')[4];
-    if (field === undefined) return false;
-    const point = field.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-    return point === base || point.startsWith(`${base}/`);
-  });
+  return mountsAtOrBelow(await readMountTable(), dir).length > 0;
 }
 
 /** Removes a driver's temporary folder, unless something is still mounted in it (that would delete image data). */

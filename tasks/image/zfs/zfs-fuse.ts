@@ -4,13 +4,14 @@
  * file; datasets are mounted through their mountpoint property under the
  * pool's altroot and set back before export; the daemon is started on demand.
  */
-import { access, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
+import { access, mkdtemp, readFile, realpath, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { constants } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { createExec } from '../../../lib/execution/exec.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
+import { readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import {
   POOL_NAME,
@@ -159,27 +160,30 @@ async function processAlive(pid: number): Promise<boolean> {
   }
 }
 
+/** The type the kernel lists zfs-fuse mounts under; their source is the dataset name. */
+const ZFS_FUSE_FS_TYPE = 'fuse.zfs';
+
 /** Lazily unmounts every zfs-fuse mount; only called once the one zfs-fuse daemon of the host is dead. */
 export async function detachDeadMounts(exec: Exec): Promise<void> {
-  const info = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
-  const points = info
-    .split('\n')
-    .map((line) => line.split(' '))
-    // after the optional fields comes '-', then the file system type
-    .filter((fields) => fields[fields.indexOf('-') + 1] === 'fuse.zfs')
-    .map((fields) => (fields[4] ?? '').replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8))))
+  const points = (await readMountTable())
+    .filter((entry) => entry.fsType === ZFS_FUSE_FS_TYPE)
+    .map((entry) => entry.target)
     .sort((a, b) => b.length - a.length);
   for (const point of points) await exec('umount', ['-l', point]).catch(() => undefined);
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
-
-/** One `zfs list` row. */
-interface DatasetRow {
-  readonly name: string;
-  readonly mountpoint: string;
-  readonly mounted: boolean;
+/**
+ * The pool's datasets mounted on this host, from the kernel's mount table: what
+ * really is mounted where (zfs-fuse's `mounted` property can disagree), at no
+ * daemon round trip.
+ */
+async function mountedDatasets(pool: string): Promise<MountEntry[]> {
+  return (await readMountTable()).filter(
+    (entry) => entry.fsType === ZFS_FUSE_FS_TYPE && (entry.source === pool || entry.source.startsWith(`${pool}/`)),
+  );
 }
+
+const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** Creates the zfs-fuse driver. */
 export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
@@ -188,9 +192,14 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   const zpool = options.zpool ?? 'zpool';
   const zfs = options.zfs ?? 'zfs';
   const lock = options.lock ?? zfsFuseLock();
+  // The pool list the daemon check just read, for the name check that follows it: saves a round
+  // trip; any other command clears it (zpool create and import refuse a taken name anyway).
+  let justListed: string[] | undefined;
   // one daemon request at a time on the whole host; the daemon itself is started unlocked
-  const exec: Exec = (file, args, execOptions) =>
-    file === zpool || file === zfs ? lock.hold(() => run(file, args, execOptions)) : run(file, args, execOptions);
+  const exec: Exec = (file, args, execOptions) => {
+    justListed = undefined;
+    return file === zpool || file === zfs ? lock.hold(() => run(file, args, execOptions)) : run(file, args, execOptions);
+  };
 
   const poolNames = async (): Promise<string[]> => {
     const { stdout } = await exec(zpool, ['list', '-H', '-o', 'name'], { quiet: true });
@@ -200,7 +209,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   // the daemon answers when `zpool list` succeeds; it fails with "connect: ..." otherwise
   const answers = async (): Promise<boolean> => {
     try {
-      await poolNames();
+      justListed = await poolNames();
       return true;
     } catch (error) {
       if (error instanceof CommandError && error.failure.spawnError) {
@@ -210,7 +219,11 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     }
   };
 
-  const isImported = async (name: string): Promise<boolean> => (await poolNames()).includes(name);
+  const isImported = async (name: string): Promise<boolean> => {
+    const names = justListed ?? (await poolNames());
+    justListed = undefined;
+    return names.includes(name);
+  };
 
   // zfs-fuse has no temporary pool names: a pool of the same name on the host cannot be avoided
   const refuseIfImported = async (pool: string): Promise<void> => {
@@ -223,26 +236,13 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     }
   };
 
-  const listDatasets = async (name: string): Promise<DatasetRow[]> => {
-    const { stdout } = await exec(zfs, ['list', '-H', '-o', 'name,mountpoint,mounted', '-r', name], { quiet: true });
-    return stdout
-      .split('\n')
-      .filter((line) => line.length > 0)
-      .map((line) => {
-        const [dataset = '', mountpoint = '', mounted = ''] = line.split('\t');
-        return { name: dataset, mountpoint, mounted: mounted === 'yes' };
-      });
-  };
-
   // unmounts every mounted dataset of the pool, deepest mountpoint first
   const unmountEverything = async (name: string, force: boolean, errors: unknown[]): Promise<void> => {
-    const mounted = (await listDatasets(name))
-      .filter((row) => row.mounted)
-      .sort((a, b) => b.mountpoint.length - a.mountpoint.length);
-    for (const row of mounted) {
+    const mounted = (await mountedDatasets(name)).sort((a, b) => b.target.length - a.target.length);
+    for (const entry of mounted) {
       try {
         // no -f: a forced FUSE unmount detaches the mount but leaves the pool busy for export
-        await exec(zfs, ['umount', row.name]);
+        await exec(zfs, ['umount', entry.source]);
       } catch (error) {
         if (!force) throw error;
         errors.push(error);
@@ -315,11 +315,14 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         if ((canmount.get(entry.dataset) ?? 'on') !== 'on') await exec(zfs, ['mount', entry.dataset]);
         mounted.push({ dataset: entry.dataset, path: entry.path });
       }
-      // Never install into the host folder under a dataset that did not mount.
-      const unmounted = (await listDatasets(handle.name)).filter((row) => requested.has(row.name) && !row.mounted);
-      if (unmounted.length > 0) {
-        throw new Error(`zfs-fuse did not mount ${unmounted.map((row) => row.name).join(', ')} after setting the mountpoint`);
+      // Never install into the host folder under a dataset that did not mount there.
+      const table = await mountedDatasets(handle.name);
+      const missing: string[] = [];
+      for (const entry of ordered) {
+        const where = await realpath(entry.path).catch(() => entry.path);
+        if (!table.some((mount) => mount.source === entry.dataset && mount.target === where)) missing.push(`${entry.dataset} (at ${entry.path})`);
       }
+      if (missing.length > 0) throw new Error(`zfs-fuse did not mount ${missing.join(', ')} after setting the mountpoint`);
     } catch (error) {
       await unmountAll(handle, { mounted, restore }, { force: true }).catch(() => undefined);
       throw error;
@@ -375,7 +378,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     }
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
     // pools the daemon imported by itself from its cache file are not ours to wait for
-    const atStart = new Set(await poolNames());
+    const atStart = new Set(justListed ?? (await poolNames()));
     let stopped = false;
     const stop: ZfsSession['stop'] = async (stopOptions = {}) => {
       if (stopped) return { stopped: true };

@@ -1,0 +1,48 @@
+import { readFile } from 'node:fs/promises';
+
+/** One mounted file system, as the kernel lists it for this process. */
+export interface MountEntry {
+  /** What is mounted: a device, or for zfs-fuse the dataset name. */
+  readonly source: string;
+  /** Absolute mount point, unescaped. */
+  readonly target: string;
+  /** File system type, e.g. `ext4`, `fuse.zfs`, `zfs`. */
+  readonly fsType: string;
+}
+
+/** Mount points escape space, tab, newline and backslash as three octal digits. */
+function unescapeMountField(field: string): string {
+  return field.replace(/\\([0-7]{3})/g, (_match, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+}
+
+/** Parses `/proc/self/mountinfo` text; lines it cannot read are skipped. */
+export function parseMountInfo(text: string): MountEntry[] {
+  const entries: MountEntry[] = [];
+  for (const line of text.split('\n')) {
+    const fields = line.split(' ');
+    // a variable number of optional fields ends with '-'; type and source follow it
+    const separator = fields.indexOf('-', 6);
+    const target = fields[4];
+    const fsType = fields[separator + 1];
+    const source = fields[separator + 2];
+    if (separator === -1 || target === undefined || fsType === undefined || source === undefined) continue;
+    entries.push({ source: unescapeMountField(source), target: unescapeMountField(target), fsType });
+  }
+  return entries;
+}
+
+/**
+ * What is mounted in this process's mount namespace, from `/proc/self/mountinfo`:
+ * the kernel's own table, so no daemon round trip and no stale answer; empty where
+ * there is no /proc.
+ */
+export async function readMountTable(): Promise<MountEntry[]> {
+  return parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
+}
+
+/** Mount points at or below `dir`. */
+export function mountsAtOrBelow(table: readonly MountEntry[], dir: string): MountEntry[] {
+  const base = dir.replace(/\/+$/, '') || '/';
+  const prefix = base === '/' ? '/' : `${base}/`;
+  return table.filter((entry) => entry.target === base || entry.target.startsWith(prefix));
+}
