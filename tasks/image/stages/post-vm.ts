@@ -30,19 +30,21 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
     artifacts: [{ name: 'image-info.json', kind: 'file' }],
     exports: [{ artifact: 'image-info.json', to: path.join(outDir, 'image-info.json') }],
     async run(ctx) {
-      const disks: Record<string, Json> = {};
-      for (const disk of ['boot', 'root'] as const) {
+      // both disks at once: this task is the last on the critical path
+      const describeDisk = async (disk: 'boot' | 'root'): Promise<Json> => {
         const file = ctx.deps[`convert:${disk}`]!.paths[names[disk]]!;
         const info = JSON.parse((await ctx.exec('qemu-img', ['info', '--output=json', file], { quiet: true })).stdout) as { 'virtual-size': number };
         const stats = await stat(file);
-        disks[disk] = {
+        return {
           file: names[disk],
           virtualSize: info['virtual-size'],
           fileSize: stats.size,
           allocatedBytes: stats.blocks * 512,
           sha256: ctx.deps[`convert:${disk}`]!.values['sha256']!,
         };
-      }
+      };
+      const [boot, root] = await Promise.all([describeDisk('boot'), describeDisk('root')]);
+      const disks: Record<string, Json> = { boot, root };
       const description = {
         name: config.name,
         format: config.format,

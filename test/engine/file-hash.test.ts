@@ -1,0 +1,31 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { hashFileContent } from '../../lib/caching/file-hash.ts';
+
+const MiB = 1 << 20;
+
+describe('hashFileContent', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'file-hash-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  // around the 1 MiB read size, where an off-by-one in the buffer turns would show
+  it.each([0, 1, MiB - 1, MiB, MiB + 1, 2 * MiB, 3.5 * MiB + 7])('agrees with sha256sum on %i bytes', async (size) => {
+    const file = path.join(dir, `data-${size}`);
+    await writeFile(file, randomBytes(size));
+    const expected = execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0];
+    expect(await hashFileContent(file)).toBe(expected);
+  });
+
+  it('names the file when it cannot be read', async () => {
+    await expect(hashFileContent(path.join(dir, 'missing'))).rejects.toThrow(/missing/);
+  });
+});
