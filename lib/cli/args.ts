@@ -34,7 +34,7 @@ export function parseSize(text: string): number | undefined {
 }
 
 /** Parses argv (without node and the script); usage errors are returned as text (exit 2). */
-export function parseCli(argv: readonly string[], cpuCount: number): Result<CliArgs, string> {
+export function parseCli(argv: readonly string[], defaultConcurrency: number): Result<CliArgs, string> {
   const dashdash = argv.indexOf('--');
   const head = dashdash >= 0 ? argv.slice(0, dashdash) : argv;
   const rest = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
@@ -73,7 +73,7 @@ export function parseCli(argv: readonly string[], cpuCount: number): Result<CliA
   if (['clean', 'gc', 'verify', 'graph', 'doctor'].includes(command) && targets.length > 0) {
     return fail(`${command} takes no task names`);
   }
-  let concurrency = cpuCount;
+  let concurrency = defaultConcurrency;
   if (values.concurrency !== undefined) {
     concurrency = Number(values.concurrency);
     if (!Number.isInteger(concurrency) || concurrency < 1) return fail(`--concurrency must be a whole number of at least 1, not "${values.concurrency}"`);
@@ -110,7 +110,7 @@ export function parseCli(argv: readonly string[], cpuCount: number): Result<CliA
       out: 'result',
       cacheDir: 'cache',
       json: false,
-      concurrency: cpuCount,
+      concurrency: defaultConcurrency,
       verbose: false,
       force: false,
       noWait: false,
@@ -143,7 +143,7 @@ Options:
   -o, --out DIR           output folder (default: ./result)
       --cache-dir DIR     cache folder (default: ./cache)
       --json              one JSON object per line on stdout, nothing else
-  -j, --concurrency N     tasks run at the same time (default: the CPU count)
+  -j, --concurrency N     tasks run at the same time (default: CPU count + 2)
   -v, --verbose           print every command's output
   -f, --force             with run: run even when the cache is fresh
       --no-wait           fail instead of waiting when another build holds the cache

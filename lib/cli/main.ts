@@ -76,7 +76,9 @@ function ignoreClosedOutput(error: NodeJS.ErrnoException): void {
 export async function main(options: TaskfileOptions, argv: readonly string[], io: CliIo, signal: AbortSignal): Promise<number> {
   // bin/zfs-image.js names itself, so --help shows the command the user typed
   const program = io.env['TASKFILE_PROGRAM'] ?? options.program ?? 'Taskfile.ts';
-  const parsed = parseCli(argv, availableParallelism());
+  // + 2, as ninja does: tasks mostly wait on other programs (zfs, nix, qemu-img), and on a
+  // 2-CPU machine the short boot-disk branch would otherwise take the critical path's slot
+  const parsed = parseCli(argv, availableParallelism() + 2);
   if (!parsed.ok) {
     io.stderr(`error: ${parsed.error}\nRun \`${program} --help\` for usage.\n`);
     return 2;
