@@ -9,6 +9,13 @@ export interface CommandFailure {
   readonly aborted?: boolean;
   /** Why the program could not be started at all (not found, not executable). */
   readonly spawnError?: string | undefined;
+  /** Set when the command was stopped for running longer than its `timeoutMs`. */
+  readonly timedOutAfterMs?: number | undefined;
+  /**
+   * Set when the command was still there after SIGKILL and the grace period (stuck in the
+   * kernel, or a descendant outside its process group holds its output open): it was left behind.
+   */
+  readonly leftRunning?: number | undefined;
 }
 
 /** Thrown by the exec helper; carries the command, its exit status and its last lines. */
@@ -18,11 +25,18 @@ export class CommandError extends Error {
   constructor(failure: CommandFailure) {
     const status = failure.spawnError
       ? failure.spawnError
-      : failure.signal
-        ? `killed by ${failure.signal}`
-        : `exit status ${failure.exitCode}`;
-    super(`${failure.command}: ${status}`);
+      : failure.timedOutAfterMs !== undefined
+        ? `no answer within ${formatSeconds(failure.timedOutAfterMs)}, stopped`
+        : failure.signal
+          ? `killed by ${failure.signal}`
+          : `exit status ${failure.exitCode}`;
+    const left = failure.leftRunning === undefined ? '' : ` (pid ${failure.leftRunning} did not exit even after SIGKILL and was left behind)`;
+    super(`${failure.command}: ${status}${left}`);
     this.name = 'CommandError';
     this.failure = failure;
   }
+}
+
+function formatSeconds(ms: number): string {
+  return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`;
 }

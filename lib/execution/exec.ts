@@ -63,15 +63,49 @@ export function createExec(setup: ExecSetup = {}): Exec {
     const splitErr = new LineSplitter(emit);
     child.stdout?.on('data', (chunk: Buffer | string) => splitOut.push(chunk.toString()));
     child.stderr?.on('data', (chunk: Buffer | string) => splitErr.push(chunk.toString()));
-    let killTimer: NodeJS.Timeout | undefined;
-    const onAbort = (): void => {
-      if (pid === undefined) return;
+    // Stopping: SIGTERM, SIGKILL after the grace, and after one more grace stop waiting: a process
+    // stuck in the kernel (a hung FUSE daemon's client) never exits and must not hang the build.
+    const timers: NodeJS.Timeout[] = [];
+    let stopping = false;
+    let giveUp: (() => void) | undefined;
+    const gaveUp = new Promise<'gave-up'>((resolve) => {
+      giveUp = () => resolve('gave-up');
+    });
+    const stop = (): void => {
+      if (pid === undefined || stopping) return;
+      stopping = true;
       killGroup(pid, 'SIGTERM');
-      killTimer = setTimeout(() => killGroup(pid, 'SIGKILL'), grace);
+      timers.push(setTimeout(() => killGroup(pid, 'SIGKILL'), grace));
+      timers.push(setTimeout(() => giveUp?.(), 2 * grace));
     };
-    setup.signal?.addEventListener('abort', onAbort, { once: true });
+    let timedOut = false;
+    if (options.timeoutMs !== undefined) {
+      timers.push(
+        setTimeout(() => {
+          timedOut = true;
+          stop();
+        }, options.timeoutMs),
+      );
+    }
+    setup.signal?.addEventListener('abort', stop, { once: true });
     try {
-      const result = await child;
+      const settled = await Promise.race([child, gaveUp]);
+      if (settled === 'gave-up') {
+        // let this process exit without it: its pipes and handle would keep the event loop alive
+        child.stdout?.destroy();
+        child.stderr?.destroy();
+        child.unref();
+        throw new CommandError({
+          command,
+          exitCode: -1,
+          signal: 'SIGKILL',
+          tail,
+          aborted: !timedOut,
+          timedOutAfterMs: timedOut ? options.timeoutMs : undefined,
+          leftRunning: pid,
+        });
+      }
+      const result = settled;
       splitOut.end();
       splitErr.end();
       // A child that exited may leave grandchildren in its group; they must not outlive an abort.
@@ -79,6 +113,9 @@ export function createExec(setup: ExecSetup = {}): Exec {
       const stdout = typeof result.stdout === 'string' ? result.stdout : '';
       const stderr = typeof result.stderr === 'string' ? result.stderr : '';
       const exitCode = result.exitCode ?? -1;
+      if (timedOut) {
+        throw new CommandError({ command, exitCode, signal: result.signal ?? 'SIGTERM', tail, timedOutAfterMs: options.timeoutMs });
+      }
       if (setup.signal?.aborted) {
         throw new CommandError({ command, exitCode, signal: result.signal ?? 'SIGTERM', tail, aborted: true });
       }
@@ -88,8 +125,8 @@ export function createExec(setup: ExecSetup = {}): Exec {
       }
       return { command, exitCode, stdout, stderr };
     } finally {
-      if (killTimer) clearTimeout(killTimer);
-      setup.signal?.removeEventListener('abort', onAbort);
+      for (const timer of timers) clearTimeout(timer);
+      setup.signal?.removeEventListener('abort', stop);
     }
   };
 }

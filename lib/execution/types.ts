@@ -12,6 +12,12 @@ export interface ExecOptions {
   readonly quiet?: boolean;
   /** Called with every complete output line (stdout and stderr). */
   readonly onLine?: (line: string) => void;
+  /**
+   * Stops the command when it runs longer than this (SIGTERM to its process group, SIGKILL after
+   * the grace period); it then fails with `timedOutAfterMs` set. For commands that normally
+   * answer at once, so a hung service fails the task instead of hanging the build.
+   */
+  readonly timeoutMs?: number;
 }
 
 /** What a finished command produced. */

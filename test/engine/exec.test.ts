@@ -1,0 +1,81 @@
+import { execFileSync } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { CommandError } from '../../lib/execution/command-error.ts';
+import { createExec } from '../../lib/execution/exec.ts';
+
+/** Pids of live processes whose command line contains `marker`. */
+function processesWith(marker: string): number[] {
+  const out = execFileSync('ps', ['-eo', 'pid=,stat=,args='], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .filter((line) => line.includes(marker) && !line.includes('ps -eo') && !/^\s*\d+\s+Z/.test(line))
+    .map((line) => Number(line.trim().split(/\s+/)[0]));
+}
+
+async function failureOf(promise: Promise<unknown>): Promise<CommandError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof CommandError) return error;
+    throw error;
+  }
+  throw new Error('the command succeeded');
+}
+
+describe('exec timeouts', () => {
+  it('stops a command that runs past its timeout and says so', async () => {
+    const exec = createExec({ killGraceMs: 200 });
+    const started = Date.now();
+    const error = await failureOf(exec('sleep', ['30'], { timeoutMs: 300 }));
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(error.failure.timedOutAfterMs).toBe(300);
+    expect(error.failure.aborted).toBeUndefined();
+    expect(error.message).toBe('sleep 30: no answer within 300 ms, stopped');
+  });
+
+  it('kills one that ignores SIGTERM, with its children', async () => {
+    const marker = `exec-test-ignores-term-${process.pid}`;
+    const exec = createExec({ killGraceMs: 200 });
+    const error = await failureOf(exec('sh', ['-c', `trap '' TERM; sleep 30 & wait # ${marker}`], { timeoutMs: 200 }));
+    expect(error.failure.timedOutAfterMs).toBe(200);
+    expect(error.failure.signal).toBe('SIGKILL');
+    expect(error.failure.leftRunning).toBeUndefined();
+    expect(processesWith(marker)).toEqual([]);
+  });
+
+  it('gives up waiting for a command that does not go away, and names what it left', async () => {
+    // a grandchild in its own session keeps the output pipe open: the command never finishes for us
+    const marker = `exec-test-left-behind-${process.pid}`;
+    const exec = createExec({ killGraceMs: 200 });
+    try {
+      const started = Date.now();
+      const error = await failureOf(exec('sh', ['-c', `setsid sh -c 'sleep 30 # ${marker}' & wait`], { timeoutMs: 200 }));
+      expect(Date.now() - started).toBeLessThan(10_000);
+      expect(error.failure.leftRunning).toBeGreaterThan(0);
+      expect(error.message).toMatch(/no answer within 200 ms, stopped \(pid \d+ did not exit even after SIGKILL and was left behind\)/);
+    } finally {
+      for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  it('leaves a command that answers in time alone', async () => {
+    const exec = createExec({ killGraceMs: 200 });
+    const result = await exec('sh', ['-c', 'sleep 0.1; echo done'], { timeoutMs: 5_000 });
+    expect(result.stdout).toBe('done\n');
+  });
+
+  it('Ctrl-C does not hang on a command that never goes away either', async () => {
+    const marker = `exec-test-abort-${process.pid}`;
+    const controller = new AbortController();
+    const exec = createExec({ killGraceMs: 200, signal: controller.signal });
+    try {
+      const pending = failureOf(exec('sh', ['-c', `setsid sh -c 'sleep 30 # ${marker}' & wait`]));
+      setTimeout(() => controller.abort(), 200);
+      const error = await pending;
+      expect(error.failure.aborted).toBe(true);
+      expect(error.failure.leftRunning).toBeGreaterThan(0);
+    } finally {
+      for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
+    }
+  });
+});
