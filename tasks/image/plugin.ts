@@ -15,6 +15,7 @@ import { postVmTask } from './stages/post-vm.ts';
 import { systemTask } from './stages/system.ts';
 import type { PoolLayout } from './stages/pool-layout.ts';
 import { imageSweeper } from './sweep.ts';
+import { zfsCommandTimeoutMs } from './zfs/zfs-fuse.ts';
 import { imageShell } from './shell.ts';
 import type { ShellProvider } from '../../lib/engine/shell.ts';
 import { imageRequirements } from './requirements.ts';
@@ -99,6 +100,7 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
     const baseDir = env.configFile ? env.configDir : (options.defaultConfigDir ?? env.configDir);
     const config = loadImageConfig(raw, baseDir);
     const choice = driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto');
+    checkZfsTimeout();
     let layout: PoolLayout;
     try {
       layout = poolLayout(config, choice, raw);
@@ -121,6 +123,15 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
 
 function givenIn(raw: unknown, key: string): boolean {
   return typeof raw === 'object' && raw !== null && key in raw;
+}
+
+/** ZFS_IMAGE_ZFS_TIMEOUT is read by the zfs-fuse driver during the build: a bad value is refused before anything is created. */
+function checkZfsTimeout(): void {
+  try {
+    zfsCommandTimeoutMs();
+  } catch (error) {
+    throw new ConfigError([(error as Error).message]);
+  }
 }
 
 function driverChoice(value: string): ZfsDriverChoice {

@@ -2,7 +2,16 @@ import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import { mountsUnder, type Sweeper } from '../../lib/caching/sweep.ts';
 import { findProgram } from './zfs/select-driver.ts';
-import { zfsFuseLock } from './zfs/zfs-fuse.ts';
+import { DEFAULT_ZFS_COMMAND_TIMEOUT_S, zfsCommandTimeoutMs, zfsFuseLock } from './zfs/zfs-fuse.ts';
+
+/** The zfs command limit; maintenance commands sweep without the build's checks, so a bad setting falls back to the default. */
+function sweepTimeoutMs(): number | undefined {
+  try {
+    return zfsCommandTimeoutMs();
+  } catch {
+    return DEFAULT_ZFS_COMMAND_TIMEOUT_S * 1000;
+  }
+}
 
 /** Loop devices whose backing file lies under `folder` (from `losetup --list`). */
 export async function loopDevicesUnder(exec: Exec, folder: string): Promise<string[]> {
@@ -16,10 +25,12 @@ export async function loopDevicesUnder(exec: Exec, folder: string): Promise<stri
 
 /** Imported pools with a vdev under `folder` or on one of `devices` (parsed from `zpool status`). */
 export async function poolsUsing(exec: Exec, zpool: string, folder: string, devices: readonly string[]): Promise<string[]> {
-  const names = await exec(zpool, ['list', '-H', '-o', 'name'], { quiet: true }).catch(() => undefined);
+  // a hung zfs-fuse must not hang the sweep at the start of every build
+  const options = { quiet: true, timeoutMs: sweepTimeoutMs() };
+  const names = await exec(zpool, ['list', '-H', '-o', 'name'], options).catch(() => undefined);
   const pools: string[] = [];
   for (const pool of (names?.stdout ?? '').split('\n').filter(Boolean)) {
-    const status = await exec(zpool, ['status', pool], { quiet: true }).catch(() => undefined);
+    const status = await exec(zpool, ['status', pool], options).catch(() => undefined);
     const text = status?.stdout ?? '';
     if (text.includes(`${folder}/`) || devices.some((d) => new RegExp(`\\s${d.replace(/\//g, '\\/')}(p\\d+)?\\s`).test(text))) pools.push(pool);
   }
@@ -39,10 +50,11 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
     if (zpool) {
       for (const pool of await poolsUsing(exec, zpool, folder, devices)) {
         // under the zfs-fuse lock: an unmount racing another build's mount can hang zfs-fuse
+        const options = { quiet: true, timeoutMs: sweepTimeoutMs() };
         const exported = await zfsFuseLock().hold(() =>
-          exec(zpool, ['export', pool], { quiet: true }).then(
+          exec(zpool, ['export', pool], options).then(
             () => true,
-            () => exec(zpool, ['export', '-f', pool], { quiet: true }).then(() => true, () => false),
+            () => exec(zpool, ['export', '-f', pool], options).then(() => true, () => false),
           ),
         );
         report.push(exported ? `exported pool ${pool} left imported by a dead run` : `could not export pool ${pool} (imported from ${folder}); export it by hand`);

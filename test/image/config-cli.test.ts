@@ -16,7 +16,7 @@ beforeAll(async () => {
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
-async function buildWith(text: string) {
+async function buildWith(text: string, env: Record<string, string> = {}) {
   const file = path.join(dir, 'config.json');
   await writeFile(file, text);
   const cache = path.join(dir, 'cache');
@@ -24,7 +24,7 @@ async function buildWith(text: string) {
   const result = await execa(process.execPath, ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), 'build', '--config', file, '--cache-dir', cache, '--out', out], {
     reject: false,
     cwd: ROOT,
-    env: { CI: '1' },
+    env: { CI: '1', ...env },
   });
   const created = (await readdir(dir)).filter((n) => n === 'cache' || n === 'out');
   return { exitCode: result.exitCode, stderr: result.stderr, created };
@@ -55,6 +55,13 @@ describe('config errors on the command line', () => {
       expect(result.created).toEqual([]);
     });
   }
+
+  it('refuses a zfs command time limit that is not a number of seconds', async () => {
+    const result = await buildWith(patched({}), { ZFS_IMAGE_ZFS_TIMEOUT: '2m' });
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain('error: ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds (0 for no limit), not "2m"');
+    expect(result.created).toEqual([]);
+  });
 
   it('names the file, line and column of malformed JSON', async () => {
     const result = await buildWith('{\n  "name": "x",\n  "format": raw\n}\n');

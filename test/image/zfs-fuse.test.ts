@@ -344,6 +344,29 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
     expect(poolsImported()).not.toContain(pool);
   }, 60_000);
 
+  it('a hung daemon fails a command within the limit, later ones at once, and a new check finds it again', async () => {
+    const impatient = createZfsFuseDriver({ exec: createExec({ killGraceMs: 200 }), commandTimeoutMs: 1000 });
+    // a stopped daemon still accepts connections, so the client waits for an answer as with a deadlock
+    const pid = Number(run('pgrep', ['-o', '-x', 'zfs-fuse']).trim());
+    process.kill(pid, 'SIGSTOP');
+    try {
+      const started = Date.now();
+      await expect(impatient.isImported(pool)).rejects.toThrow(
+        /^zfs-fuse did not answer `\S*zpool list -H -o name` within 1 s: the daemon looks hung .*pkill -KILL zfs-fuse/,
+      );
+      expect(Date.now() - started).toBeLessThan(5_000);
+      const again = Date.now();
+      await expect(impatient.isImported(pool)).rejects.toThrow(/^zfs-fuse is not answering, so `\S*zpool list -H -o name` was not run/);
+      // the other driver of this process talks to the same daemon: it does not wait out its own limit
+      await expect(driver.isImported(pool)).rejects.toThrow(/^zfs-fuse is not answering/);
+      expect(Date.now() - again).toBeLessThan(1_000);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    expect((await impatient.prepare()).started).toBe(false);
+    expect(await impatient.isImported(pool)).toBe(false);
+  }, 60_000);
+
   it('really refuses what the property table says it cannot set', async () => {
     const scratch = join(work, 'scratch.raw');
     const cases: [Record<string, string>, Record<string, string>][] = [

@@ -8,7 +8,7 @@ import { access, mkdtemp, readFile, realpath, rm, symlink } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { constants } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
-import { createExec } from '../../../lib/execution/exec.ts';
+import { createExec, formatCommand } from '../../../lib/execution/exec.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import { readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
@@ -50,6 +50,40 @@ export interface ZfsFuseOptions {
   readonly stopTimeoutMs?: number;
   /** Serialises zpool and zfs commands across builds (default: {@link ZFS_FUSE_LOCK_FILE}). */
   readonly lock?: HostLock;
+  /** How long a zpool or zfs command may go unanswered before the daemon counts as hung (default {@link zfsCommandTimeoutMs}). */
+  readonly commandTimeoutMs?: number;
+}
+
+/** The default limit for one zpool or zfs command: they answer in well under a second when the daemon is healthy. */
+export const DEFAULT_ZFS_COMMAND_TIMEOUT_S = 120;
+
+/**
+ * The limit for one zpool or zfs command, in ms: `ZFS_IMAGE_ZFS_TIMEOUT` seconds (0 for none),
+ * else {@link DEFAULT_ZFS_COMMAND_TIMEOUT_S}. Undefined means no limit.
+ */
+export function zfsCommandTimeoutMs(env: Readonly<Record<string, string | undefined>> = process.env): number | undefined {
+  const raw = env['ZFS_IMAGE_ZFS_TIMEOUT']?.trim();
+  const seconds = raw === undefined || raw === '' ? DEFAULT_ZFS_COMMAND_TIMEOUT_S : Number(raw);
+  if (!Number.isFinite(seconds) || seconds < 0) {
+    throw new Error(`ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds (0 for no limit), not "${raw}"`);
+  }
+  return seconds === 0 ? undefined : seconds * 1000;
+}
+
+/**
+ * Set once a command of this process found the daemon hung: every later command fails at once
+ * (a cleanup would otherwise wait out the limit once per command). A new daemon check clears it.
+ */
+let hungDaemon: Error | undefined;
+
+/** What to say when the daemon did not answer `command`. */
+function hungDaemonError(command: string, limitMs: number): Error {
+  return new Error(
+    `zfs-fuse did not answer \`${command}\` within ${limitMs / 1000} s: the daemon looks hung (zfs-fuse 0.7 can deadlock). ` +
+      'The build stops here; finished stages stay in the cache, and a daemon this build started is stopped when it ends. ' +
+      'Otherwise recover by hand: pkill -KILL zfs-fuse, then `umount -l` every fuse.zfs mount point that `grep fuse.zfs /proc/mounts` lists, ' +
+      'then rerun the build. ZFS_IMAGE_ZFS_TIMEOUT=<seconds> changes the limit.',
+  );
 }
 
 /**
@@ -192,13 +226,24 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   const zpool = options.zpool ?? 'zpool';
   const zfs = options.zfs ?? 'zfs';
   const lock = options.lock ?? zfsFuseLock();
+  const timeoutMs = options.commandTimeoutMs ?? zfsCommandTimeoutMs();
   // The pool list the daemon check just read, for the name check that follows it: saves a round
   // trip; any other command clears it (zpool create and import refuse a taken name anyway).
   let justListed: string[] | undefined;
-  // one daemon request at a time on the whole host; the daemon itself is started unlocked
-  const exec: Exec = (file, args, execOptions) => {
+  // one daemon request at a time on the whole host, each with a time limit; the daemon itself is started unlocked
+  const exec: Exec = async (file, args, execOptions) => {
     justListed = undefined;
-    return file === zpool || file === zfs ? lock.hold(() => run(file, args, execOptions)) : run(file, args, execOptions);
+    if (file !== zpool && file !== zfs) return run(file, args, execOptions);
+    if (hungDaemon) throw new Error(`zfs-fuse is not answering, so \`${formatCommand(file, args)}\` was not run (${hungDaemon.message})`);
+    try {
+      return await lock.hold(() => run(file, args, { ...execOptions, ...(timeoutMs === undefined ? {} : { timeoutMs }) }));
+    } catch (error) {
+      if (error instanceof CommandError && error.failure.timedOutAfterMs !== undefined) {
+        hungDaemon = hungDaemonError(error.failure.command, error.failure.timedOutAfterMs);
+        throw hungDaemon;
+      }
+      throw error;
+    }
   };
 
   const poolNames = async (): Promise<string[]> => {
@@ -215,6 +260,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       if (error instanceof CommandError && error.failure.spawnError) {
         throw new Error(`zfs-fuse's zpool cannot be run (${error.failure.spawnError}); install zfs-fuse (apt-get install zfs-fuse)`);
       }
+      // a daemon that is there but hung must not be mistaken for none: starting another would fail on its lock
+      if (error === hungDaemon) throw error;
       return false;
     }
   };
@@ -336,6 +383,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   };
 
   const prepare = async (): Promise<ZfsSession> => {
+    // a fresh check: the daemon may have been restarted since a command found it hung
+    hungDaemon = undefined;
     try {
       await access('/dev/fuse', constants.R_OK | constants.W_OK);
     } catch {
