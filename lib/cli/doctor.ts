@@ -8,8 +8,14 @@ const run = promisify(execFile);
 /** One requirement as found on this machine. */
 export interface RequirementStatus {
   readonly requirement: Requirement;
+  /** Where the program, or the first alternative found, is. */
   readonly path: string | undefined;
   readonly version: string | undefined;
+}
+
+/** How the doctor names a requirement: `perl or flock` when alternatives do. */
+function label(requirement: Requirement): string {
+  return [requirement.program, ...(requirement.alternatives ?? [])].join(' or ');
 }
 
 const SEARCH_PATH = (): string => `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
@@ -18,7 +24,11 @@ const SEARCH_PATH = (): string => `${process.env['PATH'] ?? ''}:/usr/local/sbin:
 export async function checkRequirements(requirements: readonly Requirement[], versions = true): Promise<RequirementStatus[]> {
   return Promise.all(
     requirements.map(async (requirement) => {
-      const found = await whichTool(requirement.program, SEARCH_PATH());
+      let found: string | undefined;
+      for (const program of [requirement.program, ...(requirement.alternatives ?? [])]) {
+        found = await whichTool(program, SEARCH_PATH());
+        if (found) break;
+      }
       return { requirement, path: found, version: found && versions ? await versionOf(found, requirement) : undefined };
     }),
   );
@@ -44,9 +54,9 @@ async function versionOf(program: string, requirement: Requirement): Promise<str
 
 /** The doctor's report: every tool with its version, then what is missing and the exact commands to install it. */
 export function formatDoctor(statuses: readonly RequirementStatus[]): string {
-  const width = Math.max(...statuses.map((s) => s.requirement.program.length));
+  const width = Math.max(...statuses.map((s) => label(s.requirement).length));
   const lines = statuses.map((s) =>
-    `${s.path ? 'ok     ' : 'MISSING'}  ${s.requirement.program.padEnd(width)}  ${s.path ? `${s.version}  (${s.path})` : `needed for ${s.requirement.purpose}`}`,
+    `${s.path ? 'ok     ' : 'MISSING'}  ${label(s.requirement).padEnd(width)}  ${s.path ? `${s.version}  (${s.path})` : `needed for ${s.requirement.purpose}`}`,
   );
   const missing = statuses.filter((s) => !s.path);
   if (missing.length === 0) return `${lines.join('\n')}\nall ${statuses.length} tools found\n`;

@@ -25,7 +25,8 @@ const OPENZFS: readonly Requirement[] = [
 
 const ZFS_FUSE: readonly Requirement[] = [
   { program: 'zfs-fuse', purpose: 'the root pool (userspace ZFS)', debian: 'zfs-fuse', nixos: 'use the openzfs driver: boot.supportedFilesystems = [ "zfs" ];' },
-  { program: 'flock', purpose: 'one zfs-fuse command at a time on the host', versionArgs: ['--version'], debian: 'util-linux', nixos: 'part of NixOS' },
+  // the host lock's helper: perl holds flock(2) itself (0.13 ms a command), util-linux flock is the fallback
+  { program: 'perl', alternatives: ['flock'], purpose: 'one zfs-fuse command at a time on the host', versionArgs: ['--version'], debian: 'util-linux', nixos: 'part of NixOS' },
 ];
 
 /** The programs an image build runs, for the ZFS driver that `choice` picks on this machine. */

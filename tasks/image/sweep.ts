@@ -1,7 +1,7 @@
 import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import { mountsUnder, type Sweeper } from '../../lib/caching/sweep.ts';
-import { findProgram } from './zfs/select-driver.ts';
+import { findProgram, zfsModuleLoaded } from './zfs/select-driver.ts';
 import { DEFAULT_ZFS_COMMAND_TIMEOUT_S, zfsCommandTimeoutMs, zfsFuseLock } from './zfs/zfs-fuse.ts';
 
 /** The zfs command limit; maintenance commands sweep without the build's checks, so a bad setting falls back to the default. */
@@ -49,14 +49,14 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
     const zpool = findProgram('zpool');
     if (zpool) {
       for (const pool of await poolsUsing(exec, zpool, folder, devices)) {
-        // under the zfs-fuse lock: an unmount racing another build's mount can hang zfs-fuse
         const options = { quiet: true, timeoutMs: sweepTimeoutMs() };
-        const exported = await zfsFuseLock().hold(() =>
+        const exportPool = (): Promise<boolean> =>
           exec(zpool, ['export', pool], options).then(
             () => true,
             () => exec(zpool, ['export', '-f', pool], options).then(() => true, () => false),
-          ),
-        );
+          );
+        // zfs-fuse's pools under its host lock (an unmount racing another build's mount can hang it); kernel pools need none
+        const exported = zfsModuleLoaded() ? await exportPool() : await zfsFuseLock().hold(exportPool);
         report.push(exported ? `exported pool ${pool} left imported by a dead run` : `could not export pool ${pool} (imported from ${folder}); export it by hand`);
       }
     }
