@@ -25,9 +25,7 @@ async function failureOf(promise: Promise<unknown>): Promise<CommandError> {
 describe('exec timeouts', () => {
   it('stops a command that runs past its timeout and says so', async () => {
     const exec = createExec({ killGraceMs: 200 });
-    const started = Date.now();
     const error = await failureOf(exec('sleep', ['30'], { timeoutMs: 300 }));
-    expect(Date.now() - started).toBeLessThan(10_000);
     expect(error.failure.timedOutAfterMs).toBe(300);
     expect(error.failure.aborted).toBeUndefined();
     expect(error.message).toBe('sleep 30: no answer within 300 ms, stopped');
@@ -48,9 +46,7 @@ describe('exec timeouts', () => {
     const marker = `exec-test-left-behind-${process.pid}`;
     const exec = createExec({ killGraceMs: 200 });
     try {
-      const started = Date.now();
       const error = await failureOf(exec('sh', ['-c', `setsid sh -c 'sleep 30 # ${marker}' & wait`], { timeoutMs: 200 }));
-      expect(Date.now() - started).toBeLessThan(10_000);
       expect(error.failure.leftRunning).toBeGreaterThan(0);
       expect(error.message).toMatch(/no answer within 200 ms, stopped \(pid \d+ did not exit even after SIGKILL and was left behind\)/);
     } finally {

@@ -6,7 +6,7 @@ import type { MountState, PoolHandle, ZfsDriver } from '../zfs/driver.ts';
 import { mountOrder } from '../generators.ts';
 import { diskFile } from './create-disks.ts';
 import type { PoolLayout } from './pool-layout.ts';
-import { ensureZfs } from './zfs-session.ts';
+import { ensureZfs, killHungZfsFuse } from './zfs-session.ts';
 
 /** What `mount` hands install and export-pool. */
 export interface MountedImage {
@@ -19,6 +19,21 @@ export interface MountedImage {
   readonly driver: ZfsDriver;
   /** Set once the pool is exported, so the safety cleanup knows there is nothing left to do. */
   readonly released: { done: boolean };
+  /** Stops asking the ZFS service whether it still answers. */
+  readonly stopWatching: () => void;
+}
+
+/**
+ * The ZFS daemon stopped answering while the datasets are mounted: say so, and kill it if this
+ * build started it, so that install's waiting file operations fail and the build ends.
+ */
+async function onHungDaemon(ctx: Parameters<ResourceTask<any, MountedImage>['acquire']>[0], error: Error): Promise<void> {
+  ctx.warn(error.message);
+  if (await killHungZfsFuse(ctx.exec)) {
+    ctx.warn('killed the hung zfs-fuse daemon this build started and detached its mounts: the running stage fails now');
+  } else {
+    ctx.warn('another build or you started this zfs-fuse daemon, so it is left running and this build waits on it; recover as above');
+  }
 }
 
 /**
@@ -54,9 +69,13 @@ export function mountResource(config: ImageConfig, layout: PoolLayout): Resource
       });
       const mounts = mountOrder(config.datasets).map((m) => ({ dataset: m.name, mount: m.mount }));
       state = await driver.mountDatasets(pool, mounts);
-      return { root, disk, pool, state, driver, released };
+      // install's file operations in the mounted datasets have no time limit of their own
+      const stopWatching = driver.watch?.((error) => void onHungDaemon(ctx, error)) ?? (() => undefined);
+      ctx.cleanup(stopWatching);
+      return { root, disk, pool, state, driver, released, stopWatching };
     },
     async release(ctx, image) {
+      image.stopWatching();
       ctx.log(`unmounting and exporting ${image.pool.name}`);
       await image.driver.unmountAll(image.pool, image.state);
       await image.driver.exportPool(image.pool);

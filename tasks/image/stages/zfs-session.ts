@@ -3,6 +3,7 @@ import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver } from '../zfs/driver.ts';
+import { detachDeadMounts } from '../zfs/zfs-fuse.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 
 /** Builds using a ZFS daemon register here (one file per pid), so none stops it under another. */
@@ -98,6 +99,24 @@ export async function ensureZfs(ctx: TaskContext<any>, driver: ZfsDriver): Promi
     usesInRun.delete(key);
     await use.release();
   });
+}
+
+/**
+ * Kills a hung zfs-fuse daemon if this process started it: the FUSE mounts' waiting file
+ * operations then fail instead of waiting forever, and its dead mounts are detached. A daemon
+ * another build or the user started is left alone. Returns whether it was killed.
+ */
+export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
+  const [starterLine = '', pidFile = ''] = (await readFile(STARTER_FILE, 'utf8').catch(() => '')).split('\n');
+  if (Number(starterLine.trim()) !== process.pid || pidFile === '') return false;
+  const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+  // the pid file may be stale: only a process that is zfs-fuse
+  if (!(pid > 0) || (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() !== 'zfs-fuse') return false;
+  process.kill(pid, 'SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while ((await daemonPids()).includes(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  await detachDeadMounts(exec);
+  return true;
 }
 
 /** Stops a zfs-fuse daemon no build owns any more, unless a pool is still imported in it. */

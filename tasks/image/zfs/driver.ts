@@ -130,6 +130,11 @@ export interface ZfsDriver {
   unmountAll(handle: PoolHandle, state: MountState, options?: ReleaseOptions): Promise<void>;
   /** `zpool export`, then releases the loop device and temporary folders. */
   exportPool(handle: PoolHandle, options?: ReleaseOptions): Promise<void>;
+  /**
+   * For services that can hang (zfs-fuse): asks it at intervals whether it still answers, and
+   * calls `onHung` once when it does not. Returns a function that stops watching.
+   */
+  watch?(onHung: (error: Error) => void): () => void;
 }
 
 /** Pool-name rules shared by both drivers (also used for temporary names). */

@@ -523,5 +523,31 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     mountDatasets,
     unmountAll,
     exportPool,
+
+    watch(onHung: (error: Error) => void): () => void {
+      if (timeoutMs === undefined) return () => undefined;
+      // often enough that a hang is found within about 1.25 limits; rarely enough to cost nothing
+      const everyMs = Math.min(30_000, timeoutMs / 4);
+      let watching = true;
+      let timer: NodeJS.Timeout | undefined;
+      const ask = async (): Promise<void> => {
+        if (!watching) return;
+        await poolNames().catch(() => undefined);
+        if (!watching) return;
+        if (hungDaemon) {
+          watching = false;
+          onHung(hungDaemon);
+          return;
+        }
+        timer = setTimeout(() => void ask(), everyMs);
+        timer.unref();
+      };
+      timer = setTimeout(() => void ask(), everyMs);
+      timer.unref();
+      return () => {
+        watching = false;
+        clearTimeout(timer);
+      };
+    },
   };
 }
