@@ -82,6 +82,8 @@ export function createExec(setup: ExecSetup = {}): Exec {
     if (options.timeoutMs !== undefined) {
       timers.push(
         setTimeout(() => {
+          // already being stopped for an abort: that is what it will be reported as
+          if (stopping) return;
           timedOut = true;
           stop();
         }, options.timeoutMs),
@@ -108,8 +110,8 @@ export function createExec(setup: ExecSetup = {}): Exec {
       const result = settled;
       splitOut.end();
       splitErr.end();
-      // A child that exited may leave grandchildren in its group; they must not outlive an abort.
-      if (setup.signal?.aborted && pid !== undefined) killGroup(pid, 'SIGKILL');
+      // A child that exited may leave grandchildren in its group; they must not outlive an abort or a timeout.
+      if (stopping && pid !== undefined) killGroup(pid, 'SIGKILL');
       const stdout = typeof result.stdout === 'string' ? result.stdout : '';
       const stderr = typeof result.stderr === 'string' ? result.stderr : '';
       const exitCode = result.exitCode ?? -1;

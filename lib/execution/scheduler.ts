@@ -365,7 +365,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     unitDone.set(unit, promise);
     return promise;
   };
-  await Promise.all(units.map(startUnit));
+  // every unit settles before the run's cleanups, even when one threw: a daemon the run started is stopped either way
+  const settled = await Promise.allSettled(units.map(startUnit));
   for (const [key, fn] of [...runEnd].reverse()) {
     try {
       await fn();
@@ -373,6 +374,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       reporter.event({ type: 'notice', level: 'warn', message: `run cleanup "${key}" failed: ${(error as Error).message}` });
     }
   }
+  const crashed = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (crashed) throw crashed.reason;
   const tasks = options.ids.map((id) => rows.get(id)!).filter(Boolean);
   return {
     ok: tasks.every((t) => t.status !== 'failed') && !signal.aborted,

@@ -54,6 +54,31 @@ describe('exec timeouts', () => {
     }
   });
 
+  it('kills what the command left in its group once it exits after a timeout', async () => {
+    // the grandchild ignores SIGTERM and holds no output pipe, so the command itself ends on SIGTERM
+    const marker = `exec-test-leftover-${process.pid}`;
+    const exec = createExec({ killGraceMs: 5_000 });
+    try {
+      const error = await failureOf(
+        exec('sh', ['-c', `sh -c 'trap "" TERM; while :; do sleep 1; done' ${marker} >/dev/null 2>&1 & sleep 30`], { timeoutMs: 200 }),
+      );
+      expect(error.failure.timedOutAfterMs).toBe(200);
+      expect(processesWith(marker)).toEqual([]);
+    } finally {
+      for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
+    }
+  });
+
+  it('an abort while the time limit runs out is reported as an abort, not as a timeout', async () => {
+    const controller = new AbortController();
+    const exec = createExec({ killGraceMs: 600, signal: controller.signal });
+    setTimeout(() => controller.abort(), 100);
+    // ignores SIGTERM, so it is still being stopped when the 300 ms limit passes
+    const error = await failureOf(exec('sh', ['-c', `trap '' TERM; sleep 30 & wait`], { timeoutMs: 300 }));
+    expect(error.failure.aborted).toBe(true);
+    expect(error.failure.timedOutAfterMs).toBeUndefined();
+  });
+
   it('leaves a command that answers in time alone', async () => {
     const exec = createExec({ killGraceMs: 200 });
     const result = await exec('sh', ['-c', 'sleep 0.1; echo done'], { timeoutMs: 5_000 });

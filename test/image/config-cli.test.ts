@@ -59,7 +59,7 @@ describe('config errors on the command line', () => {
   it('refuses a zfs command time limit that is not a number of seconds', async () => {
     const result = await buildWith(patched({}), { ZFS_IMAGE_ZFS_TIMEOUT: '2m' });
     expect(result.exitCode).toBe(2);
-    expect(result.stderr).toContain('error: ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds (0 for no limit), not "2m"');
+    expect(result.stderr).toContain('error: ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to 2147483, not "2m"');
     expect(result.created).toEqual([]);
   });
 

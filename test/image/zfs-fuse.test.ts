@@ -9,7 +9,7 @@ import { hasMountsUnder } from '../../tasks/image/zfs/driver.ts';
 import type { MountState, PoolHandle, ZfsDriver, ZfsSession } from '../../tasks/image/zfs/driver.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import type { HostLock } from '../../lib/execution/host-lock.ts';
-import { adaptPropertiesForZfsFuse, createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
+import { adaptPropertiesForZfsFuse, createZfsFuseDriver, zfsCommandTimeoutMs } from '../../tasks/image/zfs/zfs-fuse.ts';
 import { findProgram, selectDriver } from '../../tasks/image/zfs/select-driver.ts';
 
 const SEED_DEFAULTS = {
@@ -117,6 +117,21 @@ describe('zfs-fuse commands (recorded)', () => {
     await expect(
       driver.createPool({ pool: 'tank', vdev: '/w/root.raw', root: '/w/mnt', poolProperties: {}, filesystemProperties: {} }),
     ).rejects.toThrow(/already imported on this host.*temporary name/);
+  });
+});
+
+describe('zfs command time limit', () => {
+  it('reads ZFS_IMAGE_ZFS_TIMEOUT in seconds, 0 for none, and refuses what a timer cannot hold', () => {
+    expect(zfsCommandTimeoutMs({})).toBe(120_000);
+    expect(zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: ' ' })).toBe(120_000);
+    expect(zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: '1.5' })).toBe(1500);
+    expect(zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: '0' })).toBeUndefined();
+    expect(zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: '2147483' })).toBe(2_147_483_000);
+    for (const bad of ['2147484', '-1', '2m', 'Infinity']) {
+      expect(() => zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: bad })).toThrow(
+        `ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to 2147483, not "${bad}"`,
+      );
+    }
   });
 });
 

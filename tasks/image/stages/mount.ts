@@ -70,7 +70,10 @@ export function mountResource(config: ImageConfig, layout: PoolLayout): Resource
       const mounts = mountOrder(config.datasets).map((m) => ({ dataset: m.name, mount: m.mount }));
       state = await driver.mountDatasets(pool, mounts);
       // install's file operations in the mounted datasets have no time limit of their own
-      const stopWatching = driver.watch?.((error) => void onHungDaemon(ctx, error)) ?? (() => undefined);
+      const stopWatching =
+        driver.watch?.((error) => {
+          onHungDaemon(ctx, error).catch((failure: Error) => ctx.log(`could not deal with the hung daemon: ${failure.message}`));
+        }) ?? (() => undefined);
       ctx.cleanup(stopWatching);
       return { root, disk, pool, state, driver, released, stopWatching };
     },

@@ -112,7 +112,11 @@ export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
   const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
   // the pid file may be stale: only a process that is zfs-fuse
   if (!(pid > 0) || (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() !== 'zfs-fuse') return false;
-  process.kill(pid, 'SIGKILL');
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // it exited since the check: its mounts are dead all the same
+  }
   const deadline = Date.now() + 10_000;
   while ((await daemonPids()).includes(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   await detachDeadMounts(exec);

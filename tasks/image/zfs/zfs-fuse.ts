@@ -7,11 +7,11 @@
 import { access, mkdtemp, readFile, realpath, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { constants } from 'node:fs';
-import { basename, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { createExec, formatCommand } from '../../../lib/execution/exec.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
-import { readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
+import { mountsAtOrBelow, readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import {
   POOL_NAME,
@@ -57,6 +57,9 @@ export interface ZfsFuseOptions {
 /** The default limit for one zpool or zfs command: they answer in well under a second when the daemon is healthy. */
 export const DEFAULT_ZFS_COMMAND_TIMEOUT_S = 120;
 
+/** The longest limit a timer can hold (2^31 - 1 ms, about 24 days). */
+const MAX_ZFS_COMMAND_TIMEOUT_S = 2_147_483;
+
 /**
  * The limit for one zpool or zfs command, in ms: `ZFS_IMAGE_ZFS_TIMEOUT` seconds (0 for none),
  * else {@link DEFAULT_ZFS_COMMAND_TIMEOUT_S}. Undefined means no limit.
@@ -64,8 +67,9 @@ export const DEFAULT_ZFS_COMMAND_TIMEOUT_S = 120;
 export function zfsCommandTimeoutMs(env: Readonly<Record<string, string | undefined>> = process.env): number | undefined {
   const raw = env['ZFS_IMAGE_ZFS_TIMEOUT']?.trim();
   const seconds = raw === undefined || raw === '' ? DEFAULT_ZFS_COMMAND_TIMEOUT_S : Number(raw);
-  if (!Number.isFinite(seconds) || seconds < 0) {
-    throw new Error(`ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds (0 for no limit), not "${raw}"`);
+  // Node's timers hold at most 2^31 - 1 ms; a longer one would fire at once
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds > MAX_ZFS_COMMAND_TIMEOUT_S) {
+    throw new Error(`ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to ${MAX_ZFS_COMMAND_TIMEOUT_S}, not "${raw}"`);
   }
   return seconds === 0 ? undefined : seconds * 1000;
 }
@@ -211,10 +215,20 @@ export async function detachDeadMounts(exec: Exec): Promise<void> {
  * really is mounted where (zfs-fuse's `mounted` property can disagree), at no
  * daemon round trip.
  */
-async function mountedDatasets(pool: string): Promise<MountEntry[]> {
-  return (await readMountTable()).filter(
+async function mountedDatasets(pool: string, root: string): Promise<MountEntry[]> {
+  // only under this pool's root: a dead earlier daemon may have left mounts of a pool of the same name elsewhere
+  return mountsAtOrBelow(await readMountTable(), await resolvedPath(root)).filter(
     (entry) => entry.fsType === ZFS_FUSE_FS_TYPE && (entry.source === pool || entry.source.startsWith(`${pool}/`)),
   );
+}
+
+/**
+ * A path with its folders' symbolic links resolved, as the kernel lists mount points. Only the
+ * parent is resolved: the path itself may be a mount point of a hung daemon, where a stat would hang.
+ */
+async function resolvedPath(path: string): Promise<string> {
+  const parent = await realpath(dirname(path)).catch(() => dirname(path));
+  return join(parent, basename(path));
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -234,9 +248,16 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   const exec: Exec = async (file, args, execOptions) => {
     justListed = undefined;
     if (file !== zpool && file !== zfs) return run(file, args, execOptions);
-    if (hungDaemon) throw new Error(`zfs-fuse is not answering, so \`${formatCommand(file, args)}\` was not run (${hungDaemon.message})`);
+    const refuseIfHung = (): void => {
+      if (hungDaemon) throw new Error(`zfs-fuse is not answering, so \`${formatCommand(file, args)}\` was not run (${hungDaemon.message})`);
+    };
+    refuseIfHung();
     try {
-      return await lock.hold(() => run(file, args, { ...execOptions, ...(timeoutMs === undefined ? {} : { timeoutMs }) }));
+      return await lock.hold(() => {
+        // again once its turn comes: the command before it in the queue may have found the daemon hung
+        refuseIfHung();
+        return run(file, args, { ...execOptions, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+      });
     } catch (error) {
       if (error instanceof CommandError && error.failure.timedOutAfterMs !== undefined) {
         hungDaemon = hungDaemonError(error.failure.command, error.failure.timedOutAfterMs);
@@ -284,8 +305,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   };
 
   // unmounts every mounted dataset of the pool, deepest mountpoint first
-  const unmountEverything = async (name: string, force: boolean, errors: unknown[]): Promise<void> => {
-    const mounted = (await mountedDatasets(name)).sort((a, b) => b.target.length - a.target.length);
+  const unmountEverything = async (name: string, root: string, force: boolean, errors: unknown[]): Promise<void> => {
+    const mounted = (await mountedDatasets(name, root)).sort((a, b) => b.target.length - a.target.length);
     for (const entry of mounted) {
       try {
         // no -f: a forced FUSE unmount detaches the mount but leaves the pool busy for export
@@ -300,7 +321,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   const unmountAll = async (handle: PoolHandle, state: MountState, release: ReleaseOptions = {}): Promise<void> => {
     const force = release.force ?? false;
     const errors: unknown[] = [];
-    await unmountEverything(handle.name, force, errors);
+    await unmountEverything(handle.name, handle.root, force, errors);
     // parents first: a child set back to inherit must not inherit a parent's temporary mountpoint
     const depth = (dataset: string): number => dataset.split('/').length;
     const restore = [...state.restore].sort((a, b) => depth(a.dataset) - depth(b.dataset));
@@ -314,7 +335,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       }
     }
     // restoring an inherited non-legacy mountpoint can mount again
-    await unmountEverything(handle.name, force, errors);
+    await unmountEverything(handle.name, handle.root, force, errors);
     if (errors.length > 0) throw errors[0];
   };
 
@@ -363,12 +384,11 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         mounted.push({ dataset: entry.dataset, path: entry.path });
       }
       // Never install into the host folder under a dataset that did not mount there.
-      const table = await mountedDatasets(handle.name);
-      const missing: string[] = [];
-      for (const entry of ordered) {
-        const where = await realpath(entry.path).catch(() => entry.path);
-        if (!table.some((mount) => mount.source === entry.dataset && mount.target === where)) missing.push(`${entry.dataset} (at ${entry.path})`);
-      }
+      const table = await mountedDatasets(handle.name, handle.root);
+      const root = await resolvedPath(handle.root);
+      const missing = ordered
+        .filter((entry) => !table.some((mount) => mount.source === entry.dataset && mount.target === hostPath(root, entry.mount)))
+        .map((entry) => `${entry.dataset} (at ${entry.path})`);
       if (missing.length > 0) throw new Error(`zfs-fuse did not mount ${missing.join(', ')} after setting the mountpoint`);
     } catch (error) {
       await unmountAll(handle, { mounted, restore }, { force: true }).catch(() => undefined);
@@ -415,14 +435,29 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       }
     }
     const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
-    while (!(await answers())) {
-      if (Date.now() > deadline) {
-        // do not leave a daemon nobody will stop
-        const stuck = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-        if (stuck > 0) process.kill(stuck, 'SIGKILL');
-        await rm(pidDir, { recursive: true, force: true });
-        throw new Error(`zfs-fuse started but did not answer within ${options.readyTimeoutMs ?? 15_000} ms`);
+    // do not leave a daemon nobody will stop
+    const abandon = async (error: Error): Promise<never> => {
+      const stuck = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+      if (stuck > 0) {
+        try {
+          process.kill(stuck, 'SIGKILL');
+        } catch {
+          // gone already
+        }
       }
+      await rm(pidDir, { recursive: true, force: true });
+      throw error;
+    };
+    for (;;) {
+      let ready: boolean;
+      try {
+        ready = await answers();
+      } catch (error) {
+        // it started but hangs on its first answer
+        return abandon(error as Error);
+      }
+      if (ready) break;
+      if (Date.now() > deadline) return abandon(new Error(`zfs-fuse started but did not answer within ${options.readyTimeoutMs ?? 15_000} ms`));
       await sleep(50);
     }
     const pid = Number((await readFile(pidFile, 'utf8')).trim());
@@ -512,7 +547,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       }
       try {
         // zfs-fuse import has no -N: unmount what a non-legacy mountpoint mounted, as openzfs would not mount it
-        await unmountEverything(imp.pool, false, []);
+        await unmountEverything(imp.pool, imp.root, false, []);
       } catch (error) {
         await exportPool(handle, { force: true }).catch(() => undefined);
         throw error;
