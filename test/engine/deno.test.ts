@@ -1,9 +1,11 @@
 // The same sources on Deno 2: the demo's plan, and a small graph built, interrupted and shared with Node.
 import { execa } from 'execa';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { hashFileContent } from '../../lib/caching/file-hash.ts';
 import { ROOT, toyProject, type ToyProject } from '../helpers/toy.ts';
 
 const DENO = path.join(ROOT, 'node_modules/.bin/deno');
@@ -29,6 +31,14 @@ describe('Deno', () => {
     } finally {
       await rm(cache, { recursive: true, force: true });
     }
+  });
+
+  it('hashes files, stops a command past its time limit and reads the mount table as Node does', async () => {
+    const file = path.join(toy.dir, 'data.bin');
+    await writeFile(file, randomBytes(3 * 1024 * 1024 + 11));
+    const result = await deno(['test/fixtures/runtime-check.ts', file]);
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(JSON.parse(result.stdout)).toEqual({ sha256: await hashFileContent(file), timedOutAfterMs: 300, root: true });
   });
 
   it('builds a small graph, and Node finds it all cached', async () => {
