@@ -17,11 +17,12 @@ export interface HashMemo {
 }
 
 /** Hashes a file, or a folder as its sorted tree of names, modes, link targets and file hashes. */
-export async function hashPath(target: string, memo?: HashMemo): Promise<string> {
+export async function hashPath(target: string, memo?: HashMemo, ignore: readonly string[] = []): Promise<string> {
   const info = await lstat(target);
   if (info.isSymbolicLink()) return sha256(`link:${await readlink(target)}`);
   if (info.isDirectory()) {
-    const names = (await readdir(target)).sort();
+    // `ignore` applies to this folder's own entries only, not to deeper ones of the same name
+    const names = (await readdir(target)).filter((name) => !ignore.includes(name)).sort();
     const parts: string[] = [];
     for (const name of names) {
       const child = path.join(target, name);

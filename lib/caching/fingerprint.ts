@@ -33,8 +33,9 @@ export async function buildManifest(
   memo?: HashMemo,
 ): Promise<Manifest> {
   const files: Record<string, string> = {};
-  for (const file of node.inputFiles ?? []) {
-    files[file] = await hashPath(file, memo).catch(() => 'missing');
+  for (const input of node.inputFiles ?? []) {
+    const [file, ignore] = typeof input === 'string' ? [input, []] : [input.path, input.ignore];
+    files[file] = await hashPath(file, memo, ignore).catch(() => 'missing');
   }
   const tools: Record<string, string> = {};
   for (const tool of node.tools ?? []) {

@@ -58,6 +58,12 @@ export interface TaskContext<I extends Json = Json> {
   atRunEnd(key: string, fn: () => Promise<void> | void): void;
 }
 
+/**
+ * A file or folder that is part of a fingerprint; `ignore` names entries at the top of a folder
+ * that the task never reads (a channel's `.git`), so changing them does not make it stale.
+ */
+export type InputFile = string | { readonly path: string; readonly ignore: readonly string[] };
+
 /** Fields shared by every node of the graph. */
 interface NodeBase<I extends Json> {
   /** Unique id, e.g. `create-disks:boot`. */
@@ -71,7 +77,7 @@ interface NodeBase<I extends Json> {
   /** Validates `inputs` before anything runs. */
   readonly inputsSchema?: z.ZodType<I>;
   /** Files or folders whose contents are part of the fingerprint. */
-  readonly inputFiles?: readonly string[];
+  readonly inputFiles?: readonly InputFile[];
   /** Programs whose binaries are part of the fingerprint (resolved on PATH). */
   readonly tools?: readonly string[];
   /** Bump when the implementation changes what it produces. */

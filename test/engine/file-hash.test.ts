@@ -1,10 +1,10 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashFileContent } from '../../lib/caching/file-hash.ts';
+import { hashFileContent, hashPath } from '../../lib/caching/file-hash.ts';
 
 const MiB = 1 << 20;
 
@@ -27,5 +27,21 @@ describe('hashFileContent', () => {
 
   it('names the file when it cannot be read', async () => {
     await expect(hashFileContent(path.join(dir, 'missing'))).rejects.toThrow(/missing/);
+  });
+
+  it('leaves out the ignored names at the top of a folder, and only there', async () => {
+    const tree = path.join(dir, 'tree');
+    await mkdir(path.join(tree, '.git'), { recursive: true });
+    await mkdir(path.join(tree, 'lib/.git'), { recursive: true });
+    await writeFile(path.join(tree, '.git/HEAD'), 'one\n');
+    await writeFile(path.join(tree, 'lib/.git/HEAD'), 'one\n');
+    await writeFile(path.join(tree, 'default.nix'), '{ }\n');
+    const before = await hashPath(tree, undefined, ['.git']);
+    await writeFile(path.join(tree, '.git/HEAD'), 'two\n');
+    expect(await hashPath(tree, undefined, ['.git'])).toBe(before);
+    // without ignore the top .git counts, and a nested .git always does
+    expect(await hashPath(tree)).not.toBe(before);
+    await writeFile(path.join(tree, 'lib/.git/HEAD'), 'two\n');
+    expect(await hashPath(tree, undefined, ['.git'])).not.toBe(before);
   });
 });

@@ -38,6 +38,12 @@ describe('the channel', () => {
     expect(shell.stdout).toMatch(/-nixos-channel$/m);
   });
 
+  it('is not rebuilt for a change inside its .git, which is not copied', async () => {
+    await writeFile(path.join(nixpkgs, '.git/HEAD'), 'another ref\n');
+    const plan = await project.run('plan');
+    expect(plan.stdout).toMatch(/^install\s+fresh\s/m);
+  });
+
   it('is rebuilt when the tree changes, not only its path', async () => {
     await writeFile(path.join(nixpkgs, 'lib/a.nix'), '2\n');
     const plan = await project.run('plan');

@@ -24,8 +24,8 @@ export function installTask(config: ImageConfig): Task {
   const inputFiles = [
     ...config.contents.map((c) => c.source),
     ...(config.configFile ? [config.configFile] : []),
-    // the channel's content, not just its path, decides what is copied
-    ...(config.includeChannel && config.channelSource ? [config.channelSource] : []),
+    // the channel's content, not just its path, decides what is copied; its .git is not copied (makeChannel)
+    ...(config.includeChannel && config.channelSource ? [{ path: config.channelSource, ignore: ['.git'] }] : []),
   ];
   return {
     id: 'install',
