@@ -47,12 +47,13 @@ const HASH_CHUNK = 1 << 20;
  * sha256 of a file's bytes. Two buffers take turns: the next read runs in the
  * thread pool while this one is hashed, so a 270 MB image hashes at about the
  * speed of SHA-256 itself (163 vs 157 ms here; 185 ms with a read stream), and
- * no new memory is taken per chunk.
+ * no new memory is taken per chunk. `onProgress` hears the bytes hashed so far, every 64 MiB.
  */
-export async function hashFileContent(file: string): Promise<string> {
+export async function hashFileContent(file: string, onProgress?: (hashedBytes: number) => void): Promise<string> {
   const handle = await open(file, 'r');
   try {
     const hash = createHash('sha256');
+    let reported = 0;
     let current = Buffer.allocUnsafeSlow(HASH_CHUNK);
     let next = Buffer.allocUnsafeSlow(HASH_CHUNK);
     let position = 0;
@@ -64,6 +65,11 @@ export async function hashFileContent(file: string): Promise<string> {
       pending = handle.read(next, 0, HASH_CHUNK, position);
       hash.update(current.subarray(0, bytesRead));
       [current, next] = [next, current];
+      // every 64 MiB: a multi-gigabyte image takes seconds, and a progress event per MiB is noise
+      if (onProgress && position - reported >= 64 * HASH_CHUNK) {
+        reported = position;
+        onProgress(position);
+      }
     }
     return hash.digest('hex');
   } finally {

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +23,16 @@ describe('hashFileContent', () => {
     await writeFile(file, randomBytes(size));
     const expected = execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0];
     expect(await hashFileContent(file)).toBe(expected);
+  });
+
+  it('tells how far it has got every 64 MiB', async () => {
+    const file = path.join(dir, 'large');
+    await writeFile(file, '');
+    await truncate(file, 130 * MiB);
+    const heard: number[] = [];
+    const hash = await hashFileContent(file, (bytes) => heard.push(bytes));
+    expect(heard).toEqual([64 * MiB, 128 * MiB]);
+    expect(hash).toBe(execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0]);
   });
 
   it('names the file when it cannot be read', async () => {

@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { hashFileContent } from '../../../lib/caching/file-hash.ts';
 import { allocatedSize, ensureFreeSpace } from '../../../lib/caching/free-space.ts';
@@ -30,7 +31,9 @@ export function convertTask(disk: 'boot' | 'root', format: ImageFormat, outDir: 
       if (format === 'raw') await ctx.copyDisk(input, output);
       else await qemuImgConvert(ctx, format, disk, input, output);
       // Hashed here rather than in post-vm, so the two disks are hashed in parallel branches.
-      return { sha256: await hashFileContent(output) };
+      const { size } = await stat(output);
+      const sha256 = await hashFileContent(output, (hashed) => ctx.progress(hashed / size, `sha256 of the ${disk} disk`));
+      return { sha256 };
     },
   };
 }
