@@ -11,6 +11,8 @@ import type { Exec } from '../../lib/execution/types.ts';
 import type { HostLock } from '../../lib/execution/host-lock.ts';
 import { adaptPropertiesForZfsFuse, createZfsFuseDriver, zfsCommandTimeoutMs } from '../../tasks/image/zfs/zfs-fuse.ts';
 import { findProgram, selectDriver } from '../../tasks/image/zfs/select-driver.ts';
+import { useZfs, ZFS_USERS_DIR, ZFS_USERS_LOCK_FILE } from '../../tasks/image/stages/zfs-session.ts';
+import { execa } from 'execa';
 
 const SEED_DEFAULTS = {
   pool: { autoexpand: 'on' },
@@ -409,6 +411,26 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
       process.kill(pid, 'SIGCONT');
     }
     expect((await watcher.prepare()).started).toBe(false);
+  }, 60_000);
+
+  it('registers as a ZFS user only once a last user stopping the daemon has let go of the users lock', async () => {
+    const marker = join(ZFS_USERS_DIR, String(process.pid));
+    // stands in for a build whose release is stopping the daemon
+    const holder = execa('flock', [ZFS_USERS_LOCK_FILE, 'sh', '-c', 'echo held; sleep 1']);
+    await new Promise((held) => holder.stdout!.once('data', held));
+    let registered = false;
+    const using = useZfs(driver, exec, () => undefined).then((use) => {
+      registered = true;
+      return use;
+    });
+    await new Promise((later) => setTimeout(later, 500));
+    expect(registered).toBe(false);
+    expect(existsSync(marker)).toBe(false);
+    await holder;
+    const use = await using;
+    expect(existsSync(marker)).toBe(true);
+    await use.release();
+    expect(existsSync(marker)).toBe(false);
   }, 60_000);
 
   it('really refuses what the property table says it cannot set', async () => {

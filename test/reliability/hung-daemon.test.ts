@@ -55,7 +55,11 @@ afterAll(async () => {
   );
 });
 
-/** Starts a build, pauses it at install's chroot (datasets mounted), stops the daemon, lets the build go on. */
+/**
+ * Starts a build, pauses it at install's chroot (datasets mounted) and stops the daemon. The build
+ * stays paused there: only the build's watch can find the hang (install's own file operations might
+ * be served from the kernel's cache). The caller unpauses it.
+ */
 async function hangDuringInstall(): Promise<{ result: Promise<{ exitCode?: number }>; output(): string; daemon: number }> {
   await shims.pause('chroot', 'ANY');
   const child = started.track(project.start('build'));
@@ -68,7 +72,6 @@ async function hangDuringInstall(): Promise<{ result: Promise<{ exitCode?: numbe
   const daemon = daemons[0]!;
   process.kill(daemon, 'SIGSTOP');
   stopped.add(daemon);
-  await shims.unpause();
   return { result: child, output: () => output, daemon };
 }
 
@@ -81,10 +84,11 @@ describe('a zfs-fuse daemon that stops answering during install', () => {
     await project.configure({ contents: [] }); // install and what follows are stale again
 
     const hang = await hangDuringInstall();
+    await until(() => hang.output().includes('killed the hung zfs-fuse daemon this build started and detached its mounts'), 'the kill', 60_000);
+    expect(hang.output()).toMatch(/zfs-fuse did not answer `\S*zpool list -H -o name` within 2 s: the daemon looks hung/);
+    await shims.unpause(); // install goes on, into mounts whose daemon is gone
     const result = await hang.result;
     expect(result.exitCode).toBe(1);
-    expect(hang.output()).toMatch(/zfs-fuse did not answer `\S*zpool list -H -o name` within 2 s: the daemon looks hung/);
-    expect(hang.output()).toContain('killed the hung zfs-fuse daemon this build started and detached its mounts');
     expect(await zfsFuseDaemons()).toEqual([]);
     expect(await zfsFuseStarter()).toBeUndefined();
     expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
@@ -108,6 +112,7 @@ describe('a zfs-fuse daemon that stops answering during install', () => {
       // the recovery the message gives: kill it, detach its mounts
       process.kill(hang.daemon, 'SIGKILL');
       stopped.delete(hang.daemon);
+      await shims.unpause();
       const result = await hang.result;
       expect(result.exitCode).toBe(1);
       await detachDeadMounts(createExec());

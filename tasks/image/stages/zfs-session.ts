@@ -5,12 +5,23 @@ import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver } from '../zfs/driver.ts';
 import { detachDeadMounts } from '../zfs/zfs-fuse.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
+import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 
 /** Builds using a ZFS daemon register here (one file per pid), so none stops it under another. */
 export const ZFS_USERS_DIR = '/run/nixos-zfs-image/zfs-users';
 
 /** Names the build that started the zfs-fuse daemon, so the last build out can stop it if that one is gone. */
 const STARTER_FILE = '/run/nixos-zfs-image/zfs-fuse-started-by';
+
+/**
+ * Registering as a user and the last user's check-and-stop take turns on this lock: without it,
+ * a build that registers just after the last one looked finds the daemon answering, then loses
+ * it to that one's SIGTERM.
+ */
+export const ZFS_USERS_LOCK_FILE = '/run/nixos-zfs-image/zfs-users.lock';
+
+let usersLock: HostLock | undefined;
+const registry = (): HostLock => (usersLock ??= createHostLock(ZFS_USERS_LOCK_FILE));
 
 /** Live pids other than ours that registered as ZFS users; dead ones are removed. */
 export async function otherZfsUsers(dir = ZFS_USERS_DIR): Promise<number[]> {
@@ -36,8 +47,11 @@ export interface ZfsUse {
  */
 export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) => void): Promise<ZfsUse> {
   const marker = path.join(ZFS_USERS_DIR, String(process.pid));
-  await mkdir(ZFS_USERS_DIR, { recursive: true });
-  await writeFile(marker, `${new Date().toISOString()}\n`);
+  // waits while a last user stops the daemon; once registered, no one stops it under us
+  await registry().hold(async () => {
+    await mkdir(ZFS_USERS_DIR, { recursive: true });
+    await writeFile(marker, `${new Date().toISOString()}\n`);
+  });
   const session = await driver.prepare();
   if (session.started) {
     log(`started the ${driver.name} daemon; it is stopped when the build ends`);
@@ -45,7 +59,7 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
     await writeFile(STARTER_FILE, `${process.pid}\n${session.pidFile ?? ''}\n`);
   }
   return {
-    async release() {
+    release: () => registry().hold(async () => {
       await rm(marker, { force: true });
       const others = await otherZfsUsers();
       if (others.length > 0) {
@@ -69,7 +83,7 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
           await rm(STARTER_FILE, { force: true });
         }
       }
-    },
+    }),
   };
 }
 
