@@ -2,16 +2,7 @@ import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import { mountsUnder, type Sweeper } from '../../lib/caching/sweep.ts';
 import { findProgram, zfsModuleLoaded } from './zfs/select-driver.ts';
-import { DEFAULT_ZFS_COMMAND_TIMEOUT_S, zfsCommandTimeoutMs, zfsFuseLock } from './zfs/zfs-fuse.ts';
-
-/** The zfs command limit; maintenance commands sweep without the build's checks, so a bad setting falls back to the default. */
-function sweepTimeoutMs(): number | undefined {
-  try {
-    return zfsCommandTimeoutMs();
-  } catch {
-    return DEFAULT_ZFS_COMMAND_TIMEOUT_S * 1000;
-  }
-}
+import { zfsCommandTimeoutMsOrDefault, zfsFuseLock } from './zfs/zfs-fuse.ts';
 
 /** Loop devices whose backing file lies under `folder` (from `losetup --list`). */
 export async function loopDevicesUnder(exec: Exec, folder: string): Promise<string[]> {
@@ -26,7 +17,7 @@ export async function loopDevicesUnder(exec: Exec, folder: string): Promise<stri
 /** Imported pools with a vdev under `folder` or on one of `devices` (parsed from `zpool status`). */
 export async function poolsUsing(exec: Exec, zpool: string, folder: string, devices: readonly string[]): Promise<string[]> {
   // a hung zfs-fuse must not hang the sweep at the start of every build
-  const options = { quiet: true, timeoutMs: sweepTimeoutMs() };
+  const options = { quiet: true, timeoutMs: zfsCommandTimeoutMsOrDefault() };
   const names = await exec(zpool, ['list', '-H', '-o', 'name'], options).catch(() => undefined);
   const pools: string[] = [];
   for (const pool of (names?.stdout ?? '').split('\n').filter(Boolean)) {
@@ -49,7 +40,7 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
     const zpool = findProgram('zpool');
     if (zpool) {
       for (const pool of await poolsUsing(exec, zpool, folder, devices)) {
-        const options = { quiet: true, timeoutMs: sweepTimeoutMs() };
+        const options = { quiet: true, timeoutMs: zfsCommandTimeoutMsOrDefault() };
         const exportPool = (): Promise<boolean> =>
           exec(zpool, ['export', pool], options).then(
             () => true,

@@ -416,16 +416,20 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
   it('registers as a ZFS user only once a last user stopping the daemon has let go of the users lock', async () => {
     const marker = join(ZFS_USERS_DIR, String(process.pid));
     // stands in for a build whose release is stopping the daemon
-    const holder = execa('flock', [ZFS_USERS_LOCK_FILE, 'sh', '-c', 'echo held; sleep 1']);
+    // it holds the lock until its stdin closes, however slow the machine
+    const holder = execa('flock', [ZFS_USERS_LOCK_FILE, 'sh', '-c', 'echo held; read x || true'], { stdin: 'pipe' });
     await new Promise((held) => holder.stdout!.once('data', held));
+    // a driver that is not zfs-fuse: its release never looks for a dead starter's daemon to stop
+    const stub: ZfsDriver = { ...driver, name: 'openzfs', prepare: async () => ({ started: false, stop: async () => ({ stopped: false }) }) };
     let registered = false;
-    const using = useZfs(driver, exec, () => undefined).then((use) => {
+    const using = useZfs(stub, exec, () => undefined).then((use) => {
       registered = true;
       return use;
     });
     await new Promise((later) => setTimeout(later, 500));
     expect(registered).toBe(false);
     expect(existsSync(marker)).toBe(false);
+    holder.stdin!.end();
     await holder;
     const use = await using;
     expect(existsSync(marker)).toBe(true);

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver } from '../zfs/driver.ts';
-import { detachDeadMounts } from '../zfs/zfs-fuse.ts';
+import { detachDeadMounts, zfsCommandTimeoutMsOrDefault, zfsFuseLock } from '../zfs/zfs-fuse.ts';
+import { CommandError } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 
@@ -139,7 +140,18 @@ export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
 
 /** Stops a zfs-fuse daemon no build owns any more, unless a pool is still imported in it. */
 async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void): Promise<boolean> {
-  const pools = await exec('zpool', ['list', '-H', '-o', 'name'], { quiet: true }).then((r) => r.stdout.trim(), () => '');
+  // under the command lock and time limit: this runs holding the users lock, which every other build waits on
+  const listing = await zfsFuseLock()
+    .hold(() => exec('zpool', ['list', '-H', '-o', 'name'], { quiet: true, timeoutMs: zfsCommandTimeoutMsOrDefault() }))
+    .then(
+      (r): { pools: string; error?: Error } => ({ pools: r.stdout.trim() }),
+      (error: Error) => ({ pools: '', error }),
+    );
+  if (listing.error instanceof CommandError && listing.error.failure.timedOutAfterMs !== undefined) {
+    log(`left zfs-fuse running: it did not answer \`zpool list\` (${listing.error.message}); it looks hung, see the README's recovery steps`);
+    return false;
+  }
+  const pools = listing.pools;
   if (pools !== '') {
     log(`left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
     return false;

@@ -74,6 +74,15 @@ export function zfsCommandTimeoutMs(env: Readonly<Record<string, string | undefi
   return seconds === 0 ? undefined : seconds * 1000;
 }
 
+/** {@link zfsCommandTimeoutMs}, or the default where the setting is bad (cleanup paths that run without the build's checks). */
+export function zfsCommandTimeoutMsOrDefault(): number | undefined {
+  try {
+    return zfsCommandTimeoutMs();
+  } catch {
+    return DEFAULT_ZFS_COMMAND_TIMEOUT_S * 1000;
+  }
+}
+
 /**
  * Set once a command of this process found the daemon hung: every later command fails at once
  * (a cleanup would otherwise wait out the limit once per command). A new daemon check clears it.
