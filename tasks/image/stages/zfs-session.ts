@@ -21,6 +21,12 @@ const STARTER_FILE = '/run/nixos-zfs-image/zfs-fuse-started-by';
  */
 export const ZFS_USERS_LOCK_FILE = '/run/nixos-zfs-image/zfs-users.lock';
 
+/** The starter record: the pid of the build that started the daemon, and the daemon's pid file. */
+async function readStarter(): Promise<{ starter: number; pidFile: string }> {
+  const [starterLine = '', pidFile = ''] = (await readFile(STARTER_FILE, 'utf8').catch(() => '')).split('\n');
+  return { starter: Number(starterLine.trim()), pidFile };
+}
+
 let usersLock: HostLock | undefined;
 const registry = (): HostLock => (usersLock ??= createHostLock(ZFS_USERS_LOCK_FILE));
 
@@ -74,8 +80,7 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
         else if (result.reason) throw new Error(result.reason);
         return;
       }
-      const [starterLine = '', pidFile = ''] = (await readFile(STARTER_FILE, 'utf8').catch(() => '')).split('\n');
-      const starter = Number(starterLine.trim());
+      const { starter, pidFile } = await readStarter();
       if (driver.name === 'zfs-fuse' && starter > 0 && !isAlive(starter)) {
         // The build that started the daemon has ended (or was killed) while we used it: we are the last user.
         if (await stopZfsFuseDaemon(exec, log)) {
@@ -122,8 +127,8 @@ export async function ensureZfs(ctx: TaskContext<any>, driver: ZfsDriver): Promi
  * another build or the user started is left alone. Returns whether it was killed.
  */
 export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
-  const [starterLine = '', pidFile = ''] = (await readFile(STARTER_FILE, 'utf8').catch(() => '')).split('\n');
-  if (Number(starterLine.trim()) !== process.pid || pidFile === '') return false;
+  const { starter, pidFile } = await readStarter();
+  if (starter !== process.pid || pidFile === '') return false;
   const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
   // the pid file may be stale: only a process that is zfs-fuse
   if (!(pid > 0) || (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() !== 'zfs-fuse') return false;
