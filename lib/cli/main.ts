@@ -10,7 +10,6 @@ import { schedule } from '../execution/scheduler.ts';
 import type { Reporter, RunSummary } from '../logging/events.ts';
 import { createJsonReporter } from '../logging/json-reporter.ts';
 import { createLineReporter } from '../logging/line-reporter.ts';
-import { createListrReporter } from '../logging/listr-reporter.ts';
 import { helpText, parseCli, type CliArgs } from './args.ts';
 import { logs as printLogs } from './commands/logs.ts';
 import { maintain } from './commands/maintain.ts';
@@ -115,9 +114,11 @@ async function loadGraph(options: TaskfileOptions, args: CliArgs): Promise<{ gra
   return { graph: graph.value, env };
 }
 
-function pickReporter(args: CliArgs, io: CliIo): Reporter {
+async function pickReporter(args: CliArgs, io: CliIo): Promise<Reporter> {
   if (args.json) return createJsonReporter(io.stdout);
   if (io.env.CI || !io.isTty) return createLineReporter({ write: io.stdout, verbose: args.verbose });
+  // loaded only for a terminal: listr2 costs about 25 ms of start-up that CI and --json runs skip
+  const { createListrReporter } = await import('../logging/listr-reporter.ts');
   return createListrReporter({ verbose: args.verbose });
 }
 
@@ -171,7 +172,7 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
 async function runGraph(graph: Graph, ids: readonly string[], store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
   const forced = args.command === 'run' && args.force ? resolveTargets(graph, args.targets) : undefined;
   const force = new Set(forced?.ok ? forced.value : []);
-  const reporter = pickReporter(args, io);
+  const reporter = await pickReporter(args, io);
   const memo = await store.loadHashMemo();
   const summary = await schedule({ graph, ids, store, reporter, concurrency: args.concurrency, force, signal, memo });
   await memo.save();
