@@ -15,7 +15,7 @@ import { postVmTask } from './stages/post-vm.ts';
 import { systemTask } from './stages/system.ts';
 import type { PoolLayout } from './stages/pool-layout.ts';
 import { imageSweeper } from './sweep.ts';
-import { zfsCommandTimeoutMs } from './zfs/zfs-fuse.ts';
+import { zfsCommandTimeoutMs } from './zfs/zfs-fuse-host.ts';
 import { imageShell } from './shell.ts';
 import type { ShellProvider } from '../../lib/engine/shell.ts';
 import { imageRequirements } from './requirements.ts';

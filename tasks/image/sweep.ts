@@ -2,7 +2,7 @@ import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import { mountsUnder, type Sweeper } from '../../lib/caching/sweep.ts';
 import { findProgram, zfsModuleLoaded } from './zfs/select-driver.ts';
-import { zfsCommandTimeoutMsOrDefault, zfsFuseLock } from './zfs/zfs-fuse.ts';
+import { zfsCommandTimeoutMsOrDefault, zfsFuseRequests } from './zfs/zfs-fuse-host.ts';
 
 /** Loop devices whose backing file lies under `folder` (from `losetup --list`). */
 export async function loopDevicesUnder(exec: Exec, folder: string): Promise<string[]> {
@@ -14,10 +14,12 @@ export async function loopDevicesUnder(exec: Exec, folder: string): Promise<stri
     .map(([name]) => name!);
 }
 
-/** Imported pools with a vdev under `folder` or on one of `devices` (parsed from `zpool status`). */
+/**
+ * Imported pools with a vdev under `folder` or on one of `devices` (parsed from `zpool status`).
+ * `exec` should set a time limit: a hung daemon must not hang the sweep at the start of every build.
+ */
 export async function poolsUsing(exec: Exec, zpool: string, folder: string, devices: readonly string[]): Promise<string[]> {
-  // a hung zfs-fuse must not hang the sweep at the start of every build
-  const options = { quiet: true, timeoutMs: zfsCommandTimeoutMsOrDefault() };
+  const options = { quiet: true };
   const names = await exec(zpool, ['list', '-H', '-o', 'name'], options).catch(() => undefined);
   const pools: string[] = [];
   for (const pool of (names?.stdout ?? '').split('\n').filter(Boolean)) {
@@ -39,15 +41,16 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
     const devices = await loopDevicesUnder(exec, folder);
     const zpool = findProgram('zpool');
     if (zpool) {
-      for (const pool of await poolsUsing(exec, zpool, folder, devices)) {
-        const options = { quiet: true, timeoutMs: zfsCommandTimeoutMsOrDefault() };
-        const exportPool = (): Promise<boolean> =>
-          exec(zpool, ['export', pool], options).then(
-            () => true,
-            () => exec(zpool, ['export', '-f', pool], options).then(() => true, () => false),
-          );
-        // zfs-fuse's pools under its host lock (an unmount racing another build's mount can hang it); kernel pools need none
-        const exported = zfsModuleLoaded() ? await exportPool() : await zfsFuseLock().hold(exportPool);
+      // zfs-fuse's requests take turns on its host lock (an unmount racing another build's mount can hang it); kernel pools need none
+      const zfsExec: Exec = zfsModuleLoaded()
+        ? (file, args, options) => exec(file, args, { ...options, timeoutMs: zfsCommandTimeoutMsOrDefault() })
+        : zfsFuseRequests(exec);
+      for (const pool of await poolsUsing(zfsExec, zpool, folder, devices)) {
+        const options = { quiet: true };
+        const exported = await zfsExec(zpool, ['export', pool], options).then(
+          () => true,
+          () => zfsExec(zpool, ['export', '-f', pool], options).then(() => true, () => false),
+        );
         report.push(exported ? `exported pool ${pool} left imported by a dead run` : `could not export pool ${pool} (imported from ${folder}); export it by hand`);
       }
     }

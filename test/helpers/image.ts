@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT } from './toy.ts';
 import { otherZfsUsers, ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
-import { detachDeadMounts } from '../../tasks/image/zfs/zfs-fuse.ts';
+import { detachDeadMounts } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { createExec } from '../../lib/execution/exec.ts';
 
 /** A scratch image project: config, cache and output folders in a temporary folder. */

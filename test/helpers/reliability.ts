@@ -58,16 +58,14 @@ export async function forceRelease(dir: string, pools: readonly string[]): Promi
   for (const loop of await loopsUnder(dir)) await execa('losetup', ['--detach', loop], { reject: false });
 }
 
-/** Pids of live (not zombie) zfs-fuse daemons. */
+/** Pids of live (not zombie) zfs-fuse daemons, as ps sees them (not through the code under test). */
 export async function zfsFuseDaemons(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
-    const close = stat.lastIndexOf(')');
-    if (stat.slice(stat.indexOf('(') + 1, close) === 'zfs-fuse' && stat[close + 2] !== 'Z') pids.push(Number(name));
-  }
-  return pids;
+  const listing = await execa('ps', ['-C', 'zfs-fuse', '-o', 'pid=,stat='], { reject: false });
+  return listing.stdout
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([pid, stat]) => pid && stat && !stat.startsWith('Z'))
+    .map(([pid]) => Number(pid));
 }
 
 /** Where a build that started the zfs-fuse daemon writes its pid (tasks/image/stages/zfs-session.ts). */

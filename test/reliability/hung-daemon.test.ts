@@ -1,7 +1,9 @@
 // The zfs-fuse daemon stops answering in the middle of install (stopped with SIGSTOP, which leaves
 // its clients waiting as a deadlock does): the build must end with a message saying what happened
 // and what to do, instead of waiting forever on the mounted datasets.
-import { mkdtemp, rm } from 'node:fs/promises';
+import { execa } from 'execa';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -16,10 +18,12 @@ import {
   withStatus,
   zfsFuseDaemons,
   zfsFuseStarter,
+  ZFS_FUSE_STARTER_FILE,
 } from '../helpers/reliability.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
-import { detachDeadMounts } from '../../tasks/image/zfs/zfs-fuse.ts';
-import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
+import { detachDeadMounts } from '../../tasks/image/zfs/zfs-fuse-host.ts';
+import { otherZfsUsers, useZfs } from '../../tasks/image/stages/zfs-session.ts';
+import { createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
 import { createExec } from '../../lib/execution/exec.ts';
 
 const POOL = uniquePool('relhung');
@@ -124,5 +128,62 @@ describe('a zfs-fuse daemon that stops answering during install', () => {
     const next = await project.build();
     expect(next.exitCode, next.stderr + next.stdout).toBe(0);
     expect(withStatus(next.statuses, 'cached')).toContain('create-pool');
+  });
+});
+
+describe('a zfs-fuse daemon whose starter is dead, hung when the last user leaves', () => {
+  it('the last user leaves it running and says why, without stalling; once it answers again, the next last user stops it', async (ctx) => {
+    // this test plays the dead starter: skip where another daemon or ZFS user is around
+    if ((await zfsFuseDaemons()).length > 0 || (await otherZfsUsers()).length > 0) ctx.skip();
+    const pidDir = await mkdtemp(path.join(tmpdir(), 'zfs-fuse-'));
+    const pidFile = path.join(pidDir, 'zfs-fuse.pid');
+    await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
+    const daemon = Number((await readFile(pidFile, 'utf8')).trim());
+    stopped.add(daemon); // continued (then stopped by the last user) whatever happens
+    try {
+      await until(async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0, 'the daemon to answer', 15_000);
+      // recorded as a build's would be, by a build that has ended since
+      const ended = execa('true');
+      const dead = ended.pid!;
+      await ended;
+      await writeFile(ZFS_FUSE_STARTER_FILE, `${dead}\n${pidFile}\n`);
+
+      const lines: string[] = [];
+      const driver = createZfsFuseDriver({ commandTimeoutMs: 2_000 });
+      const previous = process.env['ZFS_IMAGE_ZFS_TIMEOUT'];
+      process.env['ZFS_IMAGE_ZFS_TIMEOUT'] = '2'; // the limit the last user's check runs under
+      try {
+        const use = await useZfs(driver, createExec(), (line) => lines.push(line));
+        process.kill(daemon, 'SIGSTOP');
+        // before the fix this waited on the daemon forever, holding the lock every build registers under
+        await use.release();
+      } finally {
+        if (previous === undefined) delete process.env['ZFS_IMAGE_ZFS_TIMEOUT'];
+        else process.env['ZFS_IMAGE_ZFS_TIMEOUT'] = previous;
+      }
+      expect(lines.join('\n')).toMatch(/^left zfs-fuse running: it did not answer `zpool list` \(.*\); it looks hung, see the README's recovery steps$/m);
+      expect(await zfsFuseDaemons()).toEqual([daemon]); // not stopped: it might only be slow
+      expect(await zfsFuseStarter()).toBe(dead); // kept, so a later last user can still stop it
+      expect(await otherZfsUsers()).toEqual([]);
+
+      // The daemon answers again: the next build out stops it and removes its records.
+      process.kill(daemon, 'SIGCONT');
+      const again: string[] = [];
+      const use = await useZfs(createZfsFuseDriver({ commandTimeoutMs: 10_000 }), createExec(), (line) => again.push(line));
+      await use.release();
+      expect(again).toEqual([`stopped the zfs-fuse daemon a finished build had started (pid ${daemon})`]);
+      expect(await zfsFuseDaemons()).toEqual([]);
+      expect(await zfsFuseStarter()).toBeUndefined();
+      expect(existsSync(pidDir)).toBe(false);
+    } finally {
+      process.kill(daemon, 'SIGCONT');
+      if ((await zfsFuseDaemons()).includes(daemon)) {
+        process.kill(daemon, 'SIGTERM');
+        await until(async () => !(await zfsFuseDaemons()).includes(daemon), 'the daemon to exit', 20_000).catch(() => process.kill(daemon, 'SIGKILL'));
+      }
+      stopped.delete(daemon);
+      if ((await zfsFuseStarter()) !== undefined && !(await zfsFuseDaemons()).length) await rm(ZFS_FUSE_STARTER_FILE, { force: true });
+      await rm(pidDir, { recursive: true, force: true });
+    }
   });
 });

@@ -5,6 +5,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, ran, type ImageProject } from '../helpers/image.ts';
+import { zfsFuseDaemons } from '../helpers/reliability.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 
 const POOL = 'rtank';
@@ -12,15 +13,11 @@ let project: ImageProject;
 let shims: Shims;
 let daemonsBefore: number;
 
-/** Live zfs-fuse daemons (zombies left for a non-reaping init do not count). */
-const zfsFuseDaemons = async (): Promise<number> =>
-  (await execa('ps', ['-C', 'zfs-fuse', '-o', 'stat='], { reject: false })).stdout.split('\n').filter((s) => s.trim() && !s.trim().startsWith('Z')).length;
-
 beforeAll(async () => {
   const scratch = await import('node:fs/promises').then((fs) => fs.mkdtemp('/tmp/shims-'));
   shims = await makeShims(scratch, ['zfs-fuse', 'zfs', 'zpool', 'qemu-img', 'chroot']);
   project = await imageProject(POOL, { PATH: shims.path });
-  daemonsBefore = await zfsFuseDaemons();
+  daemonsBefore = (await zfsFuseDaemons()).length;
   const first = await project.build();
   expect(first.exitCode, first.stderr).toBe(0);
 });
@@ -41,7 +38,7 @@ async function expectNothingLeft(): Promise<void> {
   expect(await readdir(path.join(project.cache, 'staging')).catch(() => [])).toEqual([]);
   expect(await readdir(path.join(project.cache, 'work')).catch(() => [])).toEqual([]);
   // a daemon the build started is stopped again
-  expect(await zfsFuseDaemons()).toBeLessThanOrEqual(daemonsBefore);
+  expect((await zfsFuseDaemons()).length).toBeLessThanOrEqual(daemonsBefore);
 }
 
 /** Starts a build that will pause in `tool verb`, then sends `signal` once it is there. */

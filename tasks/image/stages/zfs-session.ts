@@ -3,7 +3,7 @@ import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver } from '../zfs/driver.ts';
-import { detachDeadMounts, zfsCommandTimeoutMsOrDefault, zfsFuseLock } from '../zfs/zfs-fuse.ts';
+import { detachDeadMounts, processAlive, zfsFuseDaemonPids, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
@@ -138,7 +138,7 @@ export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
     // it exited since the check: its mounts are dead all the same
   }
   const deadline = Date.now() + 10_000;
-  while ((await daemonPids()).includes(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  while ((await processAlive(pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   await detachDeadMounts(exec);
   return true;
 }
@@ -146,12 +146,10 @@ export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
 /** Stops a zfs-fuse daemon no build owns any more, unless a pool is still imported in it. */
 async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void): Promise<boolean> {
   // under the command lock and time limit: this runs holding the users lock, which every other build waits on
-  const listing = await zfsFuseLock()
-    .hold(() => exec('zpool', ['list', '-H', '-o', 'name'], { quiet: true, timeoutMs: zfsCommandTimeoutMsOrDefault() }))
-    .then(
-      (r): { pools: string; error?: Error } => ({ pools: r.stdout.trim() }),
-      (error: Error) => ({ pools: '', error }),
-    );
+  const listing = await zfsFuseRequests(exec)('zpool', ['list', '-H', '-o', 'name'], { quiet: true }).then(
+    (r): { pools: string; error?: Error } => ({ pools: r.stdout.trim() }),
+    (error: Error) => ({ pools: '', error }),
+  );
   if (listing.error instanceof CommandError && listing.error.failure.timedOutAfterMs !== undefined) {
     log(`left zfs-fuse running: it did not answer \`zpool list\` (${listing.error.message}); it looks hung, see the README's recovery steps`);
     return false;
@@ -161,23 +159,10 @@ async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void): Promi
     log(`left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
     return false;
   }
-  const pids = await daemonPids();
+  const pids = await zfsFuseDaemonPids();
   for (const pid of pids) process.kill(pid, 'SIGTERM');
   const deadline = Date.now() + 30_000;
-  while ((await daemonPids()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  while ((await zfsFuseDaemonPids()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
   log(`stopped the zfs-fuse daemon a finished build had started (pid ${pids.join(', ')})`);
   return true;
-}
-
-/** Pids of live (not zombie) zfs-fuse processes, from /proc. */
-async function daemonPids(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
-    const open = stat.indexOf('(');
-    const close = stat.lastIndexOf(')');
-    if (stat.slice(open + 1, close) === 'zfs-fuse' && stat[close + 2] !== 'Z') pids.push(Number(name));
-  }
-  return pids;
 }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { constants } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { createExec, formatCommand } from '../../../lib/execution/exec.ts';
-import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
+import type { HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import { mountsAtOrBelow, readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
@@ -36,6 +36,14 @@ import type {
   ZfsProperties,
   ZfsSession,
 } from './driver.ts';
+import {
+  ZFS_FUSE_FS_TYPE,
+  detachDeadMounts,
+  processAlive,
+  zfsCommandTimeoutMs,
+  zfsFuseLock,
+  zfsFuseRequests,
+} from './zfs-fuse-host.ts';
 
 /** How to reach zfs-fuse; every field has a working default on Debian. */
 export interface ZfsFuseOptions {
@@ -48,39 +56,10 @@ export interface ZfsFuseOptions {
   readonly readyTimeoutMs?: number;
   /** How long SIGTERM may take before SIGKILL (default 15 s; it takes about 5 s). */
   readonly stopTimeoutMs?: number;
-  /** Serialises zpool and zfs commands across builds (default: {@link ZFS_FUSE_LOCK_FILE}). */
+  /** Serialises zpool and zfs commands across builds (default: the host lock, {@link zfsFuseLock}). */
   readonly lock?: HostLock;
   /** How long a zpool or zfs command may go unanswered before the daemon counts as hung (default {@link zfsCommandTimeoutMs}). */
   readonly commandTimeoutMs?: number;
-}
-
-/** The default limit for one zpool or zfs command: they answer in well under a second when the daemon is healthy. */
-export const DEFAULT_ZFS_COMMAND_TIMEOUT_S = 120;
-
-/** The longest limit a timer can hold (2^31 - 1 ms, about 24 days). */
-const MAX_ZFS_COMMAND_TIMEOUT_S = 2_147_483;
-
-/**
- * The limit for one zpool or zfs command, in ms: `ZFS_IMAGE_ZFS_TIMEOUT` seconds (0 for none),
- * else {@link DEFAULT_ZFS_COMMAND_TIMEOUT_S}. Undefined means no limit.
- */
-export function zfsCommandTimeoutMs(env: Readonly<Record<string, string | undefined>> = process.env): number | undefined {
-  const raw = env['ZFS_IMAGE_ZFS_TIMEOUT']?.trim();
-  const seconds = raw === undefined || raw === '' ? DEFAULT_ZFS_COMMAND_TIMEOUT_S : Number(raw);
-  // Node's timers hold at most 2^31 - 1 ms; a longer one would fire at once
-  if (!Number.isFinite(seconds) || seconds < 0 || seconds > MAX_ZFS_COMMAND_TIMEOUT_S) {
-    throw new Error(`ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to ${MAX_ZFS_COMMAND_TIMEOUT_S}, not "${raw}"`);
-  }
-  return seconds === 0 ? undefined : seconds * 1000;
-}
-
-/** {@link zfsCommandTimeoutMs}, or the default where the setting is bad (cleanup paths that run without the build's checks). */
-export function zfsCommandTimeoutMsOrDefault(): number | undefined {
-  try {
-    return zfsCommandTimeoutMs();
-  } catch {
-    return DEFAULT_ZFS_COMMAND_TIMEOUT_S * 1000;
-  }
 }
 
 /**
@@ -97,21 +76,6 @@ function hungDaemonError(command: string, limitMs: number): Error {
       'Otherwise recover by hand: pkill -KILL zfs-fuse, then `umount -l` every fuse.zfs mount point that `grep fuse.zfs /proc/mounts` lists, ' +
       'then rerun the build. ZFS_IMAGE_ZFS_TIMEOUT=<seconds> changes the limit.',
   );
-}
-
-/**
- * The host-wide lock every zpool and zfs command of this driver runs under. Two
- * commands that mount at once (two `zfs set mountpoint`, say) can deadlock the
- * zfs-fuse 0.7 daemon for good: both wait on a new FUSE mount it never initialises.
- */
-export const ZFS_FUSE_LOCK_FILE = '/run/nixos-zfs-image/zfs-fuse.lock';
-
-let sharedLock: HostLock | undefined;
-
-/** This process's hold on {@link ZFS_FUSE_LOCK_FILE}, shared so its own commands queue too. */
-export function zfsFuseLock(): HostLock {
-  sharedLock ??= createHostLock(ZFS_FUSE_LOCK_FILE);
-  return sharedLock;
 }
 
 /** Pool properties zfs-fuse can set at creation (pool version 23). */
@@ -196,29 +160,6 @@ export function adaptPropertiesForZfsFuse(request: PropertyRequest, defaults: Pr
   return { pool, filesystem, datasets, warnings, refused };
 }
 
-/** Whether a process exists and is not a zombie. */
-async function processAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // the state follows the parenthesised command name
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** The type the kernel lists zfs-fuse mounts under; their source is the dataset name. */
-const ZFS_FUSE_FS_TYPE = 'fuse.zfs';
-
-/** Lazily unmounts every zfs-fuse mount; only called once the one zfs-fuse daemon of the host is dead. */
-export async function detachDeadMounts(exec: Exec): Promise<void> {
-  const points = (await readMountTable())
-    .filter((entry) => entry.fsType === ZFS_FUSE_FS_TYPE)
-    .map((entry) => entry.target)
-    .sort((a, b) => b.length - a.length);
-  for (const point of points) await exec('umount', ['-l', point]).catch(() => undefined);
-}
-
 /**
  * The pool's datasets mounted on this host, from the kernel's mount table: what
  * really is mounted where (zfs-fuse's `mounted` property can disagree), at no
@@ -248,25 +189,22 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   const daemon = options.daemon ?? 'zfs-fuse';
   const zpool = options.zpool ?? 'zpool';
   const zfs = options.zfs ?? 'zfs';
-  const lock = options.lock ?? zfsFuseLock();
+  const refuseIfHung = (file: string, args: readonly string[]): void => {
+    if (hungDaemon) throw new Error(`zfs-fuse is not answering, so \`${formatCommand(file, args)}\` was not run (${hungDaemon.message})`);
+  };
+  // one daemon request at a time on the whole host, each with a time limit; the daemon itself is started unlocked.
+  // Checked again once a command's turn comes: the one before it in the queue may have found the daemon hung.
   const timeoutMs = options.commandTimeoutMs ?? zfsCommandTimeoutMs();
+  const request = zfsFuseRequests(run, { lock: options.lock ?? zfsFuseLock(), timeoutMs, onTurn: refuseIfHung });
   // The pool list the daemon check just read, for the name check that follows it: saves a round
   // trip; any other command clears it (zpool create and import refuse a taken name anyway).
   let justListed: string[] | undefined;
-  // one daemon request at a time on the whole host, each with a time limit; the daemon itself is started unlocked
   const exec: Exec = async (file, args, execOptions) => {
     justListed = undefined;
     if (file !== zpool && file !== zfs) return run(file, args, execOptions);
-    const refuseIfHung = (): void => {
-      if (hungDaemon) throw new Error(`zfs-fuse is not answering, so \`${formatCommand(file, args)}\` was not run (${hungDaemon.message})`);
-    };
-    refuseIfHung();
+    refuseIfHung(file, args);
     try {
-      return await lock.hold(() => {
-        // again once its turn comes: the command before it in the queue may have found the daemon hung
-        refuseIfHung();
-        return run(file, args, { ...execOptions, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
-      });
+      return await request(file, args, execOptions);
     } catch (error) {
       if (error instanceof CommandError && error.failure.timedOutAfterMs !== undefined) {
         hungDaemon = hungDaemonError(error.failure.command, error.failure.timedOutAfterMs);

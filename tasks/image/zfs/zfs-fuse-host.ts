@@ -1,0 +1,111 @@
+/**
+ * What every zfs-fuse user on the host shares: the lock its requests take turns on, their time
+ * limit, the daemon's processes and the mounts it leaves when it dies. The driver, the sweep of
+ * dead runs and the last build's daemon stop all reach zfs-fuse through these.
+ */
+import { readdir, readFile } from 'node:fs/promises';
+import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
+import { readMountTable } from '../../../lib/execution/mount-table.ts';
+import type { Exec } from '../../../lib/execution/types.ts';
+
+/** The default limit for one zpool or zfs command: they answer in well under a second when the daemon is healthy. */
+export const DEFAULT_ZFS_COMMAND_TIMEOUT_S = 120;
+
+/** The longest limit a timer can hold (2^31 - 1 ms, about 24 days). */
+const MAX_ZFS_COMMAND_TIMEOUT_S = 2_147_483;
+
+/**
+ * The limit for one zpool or zfs command, in ms: `ZFS_IMAGE_ZFS_TIMEOUT` seconds (0 for none),
+ * else {@link DEFAULT_ZFS_COMMAND_TIMEOUT_S}. Undefined means no limit.
+ */
+export function zfsCommandTimeoutMs(env: Readonly<Record<string, string | undefined>> = process.env): number | undefined {
+  const raw = env['ZFS_IMAGE_ZFS_TIMEOUT']?.trim();
+  const seconds = raw === undefined || raw === '' ? DEFAULT_ZFS_COMMAND_TIMEOUT_S : Number(raw);
+  // Node's timers hold at most 2^31 - 1 ms; a longer one would fire at once
+  if (!Number.isFinite(seconds) || seconds < 0 || seconds > MAX_ZFS_COMMAND_TIMEOUT_S) {
+    throw new Error(`ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to ${MAX_ZFS_COMMAND_TIMEOUT_S}, not "${raw}"`);
+  }
+  return seconds === 0 ? undefined : seconds * 1000;
+}
+
+/** {@link zfsCommandTimeoutMs}, or the default where the setting is bad (cleanup paths that run without the build's checks). */
+export function zfsCommandTimeoutMsOrDefault(): number | undefined {
+  try {
+    return zfsCommandTimeoutMs();
+  } catch {
+    return DEFAULT_ZFS_COMMAND_TIMEOUT_S * 1000;
+  }
+}
+
+/**
+ * The host-wide lock every zpool and zfs command for zfs-fuse runs under. Two commands that
+ * mount at once (two `zfs set mountpoint`, say) can deadlock the zfs-fuse 0.7 daemon for good:
+ * both wait on a new FUSE mount it never initialises.
+ */
+export const ZFS_FUSE_LOCK_FILE = '/run/nixos-zfs-image/zfs-fuse.lock';
+
+let sharedLock: HostLock | undefined;
+
+/** This process's hold on {@link ZFS_FUSE_LOCK_FILE}, shared so its own commands queue too. */
+export function zfsFuseLock(): HostLock {
+  sharedLock ??= createHostLock(ZFS_FUSE_LOCK_FILE);
+  return sharedLock;
+}
+
+/** How {@link zfsFuseRequests} runs each command; every field has the host-wide default. */
+export interface ZfsFuseRequestOptions {
+  readonly lock?: HostLock;
+  /** Undefined for no limit; default {@link zfsCommandTimeoutMsOrDefault}. */
+  readonly timeoutMs?: number | undefined;
+  /** Called once the command's turn on the lock has come, before it runs; throws to refuse it. */
+  readonly onTurn?: (file: string, args: readonly string[]) => void;
+}
+
+/**
+ * `exec` for commands that ask the zfs-fuse daemon: each one waits its turn on the host lock
+ * and is stopped after the time limit, so a hung daemon fails the command instead of freezing it.
+ */
+export function zfsFuseRequests(exec: Exec, options: ZfsFuseRequestOptions = {}): Exec {
+  const lock = options.lock ?? zfsFuseLock();
+  const timeoutMs = 'timeoutMs' in options ? options.timeoutMs : zfsCommandTimeoutMsOrDefault();
+  return (file, args, execOptions) =>
+    lock.hold(() => {
+      options.onTurn?.(file, args);
+      return exec(file, args, { ...execOptions, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
+    });
+}
+
+/** Whether a process exists and is not a zombie. */
+export async function processAlive(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // the state follows the parenthesised command name, which may itself hold parentheses
+    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Pids of the live (not zombie) zfs-fuse processes on the host, from /proc. */
+export async function zfsFuseDaemonPids(): Promise<number[]> {
+  const pids: number[] = [];
+  for (const name of await readdir('/proc').catch(() => [] as string[])) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    const close = stat.lastIndexOf(')');
+    if (stat.slice(stat.indexOf('(') + 1, close) === 'zfs-fuse' && stat[close + 2] !== 'Z') pids.push(Number(name));
+  }
+  return pids;
+}
+
+/** The type the kernel lists zfs-fuse mounts under; their source is the dataset name. */
+export const ZFS_FUSE_FS_TYPE = 'fuse.zfs';
+
+/** Lazily unmounts every zfs-fuse mount; only called once the one zfs-fuse daemon of the host is dead. */
+export async function detachDeadMounts(exec: Exec): Promise<void> {
+  const points = (await readMountTable())
+    .filter((entry) => entry.fsType === ZFS_FUSE_FS_TYPE)
+    .map((entry) => entry.target)
+    .sort((a, b) => b.length - a.length);
+  for (const point of points) await exec('umount', ['-l', point]).catch(() => undefined);
+}
