@@ -112,7 +112,9 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
     return imageTasks(config, path.resolve(env.outDir), layout);
   };
   // After a kill -9: export the pool, unmount and detach what the dead run held in its folders.
-  const requirements = imageRequirements(driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto'));
+  // Not checked here: a bad ZFS_DRIVER fails build, plan and run with exit 2 (above), while help,
+  // doctor and the cache commands, which use no driver, still work (doctor then lists auto's tools).
+  const requirements = imageRequirements(asDriverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto') ?? 'auto');
   // The shell needs the parsed config, so it exists once the plugin has run.
   const openShell: ShellProvider = (request) => {
     if (!shell) throw new Error('the image config was not loaded');
@@ -134,7 +136,12 @@ function checkZfsTimeout(): void {
   }
 }
 
+function asDriverChoice(value: string): ZfsDriverChoice | undefined {
+  return (ZFS_DRIVER_CHOICES as readonly string[]).includes(value) ? (value as ZfsDriverChoice) : undefined;
+}
+
 function driverChoice(value: string): ZfsDriverChoice {
-  if ((ZFS_DRIVER_CHOICES as readonly string[]).includes(value)) return value as ZfsDriverChoice;
+  const choice = asDriverChoice(value);
+  if (choice) return choice;
   throw new ConfigError([`ZFS_DRIVER: must be one of ${ZFS_DRIVER_CHOICES.join(', ')}, not "${value}"`]);
 }

@@ -63,6 +63,17 @@ describe('config errors on the command line', () => {
     expect(result.created).toEqual([]);
   });
 
+  it('refuses an unknown ZFS_DRIVER, while --help still works with it set', async () => {
+    const result = await buildWith(patched({}), { ZFS_DRIVER: 'bogus' });
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain('error: ZFS_DRIVER: must be one of auto, openzfs, zfs-fuse, not "bogus"');
+    expect(result.stderr).not.toMatch(/\n\s+at /); // a message, not a stack trace
+    expect(result.created).toEqual([]);
+    const help = await execa(process.execPath, ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), '--help'], { reject: false, cwd: ROOT, env: { ZFS_DRIVER: 'bogus' } });
+    expect(help.exitCode, help.stderr).toBe(0);
+    expect(help.stdout).toMatch(/^Usage: /);
+  });
+
   it('names the file, line and column of malformed JSON', async () => {
     const result = await buildWith('{\n  "name": "x",\n  "format": raw\n}\n');
     expect(result.exitCode).toBe(2);
