@@ -142,7 +142,6 @@ zfs create -p -o com.example:backup=yes "$pool/home"
 zfs create -p -o atime=off "$pool/nix"
 zfs create -p "$pool/root"
 zfs create -p "$pool/root/var"
-zfs list -o name,mountpoint,used -r "$pool"
 zpool export "$pool"
 imported=0
 phase create-pool

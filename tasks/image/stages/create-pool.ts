@@ -37,7 +37,6 @@ export function createPoolTask(config: ImageConfig, layout: PoolLayout): Task {
       for (const dataset of datasetCreationOrder(config.datasets)) {
         await driver.createDataset(handle, dataset.name, layout.properties.datasets[dataset.name] ?? {});
       }
-      await ctx.exec('zfs', ['list', '-o', 'name,mountpoint,used', '-r', handle.name]);
       await driver.exportPool(handle);
       exported = true;
     },
