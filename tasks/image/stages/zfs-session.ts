@@ -132,11 +132,8 @@ export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
   const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
   // the pid file may be stale: only a process that is zfs-fuse
   if (!(pid > 0) || (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() !== 'zfs-fuse') return false;
-  try {
-    process.kill(pid, 'SIGKILL');
-  } catch {
-    // it exited since the check: its mounts are dead all the same
-  }
+  // if it exited since the check, its mounts are dead all the same
+  signal(pid, 'SIGKILL');
   const deadline = Date.now() + 10_000;
   while ((await processAlive(pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   await detachDeadMounts(exec);
@@ -160,9 +157,27 @@ async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void): Promi
     return false;
   }
   const pids = await zfsFuseDaemonPids();
-  for (const pid of pids) process.kill(pid, 'SIGTERM');
+  for (const pid of pids) signal(pid, 'SIGTERM');
+  // it waits for its worker threads, about 5 s; one that is still there after 30 s is stuck
   const deadline = Date.now() + 30_000;
   while ((await zfsFuseDaemonPids()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  const stuck = (await zfsFuseDaemonPids()).filter((pid) => pids.includes(pid));
+  if (stuck.length > 0) {
+    for (const pid of stuck) signal(pid, 'SIGKILL');
+    // a killed daemon leaves dead FUSE mounts ("transport endpoint is not connected")
+    await detachDeadMounts(exec);
+    log(`killed the zfs-fuse daemon a finished build had started (pid ${stuck.join(', ')}): it did not exit within 30 s of SIGTERM`);
+    return true;
+  }
   log(`stopped the zfs-fuse daemon a finished build had started (pid ${pids.join(', ')})`);
   return true;
+}
+
+/** Sends a signal to a process that may have exited since it was listed. */
+function signal(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone already
+  }
 }
