@@ -149,6 +149,6 @@ Options:
       --no-wait           fail instead of waiting when another build holds the cache
   -h, --help              this text
 
-Exit status: 0 done; 1 a task failed, or SIGTERM; 2 usage or config error, nothing created; 130 Ctrl-C.
+Exit status: 0 done; 1 a task failed, or SIGTERM; 2 usage or config error, nothing created; 129 terminal closed; 130 Ctrl-C.
 `;
 }

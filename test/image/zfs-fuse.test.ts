@@ -130,7 +130,7 @@ describe('zfs command time limit', () => {
     expect(zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: '1.5' })).toBe(1500);
     expect(zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: '0' })).toBeUndefined();
     expect(zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: '2147483' })).toBe(2_147_483_000);
-    for (const bad of ['2147484', '-1', '2m', 'Infinity']) {
+    for (const bad of ['2147484', '-1', '2m', 'Infinity', '0x10', '1e2']) {
       expect(() => zfsCommandTimeoutMs({ ZFS_IMAGE_ZFS_TIMEOUT: bad })).toThrow(
         `ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to 2147483, not "${bad}"`,
       );

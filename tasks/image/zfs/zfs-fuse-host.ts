@@ -20,9 +20,10 @@ const MAX_ZFS_COMMAND_TIMEOUT_S = 2_147_483;
  */
 export function zfsCommandTimeoutMs(env: Readonly<Record<string, string | undefined>> = process.env): number | undefined {
   const raw = env['ZFS_IMAGE_ZFS_TIMEOUT']?.trim();
-  const seconds = raw === undefined || raw === '' ? DEFAULT_ZFS_COMMAND_TIMEOUT_S : Number(raw);
-  // Node's timers hold at most 2^31 - 1 ms; a longer one would fire at once
-  if (!Number.isFinite(seconds) || seconds < 0 || seconds > MAX_ZFS_COMMAND_TIMEOUT_S) {
+  const unset = raw === undefined || raw === '';
+  const seconds = unset ? DEFAULT_ZFS_COMMAND_TIMEOUT_S : Number(raw);
+  // decimal seconds only (Number() would also take 0x10 and 1e2); Node's timers hold at most 2^31 - 1 ms
+  if ((!unset && !/^\d+(\.\d+)?$/.test(raw)) || seconds > MAX_ZFS_COMMAND_TIMEOUT_S) {
     throw new Error(`ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to ${MAX_ZFS_COMMAND_TIMEOUT_S}, not "${raw}"`);
   }
   return seconds === 0 ? undefined : seconds * 1000;
