@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../../lib/engine/config-error.ts';
 import type { GraphNode, Plugin, PluginEnvironment } from '../../lib/engine/task.ts';
@@ -42,7 +43,14 @@ export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
         'config: includeChannel: true needs a nixpkgs source to copy into the image: set channelSource to a nixpkgs checkout, put nixpkgs=PATH in NIX_PATH, or set includeChannel to false',
       ]);
     }
-    return { ...config, channelSource: fromNixPath };
+    // checked like a channelSource in the config: refused now, not when install gets to it
+    const source = path.resolve(fromNixPath);
+    if (!statSync(source, { throwIfNoEntry: false })?.isDirectory()) {
+      throw new ConfigError([
+        `config: includeChannel: true takes nixpkgs from NIX_PATH, but nixpkgs=${fromNixPath} is not a folder: fix NIX_PATH, set channelSource to a nixpkgs checkout, or set includeChannel to false`,
+      ]);
+    }
+    return { ...config, channelSource: source };
   }
   return config;
 }

@@ -81,6 +81,13 @@ describe('config errors on the command line', () => {
     expect(result.created).toEqual([]);
   });
 
+  it('refuses includeChannel when NIX_PATH names a nixpkgs folder that is not there', async () => {
+    const result = await buildWith(patched({ includeChannel: true }), { NIX_PATH: `nixpkgs=${dir}/no-such-nixpkgs` });
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain(`error: config: includeChannel: true takes nixpkgs from NIX_PATH, but nixpkgs=${dir}/no-such-nixpkgs is not a folder`);
+    expect(result.created).toEqual([]);
+  });
+
   it('refuses includeChannel without a nixpkgs source', async () => {
     const result = await buildWith(patched({ includeChannel: true }));
     expect(result.exitCode).toBe(2);
