@@ -32,6 +32,8 @@ let shims: Shims;
 let project: ImageProject;
 /** Daemons this file stopped with SIGSTOP: continued (or killed) whatever happens. */
 const stopped = new Set<number>();
+/** Daemons this file started itself, with their pid file's folder: killed and removed at the end if a failed test left them. */
+const ownDaemons = new Map<number, string>();
 const started = children();
 
 beforeAll(async () => {
@@ -54,6 +56,19 @@ afterAll(async () => {
       }
     },
     () => started.settle(),
+    async () => {
+      for (const [pid, pidDir] of ownDaemons) {
+        await rm(pidDir, { recursive: true, force: true });
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          continue; // gone already
+        }
+        await until(async () => !(await zfsFuseDaemons()).includes(pid), `zfs-fuse ${pid} to exit`, 10_000);
+        await detachDeadMounts(createExec());
+        await rm(ZFS_FUSE_STARTER_FILE, { force: true });
+      }
+    },
     () => project && releaseAndRemove(project.dir, [POOL], () => project.cleanup()),
     () => rm(scratch, { recursive: true, force: true }),
   );
@@ -140,6 +155,7 @@ describe('a zfs-fuse daemon whose starter is dead, hung when the last user leave
     await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
     const daemon = Number((await readFile(pidFile, 'utf8')).trim());
     stopped.add(daemon); // continued (then stopped by the last user) whatever happens
+    ownDaemons.set(daemon, pidDir);
     try {
       await until(async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0, 'the daemon to answer', 15_000);
       // recorded as a build's would be, by a build that has ended since
@@ -182,6 +198,7 @@ describe('a zfs-fuse daemon whose starter is dead, hung when the last user leave
         await until(async () => !(await zfsFuseDaemons()).includes(daemon), 'the daemon to exit', 20_000).catch(() => process.kill(daemon, 'SIGKILL'));
       }
       stopped.delete(daemon);
+      ownDaemons.delete(daemon);
       if ((await zfsFuseStarter()) !== undefined && !(await zfsFuseDaemons()).length) await rm(ZFS_FUSE_STARTER_FILE, { force: true });
       await rm(pidDir, { recursive: true, force: true });
     }
