@@ -45,7 +45,7 @@ export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
     }
     // checked like a channelSource in the config: refused now, not when install gets to it
     const source = path.resolve(fromNixPath);
-    if (!statSync(source, { throwIfNoEntry: false })?.isDirectory()) {
+    if (!isFolder(source)) {
       throw new ConfigError([
         `config: includeChannel: true takes nixpkgs from NIX_PATH, but nixpkgs=${fromNixPath} is not a folder: fix NIX_PATH, set channelSource to a nixpkgs checkout, or set includeChannel to false`,
       ]);
@@ -53,6 +53,15 @@ export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
     return { ...config, channelSource: source };
   }
   return config;
+}
+
+/** Whether `file` is a folder; false when it cannot be looked at (EACCES, ELOOP). */
+function isFolder(file: string): boolean {
+  try {
+    return statSync(file, { throwIfNoEntry: false })?.isDirectory() ?? false;
+  } catch {
+    return false;
+  }
 }
 
 /** The nixpkgs folder named by `nixpkgs=PATH` in NIX_PATH, if any. */

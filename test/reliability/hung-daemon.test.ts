@@ -13,6 +13,7 @@ import {
   cleanupSteps,
   leftovers,
   releaseAndRemove,
+  running,
   uniquePool,
   until,
   withStatus,
@@ -21,7 +22,7 @@ import {
   ZFS_FUSE_STARTER_FILE,
 } from '../helpers/reliability.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
-import { detachDeadMounts } from '../../tasks/image/zfs/zfs-fuse-host.ts';
+import { detachDeadMounts, stopZfsFuseProcess } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { otherZfsUsers, useZfs } from '../../tasks/image/stages/zfs-session.ts';
 import { createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
 import { createExec } from '../../lib/execution/exec.ts';
@@ -59,14 +60,8 @@ afterAll(async () => {
     async () => {
       for (const [pid, pidDir] of ownDaemons) {
         await rm(pidDir, { recursive: true, force: true });
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          continue; // gone already
-        }
-        await until(async () => !(await zfsFuseDaemons()).includes(pid), `zfs-fuse ${pid} to exit`, 10_000);
-        await detachDeadMounts(createExec());
-        await rm(ZFS_FUSE_STARTER_FILE, { force: true });
+        // only if that pid is still a zfs-fuse: it may have exited and been reused
+        if ((await stopZfsFuseProcess(pid, createExec(), 0)) !== 'not-running') await rm(ZFS_FUSE_STARTER_FILE, { force: true });
       }
     },
     () => project && releaseAndRemove(project.dir, [POOL], () => project.cleanup()),
@@ -192,14 +187,49 @@ describe('a zfs-fuse daemon whose starter is dead, hung when the last user leave
       expect(await zfsFuseStarter()).toBeUndefined();
       expect(existsSync(pidDir)).toBe(false);
     } finally {
-      process.kill(daemon, 'SIGCONT');
+      // only while it is still that zfs-fuse: once stopped, its pid may be reused
       if ((await zfsFuseDaemons()).includes(daemon)) {
-        process.kill(daemon, 'SIGTERM');
-        await until(async () => !(await zfsFuseDaemons()).includes(daemon), 'the daemon to exit', 20_000).catch(() => process.kill(daemon, 'SIGKILL'));
+        process.kill(daemon, 'SIGCONT');
+        await stopZfsFuseProcess(daemon, createExec(), 20_000);
       }
       stopped.delete(daemon);
       ownDaemons.delete(daemon);
       if ((await zfsFuseStarter()) !== undefined && !(await zfsFuseDaemons()).length) await rm(ZFS_FUSE_STARTER_FILE, { force: true });
+      await rm(pidDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('stopping a zfs-fuse daemon by its pid', () => {
+  it('leaves a process that is not zfs-fuse alone, and SIGKILLs a daemon still there when the grace after SIGTERM ends', async (ctx) => {
+    if ((await zfsFuseDaemons()).length > 0 || (await otherZfsUsers()).length > 0) ctx.skip();
+    // a stale pid file naming some other process
+    const other = execa('sleep', ['60']);
+    try {
+      expect(await stopZfsFuseProcess(other.pid!, createExec(), 0)).toBe('not-running');
+      expect(await running(other.pid!)).toBe(true);
+    } finally {
+      other.kill('SIGKILL');
+      await other.catch(() => undefined);
+    }
+
+    const pidDir = await mkdtemp(path.join(tmpdir(), 'zfs-fuse-'));
+    const pidFile = path.join(pidDir, 'zfs-fuse.pid');
+    await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
+    const daemon = Number((await readFile(pidFile, 'utf8')).trim());
+    ownDaemons.set(daemon, pidDir);
+    try {
+      await until(async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0, 'the daemon to answer', 15_000);
+      // stopped, it keeps SIGTERM pending: it looks like a daemon that does not exit
+      process.kill(daemon, 'SIGSTOP');
+      stopped.add(daemon);
+      expect(await stopZfsFuseProcess(daemon, createExec(), 1_000)).toBe('killed');
+      stopped.delete(daemon);
+      expect(await zfsFuseDaemons()).toEqual([]);
+      expect(await stopZfsFuseProcess(daemon, createExec(), 0)).toBe('not-running');
+    } finally {
+      ownDaemons.delete(daemon);
+      if ((await zfsFuseDaemons()).includes(daemon)) await stopZfsFuseProcess(daemon, createExec(), 0);
       await rm(pidDir, { recursive: true, force: true });
     }
   });

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver } from '../zfs/driver.ts';
-import { detachDeadMounts, processAlive, zfsFuseDaemonPids, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
+import { stopZfsFuseProcess, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
@@ -83,7 +83,7 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
       const { starter, pidFile } = await readStarter();
       if (driver.name === 'zfs-fuse' && starter > 0 && !isAlive(starter)) {
         // The build that started the daemon has ended (or was killed) while we used it: we are the last user.
-        if (await stopZfsFuseDaemon(exec, log)) {
+        if (await stopZfsFuseDaemon(exec, log, pidFile)) {
           // only the folder the driver made for the pid file (zfs-fuse-XXXXXX), never anything else
           if (/\/zfs-fuse-[^/]+\/zfs-fuse\.pid$/.test(pidFile)) await rm(path.dirname(pidFile), { recursive: true, force: true });
           await rm(STARTER_FILE, { force: true });
@@ -129,55 +129,47 @@ export async function ensureZfs(ctx: TaskContext<any>, driver: ZfsDriver): Promi
 export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
   const { starter, pidFile } = await readStarter();
   if (starter !== process.pid || pidFile === '') return false;
-  const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-  // the pid file may be stale: only a process that is zfs-fuse
-  if (!(pid > 0) || (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim() !== 'zfs-fuse') return false;
-  // if it exited since the check, its mounts are dead all the same
-  signal(pid, 'SIGKILL');
-  const deadline = Date.now() + 10_000;
-  while ((await processAlive(pid)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  await detachDeadMounts(exec);
-  return true;
+  // no SIGTERM first: a hung daemon does not act on it
+  return (await stopZfsFuseProcess(await pidIn(pidFile), exec, 0)) !== 'not-running';
 }
 
-/** Stops a zfs-fuse daemon no build owns any more, unless a pool is still imported in it. */
-async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void): Promise<boolean> {
+/** The pid a pid file holds; NaN when it is missing or unreadable. */
+async function pidIn(pidFile: string): Promise<number> {
+  return Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+}
+
+/**
+ * Stops the daemon a build that has ended started (its pid file from the starter record), unless
+ * a pool is still imported in it. Returns whether the starter record is done with.
+ */
+async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void, pidFile: string): Promise<boolean> {
   // under the command lock and time limit: this runs holding the users lock, which every other build waits on
   const listing = await zfsFuseRequests(exec)('zpool', ['list', '-H', '-o', 'name'], { quiet: true }).then(
     (r): { pools: string; error?: Error } => ({ pools: r.stdout.trim() }),
     (error: Error) => ({ pools: '', error }),
   );
-  if (listing.error instanceof CommandError && listing.error.failure.timedOutAfterMs !== undefined) {
-    log(`left zfs-fuse running: it did not answer \`zpool list\` (${listing.error.message}); it looks hung, see the README's recovery steps`);
+  if (listing.error) {
+    const failure = listing.error instanceof CommandError ? listing.error.failure : undefined;
+    if (failure?.timedOutAfterMs !== undefined) {
+      log(`left zfs-fuse running: it did not answer \`zpool list\` (${listing.error.message}); it looks hung, see the README's recovery steps`);
+      return false;
+    }
+    // only "no daemon answers" (zpool ran and failed) means no pools; anything else proves nothing
+    if (!failure || failure.spawnError !== undefined || failure.aborted || failure.signal) {
+      log(`left zfs-fuse running: could not ask it for its pools (${listing.error.message})`);
+      return false;
+    }
+  }
+  if (listing.pools !== '') {
+    log(`left zfs-fuse running: pools still imported (${listing.pools.split('\n').join(', ')})`);
     return false;
   }
-  const pools = listing.pools;
-  if (pools !== '') {
-    log(`left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
-    return false;
-  }
-  const pids = await zfsFuseDaemonPids();
-  for (const pid of pids) signal(pid, 'SIGTERM');
+  const pid = await pidIn(pidFile);
   // it waits for its worker threads, about 5 s; one that is still there after 30 s is stuck
-  const deadline = Date.now() + 30_000;
-  while ((await zfsFuseDaemonPids()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  const stuck = (await zfsFuseDaemonPids()).filter((pid) => pids.includes(pid));
-  if (stuck.length > 0) {
-    for (const pid of stuck) signal(pid, 'SIGKILL');
-    // a killed daemon leaves dead FUSE mounts ("transport endpoint is not connected")
-    await detachDeadMounts(exec);
-    log(`killed the zfs-fuse daemon a finished build had started (pid ${stuck.join(', ')}): it did not exit within 30 s of SIGTERM`);
-    return true;
-  }
-  log(`stopped the zfs-fuse daemon a finished build had started (pid ${pids.join(', ')})`);
-  return true;
-}
-
-/** Sends a signal to a process that may have exited since it was listed. */
-function signal(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // gone already
-  }
+  const how = await stopZfsFuseProcess(pid, exec, 30_000);
+  if (how === 'exited') log(`stopped the zfs-fuse daemon a finished build had started (pid ${pid})`);
+  if (how === 'killed') log(`killed the zfs-fuse daemon a finished build had started (pid ${pid}): it did not exit within 30 s of SIGTERM`);
+  if (how === 'still-running') log(`left zfs-fuse (pid ${pid}) behind: it did not exit, even after SIGKILL`);
+  // not-running: the daemon it started is gone; one that answers now is someone else's, and stays
+  return how !== 'still-running';
 }

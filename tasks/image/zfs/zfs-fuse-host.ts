@@ -99,6 +99,51 @@ export async function zfsFuseDaemonPids(): Promise<number[]> {
   return pids;
 }
 
+/** Sends a signal to a process that may have exited since it was looked at. */
+export function signalProcess(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone already
+  }
+}
+
+/** Whether `pid` is a live zfs-fuse process: a pid file may be stale, and its pid reused. */
+export async function isZfsFuseProcess(pid: number): Promise<boolean> {
+  if (!(Number.isInteger(pid) && pid > 0)) return false;
+  const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
+  return comm.trim() === 'zfs-fuse' && (await processAlive(pid));
+}
+
+/** How {@link stopZfsFuseProcess} went. */
+export type DaemonStop = 'not-running' | 'exited' | 'killed' | 'still-running';
+
+/**
+ * Stops the zfs-fuse daemon `pid`: SIGTERM (it waits for its worker threads, about 5 s, then
+ * unmounts and exits), then after `graceMs` (0: at once) SIGKILL, and its dead mounts detached.
+ * Anything that is not a live zfs-fuse is left alone.
+ */
+export async function stopZfsFuseProcess(pid: number, exec: Exec, graceMs: number): Promise<DaemonStop> {
+  if (!(await isZfsFuseProcess(pid))) return 'not-running';
+  const exits = async (withinMs: number): Promise<boolean> => {
+    const deadline = Date.now() + withinMs;
+    while (await processAlive(pid)) {
+      if (Date.now() > deadline) return false;
+      await new Promise((done) => setTimeout(done, 100));
+    }
+    return true;
+  };
+  if (graceMs > 0) {
+    signalProcess(pid, 'SIGTERM');
+    if (await exits(graceMs)) return 'exited';
+  }
+  signalProcess(pid, 'SIGKILL');
+  const gone = await exits(10_000);
+  // a killed daemon leaves dead FUSE mounts ("transport endpoint is not connected")
+  await detachDeadMounts(exec);
+  return gone ? 'killed' : 'still-running';
+}
+
 /** The type the kernel lists zfs-fuse mounts under; their source is the dataset name. */
 export const ZFS_FUSE_FS_TYPE = 'fuse.zfs';
 

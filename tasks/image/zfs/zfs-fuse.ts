@@ -38,8 +38,7 @@ import type {
 } from './driver.ts';
 import {
   ZFS_FUSE_FS_TYPE,
-  detachDeadMounts,
-  processAlive,
+  stopZfsFuseProcess,
   zfsCommandTimeoutMs,
   zfsFuseLock,
   zfsFuseRequests,
@@ -385,13 +384,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     // do not leave a daemon nobody will stop
     const abandon = async (error: Error): Promise<never> => {
       const stuck = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
-      if (stuck > 0) {
-        try {
-          process.kill(stuck, 'SIGKILL');
-        } catch {
-          // gone already
-        }
-      }
+      await stopZfsFuseProcess(stuck, exec, 0);
       await rm(pidDir, { recursive: true, force: true });
       throw error;
     };
@@ -419,22 +412,9 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       if (others.length > 0) {
         return { stopped: false, reason: `zfs-fuse left running: pools still imported (${others.join(', ')})` };
       }
-      // the pid file may be stale: only signal a process that is zfs-fuse
-      const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
-      if (comm.trim() === 'zfs-fuse' && (await processAlive(pid))) {
-        process.kill(pid, 'SIGTERM');
-        // it waits for its worker threads, about 5 s, then unmounts and exits
-        const limit = Date.now() + (options.stopTimeoutMs ?? 15_000);
-        while (await processAlive(pid)) {
-          if (Date.now() > limit) {
-            process.kill(pid, 'SIGKILL');
-            // a killed daemon leaves dead FUSE mounts ("transport endpoint is not connected")
-            await detachDeadMounts(exec);
-            break;
-          }
-          await sleep(100);
-        }
-      }
+      // only the daemon the pid file names, and only while it is zfs-fuse (the file may be stale)
+      const how = await stopZfsFuseProcess(pid, exec, options.stopTimeoutMs ?? 15_000);
+      if (how === 'still-running') return { stopped: false, reason: `zfs-fuse (pid ${pid}) did not exit, even after SIGKILL` };
       stopped = true;
       await rm(pidDir, { recursive: true, force: true });
       return { stopped: true };
