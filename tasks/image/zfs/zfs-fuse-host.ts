@@ -1,9 +1,9 @@
 /**
  * What every zfs-fuse user on the host shares: the lock its requests take turns on, their time
- * limit, the daemon's processes and the mounts it leaves when it dies. The driver, the sweep of
+ * limit, stopping the daemon's process, and the mounts it leaves when it dies. The driver, the sweep of
  * dead runs and the last build's daemon stop all reach zfs-fuse through these.
  */
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 import { readMountTable } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
@@ -77,7 +77,7 @@ export function zfsFuseRequests(exec: Exec, options: ZfsFuseRequestOptions = {})
 }
 
 /** Whether a process exists and is not a zombie. */
-export async function processAlive(pid: number): Promise<boolean> {
+async function processAlive(pid: number): Promise<boolean> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
     // the state follows the parenthesised command name, which may itself hold parentheses
@@ -87,20 +87,8 @@ export async function processAlive(pid: number): Promise<boolean> {
   }
 }
 
-/** Pids of the live (not zombie) zfs-fuse processes on the host, from /proc. */
-export async function zfsFuseDaemonPids(): Promise<number[]> {
-  const pids: number[] = [];
-  for (const name of await readdir('/proc').catch(() => [] as string[])) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
-    const close = stat.lastIndexOf(')');
-    if (stat.slice(stat.indexOf('(') + 1, close) === 'zfs-fuse' && stat[close + 2] !== 'Z') pids.push(Number(name));
-  }
-  return pids;
-}
-
 /** Sends a signal to a process that may have exited since it was looked at. */
-export function signalProcess(pid: number, name: NodeJS.Signals): void {
+function signalProcess(pid: number, name: NodeJS.Signals): void {
   try {
     process.kill(pid, name);
   } catch {
@@ -109,7 +97,7 @@ export function signalProcess(pid: number, name: NodeJS.Signals): void {
 }
 
 /** Whether `pid` is a live zfs-fuse process: a pid file may be stale, and its pid reused. */
-export async function isZfsFuseProcess(pid: number): Promise<boolean> {
+async function isZfsFuseProcess(pid: number): Promise<boolean> {
   if (!(Number.isInteger(pid) && pid > 0)) return false;
   const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
   return comm.trim() === 'zfs-fuse' && (await processAlive(pid));
