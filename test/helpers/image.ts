@@ -164,7 +164,15 @@ export async function startZfsFuse(work: string): Promise<{ stop(): Promise<void
   };
   if (await answers()) return { stop: async () => void (await rm(marker, { force: true })) };
   const pidFile = path.join(work, 'zfs-fuse.pid');
-  await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
+  // zfs-fuse refuses to start over a pid file a killed daemon left
+  await rm(pidFile, { force: true });
+  // a daemon that is still shutting down holds zfs-fuse's own lock for a few seconds: retry, as the driver does
+  for (let attempt = 0; ; attempt++) {
+    const started = await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount'], { reject: false });
+    if (started.exitCode === 0) break;
+    if (attempt >= 60) throw new Error(`zfs-fuse did not start: ${started.stderr || `exit ${started.exitCode}`}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
   for (let i = 0; i < 100 && !(await answers()); i++) await new Promise((r) => setTimeout(r, 100));
   const pid = Number((await readFile(pidFile, 'utf8')).trim());
   return {

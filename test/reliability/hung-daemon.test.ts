@@ -141,6 +141,34 @@ describe('a zfs-fuse daemon that stops answering during install', () => {
   });
 });
 
+describe('a zfs-fuse daemon that is hung before the build starts', () => {
+  it('the build fails at its first ZFS command within the limit, says what to do, and leaves the daemon to its owner', async () => {
+    const daemon = await startZfsFuse(scratch); // someone else's daemon (or one this file already uses)
+    const [pid] = await zfsFuseDaemons();
+    try {
+      await project.configure({ rootSize: 152 }); // a new root disk: create-pool must run
+      process.kill(pid!, 'SIGSTOP');
+      stopped.add(pid!);
+      const result = await project.build();
+      expect(result.exitCode, result.stdout).toBe(1);
+      expect(result.stdout + result.stderr).toMatch(/zfs-fuse did not answer `\S*zpool list -H -o name` within 2 s: the daemon looks hung/);
+      expect(result.statuses['create-pool']).toBe('failed');
+      expect(withStatus(result.statuses, 'ran')).toEqual(expect.arrayContaining(['create-disks:root']));
+      expect(await zfsFuseDaemons()).toEqual([pid]); // not this build's to kill
+    } finally {
+      process.kill(pid!, 'SIGCONT');
+      stopped.delete(pid!);
+      await daemon.stop();
+    }
+    // once it answers again, the next build goes on from create-disks
+    const next = await project.build();
+    expect(next.exitCode, next.stderr + next.stdout).toBe(0);
+    expect(next.statuses['create-disks:root']).toBe('cached');
+    expect(next.statuses['create-pool']).toBe('ran');
+    expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
+  });
+});
+
 describe('a zfs-fuse daemon whose starter is dead, hung when the last user leaves', () => {
   it('the last user leaves it running and says why, without stalling; once it answers again, the next last user stops it', async (ctx) => {
     // this test plays the dead starter: skip where another daemon or ZFS user is around
