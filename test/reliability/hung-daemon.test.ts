@@ -58,16 +58,40 @@ afterAll(async () => {
     },
     () => started.settle(),
     async () => {
-      for (const [pid, pidDir] of ownDaemons) {
-        await rm(pidDir, { recursive: true, force: true });
-        // only if that pid is still a zfs-fuse: it may have exited and been reused
-        if ((await stopZfsFuseProcess(pid, createExec(), 0)) !== 'not-running') await rm(ZFS_FUSE_STARTER_FILE, { force: true });
+      for (const pid of [...ownDaemons.keys()]) {
+        if (await retireOwnDaemon(pid, 0)) await rm(ZFS_FUSE_STARTER_FILE, { force: true });
       }
     },
     () => project && releaseAndRemove(project.dir, [POOL], () => project.cleanup()),
     () => rm(scratch, { recursive: true, force: true }),
   );
 });
+
+/** Starts a zfs-fuse daemon of this file's own, as a build would (pid file in a zfs-fuse-XXXXXX folder), and waits until it answers. */
+async function startOwnDaemon(): Promise<{ daemon: number; pidDir: string; pidFile: string }> {
+  const pidDir = await mkdtemp(path.join(tmpdir(), 'zfs-fuse-'));
+  const pidFile = path.join(pidDir, 'zfs-fuse.pid');
+  await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
+  const daemon = Number((await readFile(pidFile, 'utf8')).trim());
+  ownDaemons.set(daemon, pidDir); // from here on afterAll stops it, whatever happens
+  await until(async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0, 'the daemon to answer', 15_000);
+  return { daemon, pidDir, pidFile };
+}
+
+/**
+ * Stops one of this file's own daemons if a test left it (continued first, if stopped; SIGKILL
+ * after `graceMs`) and removes its folder. Returns whether there was one to stop.
+ */
+async function retireOwnDaemon(daemon: number, graceMs: number): Promise<boolean> {
+  const pidDir = ownDaemons.get(daemon);
+  ownDaemons.delete(daemon);
+  stopped.delete(daemon);
+  if (pidDir) await rm(pidDir, { recursive: true, force: true });
+  // only while it is still that zfs-fuse: once stopped, its pid may be reused
+  if (!(await zfsFuseDaemons()).includes(daemon)) return false;
+  process.kill(daemon, 'SIGCONT');
+  return (await stopZfsFuseProcess(daemon, createExec(), graceMs)) !== 'not-running';
+}
 
 /**
  * Starts a build, pauses it at install's chroot (datasets mounted) and stops the daemon. The build
@@ -173,14 +197,8 @@ describe('a zfs-fuse daemon whose starter is dead, hung when the last user leave
   it('the last user leaves it running and says why, without stalling; once it answers again, the next last user stops it', async (ctx) => {
     // this test plays the dead starter: skip where another daemon or ZFS user is around
     if ((await zfsFuseDaemons()).length > 0 || (await otherZfsUsers()).length > 0) ctx.skip();
-    const pidDir = await mkdtemp(path.join(tmpdir(), 'zfs-fuse-'));
-    const pidFile = path.join(pidDir, 'zfs-fuse.pid');
-    await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
-    const daemon = Number((await readFile(pidFile, 'utf8')).trim());
-    stopped.add(daemon); // continued (then stopped by the last user) whatever happens
-    ownDaemons.set(daemon, pidDir);
+    const { daemon, pidDir, pidFile } = await startOwnDaemon();
     try {
-      await until(async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0, 'the daemon to answer', 15_000);
       // recorded as a build's would be, by a build that has ended since
       const ended = execa('true');
       const dead = ended.pid!;
@@ -194,6 +212,7 @@ describe('a zfs-fuse daemon whose starter is dead, hung when the last user leave
       try {
         const use = await useZfs(driver, createExec(), (line) => lines.push(line));
         process.kill(daemon, 'SIGSTOP');
+        stopped.add(daemon); // continued (then stopped by the last user) whatever happens
         // before the fix this waited on the daemon forever, holding the lock every build registers under
         await use.release();
       } finally {
@@ -215,15 +234,8 @@ describe('a zfs-fuse daemon whose starter is dead, hung when the last user leave
       expect(await zfsFuseStarter()).toBeUndefined();
       expect(existsSync(pidDir)).toBe(false);
     } finally {
-      // only while it is still that zfs-fuse: once stopped, its pid may be reused
-      if ((await zfsFuseDaemons()).includes(daemon)) {
-        process.kill(daemon, 'SIGCONT');
-        await stopZfsFuseProcess(daemon, createExec(), 20_000);
-      }
-      stopped.delete(daemon);
-      ownDaemons.delete(daemon);
+      await retireOwnDaemon(daemon, 20_000);
       if ((await zfsFuseStarter()) !== undefined && !(await zfsFuseDaemons()).length) await rm(ZFS_FUSE_STARTER_FILE, { force: true });
-      await rm(pidDir, { recursive: true, force: true });
     }
   });
 });
@@ -241,13 +253,8 @@ describe('stopping a zfs-fuse daemon by its pid', () => {
       await other.catch(() => undefined);
     }
 
-    const pidDir = await mkdtemp(path.join(tmpdir(), 'zfs-fuse-'));
-    const pidFile = path.join(pidDir, 'zfs-fuse.pid');
-    await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount']);
-    const daemon = Number((await readFile(pidFile, 'utf8')).trim());
-    ownDaemons.set(daemon, pidDir);
+    const { daemon } = await startOwnDaemon();
     try {
-      await until(async () => (await execa('zpool', ['list'], { reject: false })).exitCode === 0, 'the daemon to answer', 15_000);
       // stopped, it keeps SIGTERM pending: it looks like a daemon that does not exit
       process.kill(daemon, 'SIGSTOP');
       stopped.add(daemon);
@@ -256,9 +263,7 @@ describe('stopping a zfs-fuse daemon by its pid', () => {
       expect(await zfsFuseDaemons()).toEqual([]);
       expect(await stopZfsFuseProcess(daemon, createExec(), 0)).toBe('not-running');
     } finally {
-      ownDaemons.delete(daemon);
-      if ((await zfsFuseDaemons()).includes(daemon)) await stopZfsFuseProcess(daemon, createExec(), 0);
-      await rm(pidDir, { recursive: true, force: true });
+      await retireOwnDaemon(daemon, 0);
     }
   });
 });

@@ -144,24 +144,23 @@ async function pidIn(pidFile: string): Promise<number> {
  */
 async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void, pidFile: string): Promise<boolean> {
   // under the command lock and time limit: this runs holding the users lock, which every other build waits on
-  const listing = await zfsFuseRequests(exec)('zpool', ['list', '-H', '-o', 'name'], { quiet: true }).then(
-    (r): { pools: string; error?: Error } => ({ pools: r.stdout.trim() }),
-    (error: Error) => ({ pools: '', error }),
-  );
-  if (listing.error) {
-    const failure = listing.error instanceof CommandError ? listing.error.failure : undefined;
+  let pools = '';
+  try {
+    pools = (await zfsFuseRequests(exec)('zpool', ['list', '-H', '-o', 'name'], { quiet: true })).stdout.trim();
+  } catch (error) {
+    const failure = error instanceof CommandError ? error.failure : undefined;
     if (failure?.timedOutAfterMs !== undefined) {
-      log(`left zfs-fuse running: it did not answer \`zpool list\` (${listing.error.message}); it looks hung, see the README's recovery steps`);
+      log(`left zfs-fuse running: it did not answer \`zpool list\` (${(error as Error).message}); it looks hung, see the README's recovery steps`);
       return false;
     }
     // only "no daemon answers" (zpool ran and failed) means no pools; anything else proves nothing
     if (!failure || failure.spawnError !== undefined || failure.aborted || failure.signal) {
-      log(`left zfs-fuse running: could not ask it for its pools (${listing.error.message})`);
+      log(`left zfs-fuse running: could not ask it for its pools (${(error as Error).message})`);
       return false;
     }
   }
-  if (listing.pools !== '') {
-    log(`left zfs-fuse running: pools still imported (${listing.pools.split('\n').join(', ')})`);
+  if (pools !== '') {
+    log(`left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
     return false;
   }
   const pid = await pidIn(pidFile);
