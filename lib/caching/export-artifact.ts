@@ -1,4 +1,4 @@
-import { link, mkdir, rename, rm, stat } from 'node:fs/promises';
+import { link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { copyDisk } from './disk-copy.ts';
 
@@ -12,14 +12,38 @@ export async function exportArtifact(source: string, destination: string): Promi
   if (to && to.ino === from.ino && to.dev === from.dev) return false;
   const dir = path.dirname(destination);
   await mkdir(dir, { recursive: true });
-  const temp = path.join(dir, `.${path.basename(destination)}.partial-${process.pid}`);
+  const prefix = `.${path.basename(destination)}.partial-`;
+  await removeDeadPartials(dir, prefix);
+  const temp = path.join(dir, `${prefix}${process.pid}`);
   await rm(temp, { force: true });
   try {
-    await link(source, temp);
+    try {
+      await link(source, temp);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+      await copyDisk(source, temp);
+    }
+    await rename(temp, destination);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
-    await copyDisk(source, temp);
+    await rm(temp, { force: true }); // a copy cut short (disk full, Ctrl-C) leaves nothing behind
+    throw error;
   }
-  await rename(temp, destination);
   return true;
+}
+
+/** Removes temporaries a killed run left (`kill -9` in the middle of a copy across file systems). */
+async function removeDeadPartials(dir: string, prefix: string): Promise<void> {
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    const pid = name.startsWith(prefix) ? Number(name.slice(prefix.length)) : Number.NaN;
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processExists(pid)) await rm(path.join(dir, name), { force: true });
+  }
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

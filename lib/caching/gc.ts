@@ -11,13 +11,25 @@ export interface GcReport {
   readonly orphans: number;
 }
 
-/** Evicts least recently used entries (by their folder's mtime, set on every cache hit) until allocated bytes fit. */
-export async function collectGarbage(store: CacheStore, maxBytes: number): Promise<GcReport> {
-  const indexed = new Map<string, string>();
-  for (const [key] of Object.entries(await cacache.ls(store.indexDir).catch(() => ({})))) {
-    if (key.startsWith('entry/')) indexed.set(key.slice('entry/'.length), key);
+interface Candidate {
+  readonly fingerprint: string;
+  readonly bytes: number;
+  /** Its folder's mtime: set at publish and on every cache hit. */
+  readonly usedMs: number;
+}
+
+/**
+ * Frees cache space. With `maxBytes`, evicts least recently used entries until the allocated
+ * bytes fit, and deletes old logs only if that was not enough. Without it, keeps the most
+ * recently used entry of each task and evicts the rest (entries older configs made), along with
+ * every log but each task's newest. Either way orphan artifact folders go.
+ */
+export async function collectGarbage(store: CacheStore, maxBytes?: number): Promise<GcReport> {
+  const indexed = new Set<string>();
+  for (const key of Object.keys(await cacache.ls(store.indexDir).catch(() => ({})))) {
+    if (key.startsWith('entry/')) indexed.add(key.slice('entry/'.length));
   }
-  const entries: { fingerprint: string; taskId: string; bytes: number; usedMs: number }[] = [];
+  const entries: Candidate[] = [];
   let orphans = 0;
   for (const name of await readdir(store.artifactsDir).catch(() => [] as string[])) {
     const folder = path.join(store.artifactsDir, name);
@@ -26,32 +38,65 @@ export async function collectGarbage(store: CacheStore, maxBytes: number): Promi
       orphans += 1;
       continue;
     }
-    const info = await stat(folder);
-    entries.push({ fingerprint: name, taskId: '', bytes: await allocatedBytes(folder), usedMs: info.mtimeMs });
+    entries.push({ fingerprint: name, bytes: await allocatedBytes(folder), usedMs: (await stat(folder)).mtimeMs });
   }
-  for (const fingerprint of indexed.keys()) {
-    if (!entries.some((e) => e.fingerprint === fingerprint)) entries.push({ fingerprint, taskId: '', bytes: 0, usedMs: 0 });
+  for (const fingerprint of indexed) {
+    if (!entries.some((e) => e.fingerprint === fingerprint)) entries.push({ fingerprint, bytes: 0, usedMs: 0 });
   }
   const fixed = (await allocatedBytes(store.indexDir)) + (await allocatedBytes(store.logsDir));
   const before = fixed + entries.reduce((sum, e) => sum + e.bytes, 0);
-  let total = before;
+  const owners = await taskIds(store, entries);
+  const victims = maxBytes === undefined ? superseded(entries, owners) : leastRecentlyUsed(entries, before, maxBytes);
   const evicted: GcReport['evicted'][number][] = [];
-  for (const entry of entries.sort((a, b) => a.usedMs - b.usedMs)) {
-    if (total <= maxBytes) break;
-    const found = await store.lookup(entry.fingerprint);
-    const taskId = found.ok ? found.value.taskId : '(damaged)';
+  for (const entry of victims) {
     await store.evict(entry.fingerprint);
-    total -= entry.bytes;
-    evicted.push({ fingerprint: entry.fingerprint, taskId, bytes: entry.bytes });
+    evicted.push({ fingerprint: entry.fingerprint, taskId: owners.get(entry.fingerprint) ?? '(damaged)', bytes: entry.bytes });
   }
-  if (total > maxBytes) {
-    // Still too big: old logs go too, keeping each task's newest one.
-    for (const folder of await readdir(store.logsDir).catch(() => [] as string[])) {
-      const logs = (await readdir(path.join(store.logsDir, folder)).catch(() => [] as string[])).sort();
-      for (const old of logs.slice(0, -1)) await rm(path.join(store.logsDir, folder, old), { force: true });
-    }
-  }
+  const left = before - evicted.reduce((sum, e) => sum + e.bytes, 0);
+  if (maxBytes === undefined || left > maxBytes) await dropOldLogs(store.logsDir);
   await cacache.verify(store.indexDir); // drops content no index entry points to
   const after = (await allocatedBytes(store.indexDir)) + (await allocatedBytes(store.artifactsDir)) + (await allocatedBytes(store.logsDir));
   return { before, after, evicted, orphans };
+}
+
+/** Task id of each entry that is still usable (index record readable, artifacts pass the stat check). */
+async function taskIds(store: CacheStore, entries: readonly Candidate[]): Promise<Map<string, string>> {
+  const owners = new Map<string, string>();
+  for (const entry of entries) {
+    const found = await store.lookup(entry.fingerprint);
+    if (found.ok) owners.set(entry.fingerprint, found.value.taskId);
+  }
+  return owners;
+}
+
+/** Oldest first, until what is left fits `maxBytes`. */
+function leastRecentlyUsed(entries: readonly Candidate[], total: number, maxBytes: number): Candidate[] {
+  const victims: Candidate[] = [];
+  for (const entry of [...entries].sort((a, b) => a.usedMs - b.usedMs)) {
+    if (total <= maxBytes) break;
+    victims.push(entry);
+    total -= entry.bytes;
+  }
+  return victims;
+}
+
+/** Every entry but each task's most recently used one; damaged entries (no task id) too, since no build can use them. */
+function superseded(entries: readonly Candidate[], owners: ReadonlyMap<string, string>): Candidate[] {
+  const newest = new Map<string, Candidate>();
+  for (const entry of entries) {
+    const taskId = owners.get(entry.fingerprint);
+    if (taskId === undefined) continue;
+    const kept = newest.get(taskId);
+    if (!kept || entry.usedMs > kept.usedMs) newest.set(taskId, entry);
+  }
+  const keep = new Set([...newest.values()].map((e) => e.fingerprint));
+  return entries.filter((e) => !keep.has(e.fingerprint));
+}
+
+/** Deletes every log but the newest of each task. */
+async function dropOldLogs(logsDir: string): Promise<void> {
+  for (const folder of await readdir(logsDir).catch(() => [] as string[])) {
+    const logs = (await readdir(path.join(logsDir, folder)).catch(() => [] as string[])).sort();
+    for (const old of logs.slice(0, -1)) await rm(path.join(logsDir, folder, old), { force: true });
+  }
 }

@@ -85,7 +85,7 @@ export function parseCli(argv: readonly string[], defaultConcurrency: number): R
     maxSize = parseSize(values['max-size']);
     if (maxSize === undefined) return fail(`--max-size must be a size such as 500M, 10G or 2GiB, not "${values['max-size']}"`);
   }
-  if (command === 'gc' && maxSize === undefined) return fail('gc needs --max-size SIZE (e.g. --max-size 10G)');
+  if (maxSize !== undefined && command !== 'gc') return fail('--max-size applies to `gc` only');
   if (values.force && command !== 'run') return fail('--force applies to `run <task>` only');
   return ok({
     ...defaults(command),
@@ -136,7 +136,8 @@ Commands:
   verify                  rehash every cached artifact and report damage
   doctor                  list the tools the build needs, their versions, how to install what is missing
   clean                   remove everything in the cache folder
-  gc --max-size SIZE      evict least recently used cache entries down to SIZE (e.g. 10G)
+  gc [--max-size SIZE]    keep each task's most recently used cache entry, evict the rest;
+                          with --max-size: evict least recently used entries down to SIZE (e.g. 10G)
 
 Options:
   -c, --config FILE       JSON config (default: the embedded demo config)
@@ -149,6 +150,7 @@ Options:
       --no-wait           fail instead of waiting when another build holds the cache
   -h, --help              this text
 
-Exit status: 0 done; 1 a task failed, or SIGTERM; 2 usage or config error, nothing created; 129 terminal closed; 130 Ctrl-C.
+Exit status: 0 done; 1 a task failed or the build was interrupted (Ctrl-C, SIGTERM, terminal closed);
+             2 usage or config error, nothing created.
 `;
 }

@@ -36,7 +36,7 @@ export async function withLock(
   const say = (message: string): void => (args.json ? io.stdout(`${JSON.stringify({ type: 'notice', level: 'info', message })}\n`) : io.stderr(`${message}\n`));
   const lock = await lockCache(store.dir, { command: args.command, noWait: args.noWait, signal, notify: say });
   if (!lock.ok) {
-    if (lock.error.reason === 'aborted') return 130;
+    if (lock.error.reason === 'aborted') return 1;
     io.stderr(`error: ${store.dir} is in use by pid ${lock.error.owner.pid} (${lock.error.owner.command} since ${lock.error.owner.since}); rerun without --no-wait to wait for it\n`);
     return 1;
   }

@@ -47,7 +47,8 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   let signalExit = 0;
   const onSignal = (name: NodeJS.Signals): void => {
     if (controller.signal.aborted) return;
-    signalExit = name === 'SIGINT' ? 130 : name === 'SIGHUP' ? 129 : 1;
+    // the contract: an interrupted build exits 1, whichever signal stopped it
+    signalExit = 1;
     process.stderr.write(`\n${name}: stopping running tasks, cleaning up (nothing partial is published)...\n`);
     controller.abort();
   };
@@ -181,7 +182,6 @@ async function runGraph(graph: Graph, ids: readonly string[], store: CacheStore,
 }
 
 function exitStatus(summary: RunSummary): number {
-  if (summary.interrupted) return 130;
-  return summary.ok ? 0 : 1;
+  return summary.ok && !summary.interrupted ? 0 : 1;
 }
 

@@ -1,5 +1,5 @@
 // The image config: the seed's arguments as a JSON file, checked before anything runs.
-import { existsSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as z from 'zod';
 import { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
@@ -307,40 +307,58 @@ function resolveFlake(flake: string, baseDir: string): string {
   return isRelative ? `${resolve(baseDir, ref)}${flake.slice(hash)}` : flake;
 }
 
-// Existence is checked on the raw input too, so a config with other mistakes still reports missing files.
-function missingFiles(raw: unknown, baseDir: string, fileExists: (p: string) => boolean): ConfigIssue[] {
+/** What is at a path: a file, a folder, something else (a device, a socket), or nothing (undefined). */
+export type PathKind = 'file' | 'folder' | 'other' | undefined;
+
+/** The kind of `file` after following symlinks; undefined when it is missing or cannot be looked at. */
+export function pathKind(file: string): PathKind {
+  try {
+    const info = statSync(file, { throwIfNoEntry: false });
+    return info === undefined ? undefined : info.isFile() ? 'file' : info.isDirectory() ? 'folder' : 'other';
+  } catch {
+    return undefined;
+  }
+}
+
+// Checked on the raw input too, so a config with other mistakes still reports missing files; a
+// folder where a file belongs is refused now, not when install gets to it.
+function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
   if (!isPlainObject(raw)) return [];
   const base = resolve(baseDir);
   const issues: ConfigIssue[] = [];
-  const check = (path: string, value: unknown, what: string) => {
+  const check = (path: string, value: unknown, what: string, want: 'file' | 'folder' | 'any') => {
     if (typeof value !== 'string' || value === '') return;
     const full = resolve(base, value);
-    if (!fileExists(full)) issues.push({ path, message: `${what} not found: ${full} (relative paths are taken from ${base})` });
+    const kind = kindOf(full);
+    if (kind === undefined) issues.push({ path, message: `${what} not found: ${full} (relative paths are taken from ${base})` });
+    else if (want !== 'any' && kind !== want) issues.push({ path, message: `must be a ${want}, but ${full} is ${kind === 'other' ? 'neither a file nor a folder' : `a ${kind}`}` });
   };
   if (Array.isArray(raw['contents'])) {
-    raw['contents'].forEach((item: unknown, i) => check(`contents[${i}].source`, isPlainObject(item) ? item['source'] : undefined, 'source'));
+    raw['contents'].forEach((item: unknown, i) => check(`contents[${i}].source`, isPlainObject(item) ? item['source'] : undefined, 'source', 'any'));
   }
-  check('configFile', raw['configFile'], 'Nix file');
-  check('channelSource', raw['channelSource'], 'nixpkgs source');
+  check('configFile', raw['configFile'], 'Nix file', 'file');
+  check('channelSource', raw['channelSource'], 'nixpkgs source', 'folder');
   const system = raw['system'];
-  if (isPlainObject(system)) check('system.expression', system['expression'], 'Nix file');
+  // nix-build takes a file, or a folder holding default.nix
+  if (isPlainObject(system)) check('system.expression', system['expression'], 'Nix file', 'any');
   return issues;
 }
 
 /**
  * Parses a config read from JSON: applies defaults, checks every rule, resolves relative
- * paths against `baseDir` and checks that contents' sources, configFile, channelSource and
- * system.expression exist (with `fileExists`, default fs.existsSync). Returns every issue at once.
+ * paths against `baseDir` and checks that contents' sources, configFile (a file), channelSource
+ * (a folder) and system.expression exist (with `kindOf`, default {@link pathKind}). Returns every
+ * issue at once.
  */
 export function parseImageConfig(
   raw: unknown,
-  options: { baseDir: string; fileExists?: (p: string) => boolean },
+  options: { baseDir: string; kindOf?: (p: string) => PathKind },
 ): { ok: true; value: ImageConfig } | { ok: false; errors: ConfigIssue[] } {
-  const { baseDir, fileExists = existsSync } = options;
+  const { baseDir, kindOf = pathKind } = options;
   const parsed = imageConfigSchema.safeParse(raw);
   const schemaIssues = parsed.success ? [] : toConfigIssues(raw, parsed.error.issues);
   const flagged = new Set(schemaIssues.map((i) => i.path));
-  const errors = [...schemaIssues, ...missingFiles(raw, baseDir, fileExists).filter((i) => !flagged.has(i.path))];
+  const errors = [...schemaIssues, ...misplacedFiles(raw, baseDir, kindOf).filter((i) => !flagged.has(i.path))];
   if (!parsed.success || errors.length > 0) return { ok: false, errors };
   const config = parsed.data;
   const system = config.system;

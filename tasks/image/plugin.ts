@@ -1,8 +1,7 @@
-import { statSync } from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../../lib/engine/config-error.ts';
 import type { GraphNode, Plugin, PluginEnvironment } from '../../lib/engine/task.ts';
-import { DEFAULT_FILESYSTEM_PROPERTIES, DEFAULT_POOL_PROPERTIES, formatConfigIssues, parseImageConfig, type ImageConfig } from './config.ts';
+import { DEFAULT_FILESYSTEM_PROPERTIES, DEFAULT_POOL_PROPERTIES, formatConfigIssues, parseImageConfig, pathKind, type ImageConfig } from './config.ts';
 import { selectDriver, type ZfsDriverChoice, ZFS_DRIVER_CHOICES } from './zfs/select-driver.ts';
 import { createDiskTask } from './stages/create-disks.ts';
 import { partitionTask } from './stages/partition.ts';
@@ -45,7 +44,7 @@ export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
     }
     // checked like a channelSource in the config: refused now, not when install gets to it
     const source = path.resolve(fromNixPath);
-    if (!isFolder(source)) {
+    if (pathKind(source) !== 'folder') {
       throw new ConfigError([
         `config: includeChannel: true takes nixpkgs from NIX_PATH, but nixpkgs=${fromNixPath} is not a folder: fix NIX_PATH, set channelSource to a nixpkgs checkout, or set includeChannel to false`,
       ]);
@@ -55,14 +54,6 @@ export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
   return config;
 }
 
-/** Whether `file` is a folder; false when it cannot be looked at (EACCES, ELOOP). */
-function isFolder(file: string): boolean {
-  try {
-    return statSync(file, { throwIfNoEntry: false })?.isDirectory() ?? false;
-  } catch {
-    return false;
-  }
-}
 
 /** The nixpkgs folder named by `nixpkgs=PATH` in NIX_PATH, if any. */
 export function channelFromNixPath(nixPath: string | undefined): string | undefined {

@@ -109,7 +109,8 @@ describe('build, cache and resume', () => {
     expect((await toy.run('frobnicate')).exitCode).toBe(2);
     expect((await toy.run('build', '--concurrency', 'zero')).exitCode).toBe(2);
     expect((await toy.run('build', 'no-such-task')).exitCode).toBe(2);
-    expect((await toy.run('gc')).exitCode).toBe(2);
+    expect((await toy.run('build', '--max-size', '1G')).exitCode).toBe(2);
+    expect((await toy.run('gc', '--max-size', 'lots')).exitCode).toBe(2);
   });
 
   it('runs independent tasks at the same time', async () => {
@@ -130,8 +131,9 @@ describe('build, cache and resume', () => {
     expect(objects.at(-1)).toMatchObject({ type: 'summary', ok: true });
     expect(objects.filter((o) => o.type === 'task' && o.status === 'ran').map((o) => o.id).sort()).toEqual(['a', 'b', 'c', 'd']);
     const again = await toy.run('build', '--json');
-    const statuses = lines(again.stdout).filter(Boolean).map((l) => JSON.parse(l) as { status?: string }).filter((o) => o.status);
-    expect(statuses.every((o) => o.status === 'cached')).toBe(true);
+    expect(again.exitCode, again.stderr).toBe(0);
+    const finals = lines(again.stdout).filter(Boolean).map((l) => JSON.parse(l) as { type: string; status?: string; id?: string }).filter((o) => o.type === 'task');
+    expect(finals.map((o) => `${o.id} ${o.status}`).sort()).toEqual(['a cached', 'b cached', 'c cached', 'd cached']);
   });
 
   it('checkpoints a 2 GiB sparse disk holding 16 MiB and restores it under 64 MiB allocated', async () => {
@@ -196,13 +198,33 @@ describe('build, cache and resume', () => {
     const plan = await toy.run('plan', 'disk');
     expect(plan.stdout).toMatch(/disk\s+fresh/); // the newest one survived
   });
+
+  it('gc without a size keeps the most recently used entry of each task and evicts the rest', async () => {
+    await toy.configure({ diskMiB: 64 });
+    expect((await toy.run('build')).exitCode).toBe(0);
+    await toy.configure({ diskMiB: 65 });
+    expect((await toy.run('build', 'disk')).exitCode).toBe(0);
+    await toy.configure({ diskMiB: 66 });
+    expect((await toy.run('build', 'disk')).exitCode).toBe(0);
+    // back to the first size: a cache hit makes that entry the most recently used one again
+    await toy.configure({ diskMiB: 64 });
+    expect((await toy.run('build', 'disk')).stdout).toMatch(/0 ran, 1 cached/);
+    const gc = await toy.run('gc');
+    expect(gc.exitCode, gc.stderr).toBe(0);
+    expect(gc.stdout).toMatch(/evicted 2 entries/);
+    expect(gc.stdout.match(/^ {2}evicted disk /gm)).toHaveLength(2);
+    const kept = await toy.run('build');
+    expect(kept.stdout).toMatch(/0 ran, 6 cached/); // a to d, the 64 MiB disk and its copy
+    await toy.configure({ diskMiB: 66 });
+    expect((await toy.run('plan', 'disk')).stdout).toMatch(/^disk\s+run/m);
+  });
 });
 
 describe('interruption', () => {
   const waitForGrandchild = () =>
     waitFor(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0);
 
-  it('Ctrl-C kills the child and its grandchild, runs cleanups, publishes nothing, exits 130', async () => {
+  it('Ctrl-C kills the child and its grandchild, runs cleanups, publishes nothing, exits 1 (interrupted)', async () => {
     await toy.configure({ hang: 'c' });
     const run = toy.start('build', 'c');
     await waitForGrandchild();
@@ -211,7 +233,8 @@ describe('interruption', () => {
     expect(alive(grandchild)).toBe(true);
     run.kill('SIGINT');
     const result = await run;
-    expect(result.exitCode).toBe(130);
+    expect(result.exitCode).toBe(1);
+    expect(result.stdout).toMatch(/^interrupted in /m);
     await waitFor(async () => !alive(child) && !alive(grandchild), 5000);
     expect(await readdir(path.join(toy.cache, 'artifacts')).catch(() => [])).toEqual([]);
     expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
@@ -219,14 +242,14 @@ describe('interruption', () => {
     await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
   });
 
-  it('a closed terminal (SIGHUP) stops the build like Ctrl-C, cleans up and exits 129', async () => {
+  it('a closed terminal (SIGHUP) stops the build like Ctrl-C, cleans up and exits 1', async () => {
     await toy.configure({ hang: 'c' });
     const run = toy.start('build', 'c');
     await waitForGrandchild();
     const grandchild = Number(await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8'));
     run.kill('SIGHUP');
     const result = await run;
-    expect(result.exitCode).toBe(129);
+    expect(result.exitCode).toBe(1);
     expect(result.stderr).toContain('SIGHUP: stopping running tasks, cleaning up');
     await waitFor(async () => !alive(grandchild), 5000);
     expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);

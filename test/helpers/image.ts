@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT } from './toy.ts';
 import { otherZfsUsers, ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
-import { detachDeadMounts } from '../../tasks/image/zfs/zfs-fuse-host.ts';
+import { detachDeadMounts, stopZfsFuseProcess } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { createExec } from '../../lib/execution/exec.ts';
+import { children, releaseAndRemove } from './reliability.ts';
 
 /** A scratch image project: config, cache and output folders in a temporary folder. */
 export interface ImageProject {
@@ -21,6 +22,10 @@ export interface ImageProject {
   start(...args: string[]): ResultPromise;
   /** Runs a build with --json and returns each task's final status by id. */
   build(...args: string[]): Promise<{ exitCode: number; statuses: Record<string, string>; stderr: string; stdout: string }>;
+  /**
+   * Ends what this project started and a failed test left running (SIGTERM, then SIGKILL), exports
+   * its pools, unmounts and detaches what is left under its folder, then removes the folder.
+   */
   cleanup(): Promise<void>;
 }
 
@@ -67,13 +72,16 @@ export async function imageProject(pool: string, extraEnv: Record<string, string
   await writeFile(path.join(dir, 'tree/sub/file.txt'), 'nested\n');
   let config = baseConfig(pool);
   await writeFile(configFile, JSON.stringify(config));
+  const pools = new Set([pool]);
+  // a test that fails or times out while awaiting a build leaves it running: cleanup ends it
+  const started = children();
   // Options go before a `--`: what follows it is a command for `shell`.
   const argv = (args: string[]) => {
     const cut = args.includes('--') ? args.indexOf('--') : args.length;
     return [path.join(ROOT, 'bin/zfs-image.js'), ...args.slice(0, cut), '--config', configFile, '--cache-dir', cache, '--out', out, ...args.slice(cut)];
   };
   const run = async (...args: string[]) => {
-    const result = await execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv } });
+    const result = await started.track(execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv } }));
     return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };
   };
   return {
@@ -83,12 +91,13 @@ export async function imageProject(pool: string, extraEnv: Record<string, string
     configFile,
     async configure(patch) {
       config = { ...config, ...patch };
+      if (typeof config['rootPoolName'] === 'string') pools.add(config['rootPoolName']);
       await writeFile(configFile, JSON.stringify(config));
     },
     run,
     start(...args) {
       // No forced SIGKILL after a SIGTERM: the build's own cleanup takes seconds.
-      return execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv }, forceKillAfterDelay: false });
+      return started.track(execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv }, forceKillAfterDelay: false }));
     },
     async build(...args) {
       const result = await run('build', '--json', ...args);
@@ -100,7 +109,9 @@ export async function imageProject(pool: string, extraEnv: Record<string, string
       return { ...result, statuses };
     },
     async cleanup() {
-      await rm(dir, { recursive: true, force: true });
+      await started.settle(1_000);
+      // never a plain rm: through a bound /dev left mounted it would delete the host's device nodes
+      await releaseAndRemove(dir, [...pools], () => rm(dir, { recursive: true, force: true }));
     },
   };
 }
@@ -126,13 +137,14 @@ export async function withImportedPool<T>(
   const work = await mkdtemp(path.join(tmpdir(), 'inspect-'));
   const vdevs = path.join(work, 'vdevs');
   const root = path.join(work, 'root');
-  await mkdir(vdevs);
-  await mkdir(root);
-  await execa('cp', ['--sparse=always', disk, path.join(work, 'disk.raw')]);
-  await symlink(path.join(work, 'disk.raw'), path.join(vdevs, 'disk.raw'));
-  const daemon = await startZfsFuse(work);
+  let daemon: { stop(): Promise<void> } | undefined;
   let imported = false;
   try {
+    await mkdir(vdevs);
+    await mkdir(root);
+    await execa('cp', ['--sparse=always', disk, path.join(work, 'disk.raw')]);
+    await symlink(path.join(work, 'disk.raw'), path.join(vdevs, 'disk.raw'));
+    daemon = await startZfsFuse(work);
     const listing = await execa('zpool', ['import', '-d', vdevs]);
     if (!listing.stdout.includes(`pool: ${pool}`)) throw new Error(`pool ${pool} not importable:\n${listing.stdout}`);
     await execa('zpool', ['import', '-R', root, '-d', vdevs, pool]); // no -f: it must have been exported
@@ -143,7 +155,7 @@ export async function withImportedPool<T>(
     return await inspect(root);
   } finally {
     if (imported) await execa('zpool', ['export', pool], { reject: false });
-    await daemon.stop();
+    await daemon?.stop();
     await rm(work, { recursive: true, force: true });
   }
 }
@@ -156,6 +168,15 @@ export async function startZfsFuse(work: string): Promise<{ stop(): Promise<void
   const marker = path.join(ZFS_USERS_DIR, String(process.pid));
   await mkdir(ZFS_USERS_DIR, { recursive: true });
   await writeFile(marker, 'test\n');
+  try {
+    return await startOrReuse(work, marker);
+  } catch (error) {
+    await rm(marker, { force: true });
+    throw error;
+  }
+}
+
+async function startOrReuse(work: string, marker: string): Promise<{ stop(): Promise<void> }> {
   // A daemon that takes this long for `zpool list` is deadlocked: replace it, or every later test hangs on it.
   const answers = async () => {
     const result = await execa('zpool', ['list'], { reject: false, timeout: 20_000 });
@@ -179,18 +200,8 @@ export async function startZfsFuse(work: string): Promise<{ stop(): Promise<void
     async stop() {
       await rm(marker, { force: true });
       if ((await otherZfsUsers()).length > 0) return;
-      try {
-        process.kill(pid, 'SIGTERM');
-      } catch {
-        return;
-      }
-      for (let i = 0; i < 300; i++) {
-        const state = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-        if (!state || state.slice(state.lastIndexOf(')') + 2).startsWith('Z')) return;
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      // it normally exits in about 5 s; one that does not is stuck
-      await killStuckZfsFuse();
+      // it normally exits about 5 s after SIGTERM; one still there after 30 s is stuck and gets SIGKILL
+      await stopZfsFuseProcess(pid, createExec(), 30_000);
     },
   };
 }

@@ -33,6 +33,13 @@ export async function toyProject(): Promise<ToyProject> {
   // One process (node with tsx's loader), so signals and kill -9 reach the runner itself.
   const argv = (args: string[]): string[] => ['--import', 'tsx', TOY, ...args, '--config', configFile, '--cache-dir', cache];
   const options = { reject: false as const, cwd: ROOT, env: { CI: '1' } };
+  // builds a failed test may have left running, ended by cleanup
+  const started: ResultPromise[] = [];
+  const launch = (args: string[]) => {
+    const child = execa(process.execPath, argv(args), options);
+    started.push(child);
+    return child;
+  };
   return {
     dir,
     cache,
@@ -41,17 +48,25 @@ export async function toyProject(): Promise<ToyProject> {
       await writeFile(configFile, JSON.stringify({ markers, ...config }));
     },
     async run(...args) {
-      const result = await execa(process.execPath, argv(args), options);
+      const result = await launch(args);
       return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };
     },
     start(...args) {
-      return execa(process.execPath, argv(args), options);
+      return launch(args);
     },
     async runs() {
       const text = await readFile(path.join(markers, 'runs.log'), 'utf8').catch(() => '');
       return text.split('\n').filter(Boolean);
     },
     async cleanup() {
+      for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await Promise.allSettled(started);
+      // a hang task's child and background grandchild outlive a killed runner; the environment tells them from a reused pid
+      for (const name of ['child.pid', 'grandchild.pid']) {
+        const pid = Number(await readFile(path.join(markers, name), 'utf8').catch(() => ''));
+        const environ = pid > 0 ? await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '') : '';
+        if (environ.split('\0').includes(`MARKERS=${markers}`)) process.kill(pid, 'SIGKILL');
+      }
       await rm(dir, { recursive: true, force: true });
     },
   };

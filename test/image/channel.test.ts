@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
+import { uniquePool } from '../helpers/reliability.ts';
 
 let project: ImageProject;
 let nixpkgs: string;
@@ -14,7 +15,7 @@ beforeAll(async () => {
   await writeFile(path.join(nixpkgs, 'default.nix'), '{ ... }: { }\n');
   await writeFile(path.join(nixpkgs, 'lib/a.nix'), '1\n');
   await writeFile(path.join(nixpkgs, '.git/HEAD'), 'ref\n');
-  project = await imageProject('chtank');
+  project = await imageProject(uniquePool('chtank'));
   await project.configure({ includeChannel: true, channelSource: nixpkgs });
 });
 afterAll(async () => {

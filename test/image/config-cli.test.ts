@@ -89,8 +89,10 @@ describe('config errors on the command line', () => {
   });
 
   it('refuses includeChannel without a nixpkgs source', async () => {
-    const result = await buildWith(patched({ includeChannel: true }));
+    // an empty NIX_PATH: the host's own must not supply one
+    const result = await buildWith(patched({ includeChannel: true }), { NIX_PATH: '' });
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/includeChannel: true needs a nixpkgs source/);
+    expect(result.created).toEqual([]);
   });
 });

@@ -1,15 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import type { ConfigIssue, ImageConfig } from '../../tasks/image/config.ts';
+import type { ConfigIssue, ImageConfig, PathKind } from '../../tasks/image/config.ts';
 import { MIN_BOOT_SIZE_MIB, formatConfigIssues, parseImageConfig } from '../../tasks/image/config.ts';
 
 const toplevel = `/nix/store/${'0123456789abcdfghijklmnpqrsvwxyz'}-nixos-system-demo`;
 const minimal = { system: { toplevel }, datasets: { 'tank/root': { mount: '/' } } };
 const baseDir = '/configs';
-// Only paths containing "missing" are absent, so tests do not touch the file system.
-const fileExists = (p: string) => !p.includes('missing');
+// Paths containing "missing" are absent, nixpkgs and "folder" paths are folders, the rest files,
+// so these tests do not touch the file system.
+const kindOf = (p: string): PathKind => (p.includes('missing') ? undefined : /nixpkgs|folder/.test(p) ? 'folder' : 'file');
 
 function parse(raw: unknown) {
-  return parseImageConfig(raw, { baseDir, fileExists });
+  return parseImageConfig(raw, { baseDir, kindOf });
 }
 
 function valid(extra: Record<string, unknown> = {}): ImageConfig {
@@ -102,9 +103,21 @@ describe('paths relative to the config folder', () => {
     expect(issueAt({ system: { expression: 'missing.nix' } }, 'system.expression').message).toContain('not found');
   });
 
-  it('checks existence with fs.existsSync by default', () => {
-    const result = parseImageConfig({ ...minimal, configFile: 'no-such-file.nix' }, { baseDir: '/nonexistent-dir' });
-    expect(result.ok).toBe(false);
+  it('refuses a folder as configFile and a file as channelSource, before anything is built', () => {
+    expect(issueAt({ configFile: 'a-folder' }, 'configFile').message).toBe('must be a file, but /configs/a-folder is a folder');
+    expect(issueAt({ channelSource: 'nix.tar' }, 'channelSource').message).toBe('must be a folder, but /configs/nix.tar is a file');
+    // a source may be either; nix-build takes a folder holding default.nix
+    expect(valid({ contents: [{ source: 'a-folder', target: '/srv' }] }).contents[0]!.source).toBe('/configs/a-folder');
+    expect(valid({ system: { expression: 'a-folder' } }).system).toEqual({ expression: '/configs/a-folder' });
+  });
+
+  it('looks at the real file system by default', () => {
+    const missing = parseImageConfig({ ...minimal, configFile: 'no-such-file.nix' }, { baseDir: '/nonexistent-dir' });
+    expect(missing.ok).toBe(false);
+    const folder = parseImageConfig({ ...minimal, configFile: '/etc' }, { baseDir: '/' });
+    expect(folder.ok ? [] : folder.errors).toEqual([{ path: 'configFile', message: 'must be a file, but /etc is a folder' }]);
+    const device = parseImageConfig({ ...minimal, channelSource: '/dev/null' }, { baseDir: '/' });
+    expect(device.ok ? [] : device.errors).toEqual([{ path: 'channelSource', message: 'must be a folder, but /dev/null is neither a file nor a folder' }]);
   });
 });
 

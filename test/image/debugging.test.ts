@@ -5,8 +5,9 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
+import { uniquePool } from '../helpers/reliability.ts';
 
-const POOL = 'dtank';
+const POOL = uniquePool('dtank');
 let project: ImageProject;
 let built: Awaited<ReturnType<ImageProject['build']>>;
 
@@ -43,7 +44,7 @@ describe('shell <stage> -- CMD', () => {
     expect(result.stdout).toContain(`device = "${POOL}/nix"`);
     expect(result.stdout).toContain('nixos-demo.conf');
     expect(result.stdout).toMatch(new RegExp(`${POOL}/nix\\s+yes`));
-    expect(result.stderr).toMatch(/pool dtank imported from a copy, datasets mounted at .*\/root/);
+    expect(result.stderr).toMatch(new RegExp(`pool ${POOL} imported from a copy, datasets mounted at .*/root`));
     expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
     expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
     expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);

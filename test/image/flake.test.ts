@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO, imageProject, ran, type ImageProject } from '../helpers/image.ts';
+import { uniquePool } from '../helpers/reliability.ts';
 
 let project: ImageProject;
 let flake: string;
@@ -16,7 +17,7 @@ beforeAll(async () => {
     path.join(flake, 'flake.nix'),
     '{ outputs = { self }: { nixosConfigurations.demo.config.system.build.toplevel = import ./system.nix { label = "flake"; busyboxBinary = ./busybox; system = "x86_64-linux"; }; }; }\n',
   );
-  project = await imageProject('ftank');
+  project = await imageProject(uniquePool('ftank'));
   await project.configure({ system: { flake: `path:${flake}#demo` } });
 });
 afterAll(async () => {

@@ -15,7 +15,6 @@ import {
   finalEvents,
   jsonEvents,
   leftovers,
-  releaseAndRemove,
   uniquePool,
   withStatus,
 } from '../helpers/reliability.ts';
@@ -46,7 +45,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cleanupSteps(
-    () => project && releaseAndRemove(project.dir, [POOL], () => project.cleanup()),
+    () => project?.cleanup(),
     () => daemon?.stop(),
     () => rm(scratch, { recursive: true, force: true }),
   );

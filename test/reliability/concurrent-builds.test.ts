@@ -12,7 +12,6 @@ import {
   entries,
   importedPools,
   leftovers,
-  releaseAndRemove,
   sleep,
   uniquePool,
   watchStderr,
@@ -33,7 +32,7 @@ afterAll(async () => {
   await cleanupSteps(
     ...made.map(({ shims }) => () => shims.unpause()),
     () => started.settle(),
-    ...made.map(({ project, pool }) => () => releaseAndRemove(project.dir, [pool], () => project.cleanup())),
+    ...made.map(({ project }) => () => project.cleanup()),
     () => daemon?.stop(),
     () => rm(scratch, { recursive: true, force: true }),
   );

@@ -13,7 +13,6 @@ import {
   entries,
   importedPools,
   leftovers,
-  releaseAndRemove,
   uniquePool,
 } from '../helpers/reliability.ts';
 
@@ -48,7 +47,7 @@ afterAll(async () => {
   await cleanupSteps(
     // The host's pool, or an image's pool of the same name a failed build left imported: the name is ours alone.
     () => execa('zpool', ['export', POOL], { reject: false }),
-    ...[built, fresh].filter(Boolean).map((project) => () => releaseAndRemove(project.dir, [POOL], () => project.cleanup())),
+    ...[built, fresh].filter(Boolean).map((project) => () => project.cleanup()),
     () => daemon?.stop(),
     () => rm(scratch, { recursive: true, force: true }),
   );

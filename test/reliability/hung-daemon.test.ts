@@ -7,12 +7,11 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { imageProject, startZfsFuse, type ImageProject } from '../helpers/image.ts';
+import { imageProject, type ImageProject } from '../helpers/image.ts';
 import {
   children,
   cleanupSteps,
   leftovers,
-  releaseAndRemove,
   running,
   uniquePool,
   until,
@@ -62,7 +61,7 @@ afterAll(async () => {
         if (await retireOwnDaemon(pid, 0)) await rm(ZFS_FUSE_STARTER_FILE, { force: true });
       }
     },
-    () => project && releaseAndRemove(project.dir, [POOL], () => project.cleanup()),
+    () => project?.cleanup(),
     () => rm(scratch, { recursive: true, force: true }),
   );
 });
@@ -139,24 +138,27 @@ describe('a zfs-fuse daemon that stops answering during install', () => {
     expect(await zfsFuseDaemons()).toEqual([]);
   });
 
-  it('that someone else started: the build says so and waits; killing the daemon by hand ends it', async () => {
-    const daemon = await startZfsFuse(scratch); // as a user would have: a daemon the build must not kill
+  it('that someone else started: the build says so and waits; killing the daemon by hand ends it', async (ctx) => {
+    // this test plays the someone else, and kills its daemon: skip where another daemon or ZFS user is around
+    if ((await zfsFuseDaemons()).length > 0 || (await otherZfsUsers()).length > 0) ctx.skip();
+    const { daemon } = await startOwnDaemon(); // not recorded as a build's: the build must not kill it
     try {
       await project.configure({ contents: [{ source: 'motd', target: '/etc/motd' }] });
       const hang = await hangDuringInstall();
       await until(() => /another build or you started this zfs-fuse daemon, so it is left running/.test(hang.output()), 'the warning', 60_000);
       expect(hang.output()).toMatch(/zfs-fuse did not answer `\S*zpool list -H -o name` within 2 s/);
-      expect(await zfsFuseDaemons()).toEqual([hang.daemon]); // still there
+      expect(hang.daemon).toBe(daemon);
+      expect(await zfsFuseDaemons()).toEqual([daemon]); // still there
       // the recovery the message gives: kill it, detach its mounts
-      process.kill(hang.daemon, 'SIGKILL');
-      stopped.delete(hang.daemon);
+      process.kill(daemon, 'SIGKILL');
+      stopped.delete(daemon);
       await shims.unpause();
       const result = await hang.result;
       expect(result.exitCode).toBe(1);
       await detachDeadMounts(createExec());
       expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
     } finally {
-      await daemon.stop();
+      await retireOwnDaemon(daemon, 0);
     }
     // and the next build sweeps what the failed one left and resumes
     const next = await project.build();
@@ -166,30 +168,32 @@ describe('a zfs-fuse daemon that stops answering during install', () => {
 });
 
 describe('a zfs-fuse daemon that is hung before the build starts', () => {
-  it('the build fails at its first ZFS command within the limit, says what to do, and leaves the daemon to its owner', async () => {
-    const daemon = await startZfsFuse(scratch); // someone else's daemon (or one this file already uses)
-    const [pid] = await zfsFuseDaemons();
+  it('the build fails at its first ZFS command within the limit, says what to do, and leaves the daemon to its owner', async (ctx) => {
+    // this test plays the daemon's owner and stops it: skip where another daemon or ZFS user is around
+    if ((await zfsFuseDaemons()).length > 0 || (await otherZfsUsers()).length > 0) ctx.skip();
+    const { daemon } = await startOwnDaemon();
     try {
       await project.configure({ rootSize: 152 }); // a new root disk: create-pool must run
-      process.kill(pid!, 'SIGSTOP');
-      stopped.add(pid!);
+      process.kill(daemon, 'SIGSTOP');
+      stopped.add(daemon);
       const result = await project.build();
       expect(result.exitCode, result.stdout).toBe(1);
       expect(result.stdout + result.stderr).toMatch(/zfs-fuse did not answer `\S*zpool list -H -o name` within 2 s: the daemon looks hung/);
       expect(result.statuses['create-pool']).toBe('failed');
       expect(withStatus(result.statuses, 'ran')).toEqual(expect.arrayContaining(['create-disks:root']));
-      expect(await zfsFuseDaemons()).toEqual([pid]); // not this build's to kill
+      expect(await zfsFuseDaemons()).toEqual([daemon]); // not this build's to kill
+      process.kill(daemon, 'SIGCONT');
+      stopped.delete(daemon);
+      // once it answers again, the next build goes on from create-disks, and leaves the daemon running
+      const next = await project.build();
+      expect(next.exitCode, next.stderr + next.stdout).toBe(0);
+      expect(next.statuses['create-disks:root']).toBe('cached');
+      expect(next.statuses['create-pool']).toBe('ran');
+      expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
+      expect(await zfsFuseDaemons()).toEqual([daemon]);
     } finally {
-      process.kill(pid!, 'SIGCONT');
-      stopped.delete(pid!);
-      await daemon.stop();
+      await retireOwnDaemon(daemon, 20_000);
     }
-    // once it answers again, the next build goes on from create-disks
-    const next = await project.build();
-    expect(next.exitCode, next.stderr + next.stdout).toBe(0);
-    expect(next.statuses['create-disks:root']).toBe('cached');
-    expect(next.statuses['create-pool']).toBe('ran');
-    expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
   });
 });
 

@@ -1,20 +1,22 @@
 // Real builds stopped inside a stage with real signals: nothing left imported, mounted or
 // attached, nothing published, and the next run resumes from the last checkpoint.
 import { execa } from 'execa';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, ran, type ImageProject } from '../helpers/image.ts';
-import { zfsFuseDaemons } from '../helpers/reliability.ts';
+import { cleanupSteps, uniquePool, zfsFuseDaemons } from '../helpers/reliability.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 
-const POOL = 'rtank';
+const POOL = uniquePool('rint');
+let scratch: string | undefined;
 let project: ImageProject;
 let shims: Shims;
 let daemonsBefore: number;
 
 beforeAll(async () => {
-  const scratch = await import('node:fs/promises').then((fs) => fs.mkdtemp('/tmp/shims-'));
+  scratch = await mkdtemp(path.join(tmpdir(), 'rel-int-'));
   shims = await makeShims(scratch, ['zfs-fuse', 'zfs', 'zpool', 'qemu-img', 'chroot']);
   project = await imageProject(POOL, { PATH: shims.path });
   daemonsBefore = (await zfsFuseDaemons()).length;
@@ -22,9 +24,11 @@ beforeAll(async () => {
   expect(first.exitCode, first.stderr).toBe(0);
 });
 afterAll(async () => {
-  await shims.unpause();
-  await project.cleanup();
-  await execa('rm', ['-rf', path.dirname(shims.bin)]);
+  await cleanupSteps(
+    () => shims?.unpause(),
+    () => project?.cleanup(), // ends a build a failed test left paused, releases its mounts and pool
+    () => scratch && rm(scratch, { recursive: true, force: true }),
+  );
 });
 
 /** What a stopped build must not leave behind. */
@@ -53,11 +57,12 @@ async function interrupt(tool: string, verb: string, signal: NodeJS.Signals) {
 }
 
 describe('Ctrl-C and SIGTERM inside a stage', () => {
-  it('inside create-pool: exit 130, pool exported, nothing published; the rerun resumes', async () => {
+  it('inside create-pool: exit 1, pool exported, nothing published; the rerun resumes', async () => {
     await project.configure({ rootSize: 136 }); // a new root disk: create-pool must run
     const stopped = await interrupt('zfs', 'create', 'SIGINT');
-    expect(stopped.exitCode).toBe(130);
+    expect(stopped.exitCode).toBe(1);
     expect(stopped.stdout).toMatch(/create-pool: failed .*interrupted/);
+    expect(stopped.stdout).toMatch(/^interrupted in .*: /m); // the summary tells an interrupt from a failure
     await expectNothingLeft();
     const plan = await project.run('plan');
     expect(plan.stdout).toMatch(/^create-disks:root\s+fresh/m); // published before the interruption
@@ -68,10 +73,10 @@ describe('Ctrl-C and SIGTERM inside a stage', () => {
     expect(resumed.statuses['create-pool']).toBe('ran');
   });
 
-  it('inside install: exit 130, datasets unmounted, /dev unbound, pool exported; the rerun resumes', async () => {
+  it('inside install: exit 1, datasets unmounted, /dev unbound, pool exported; the rerun resumes', async () => {
     await execa('sh', ['-c', `echo '# install again' >> ${path.join(project.dir, 'configuration.nix')}`]);
     const stopped = await interrupt('chroot', 'ANY', 'SIGINT');
-    expect(stopped.exitCode).toBe(130);
+    expect(stopped.exitCode).toBe(1);
     expect(stopped.stdout).toMatch(/install: failed .*interrupted/);
     await expectNothingLeft();
     const resumed = await project.build();
@@ -91,10 +96,10 @@ describe('Ctrl-C and SIGTERM inside a stage', () => {
     expect(ran(resumed.statuses)).toContain('export-pool');
   });
 
-  it('inside convert: exit 130, no partial file in the output folder; the rerun converts', async () => {
+  it('inside convert: exit 1, no partial file in the output folder; the rerun converts', async () => {
     await project.configure({ format: 'vdi' });
     const stopped = await interrupt('qemu-img', 'convert', 'SIGINT');
-    expect(stopped.exitCode).toBe(130);
+    expect(stopped.exitCode).toBe(1);
     await expectNothingLeft();
     expect((await readdir(project.out)).filter((n) => n.endsWith('.vdi') || n.includes('partial'))).toEqual([]);
     const resumed = await project.build();

@@ -17,7 +17,6 @@ import {
   jsonEvents,
   killProcessGroup,
   leftovers,
-  releaseAndRemove,
   running,
   stopDaemonOfDeadRuns,
   uniquePool,
@@ -54,7 +53,7 @@ afterAll(async () => {
   await cleanupSteps(
     () => shims?.unpause(),
     () => started.settle(),
-    () => project && releaseAndRemove(project.dir, [POOL], () => project.cleanup()),
+    () => project?.cleanup(),
     () => stopDaemonOfDeadRuns(deadRuns), // in case a test failed before the next run stopped it
     () => daemon?.stop(),
     () => rm(scratch, { recursive: true, force: true }),

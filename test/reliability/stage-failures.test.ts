@@ -14,7 +14,6 @@ import {
   fillerSystem,
   finalEvents,
   leftovers,
-  releaseAndRemove,
   uniquePool,
   withStatus,
 } from '../helpers/reliability.ts';
@@ -30,7 +29,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cleanupSteps(
-    ...projects.map(({ project, pool }) => () => releaseAndRemove(project.dir, [pool], () => project.cleanup())),
+    ...projects.map(({ project }) => () => project.cleanup()),
     () => daemon?.stop(),
     () => rm(scratch, { recursive: true, force: true }),
   );

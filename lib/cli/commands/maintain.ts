@@ -34,7 +34,7 @@ export async function maintain(store: CacheStore, args: CliArgs, io: CliIo): Pro
       return 0;
     }
     case 'gc': {
-      const report = await collectGarbage(store, args.maxSize!);
+      const report = await collectGarbage(store, args.maxSize);
       io.stdout(`gc: ${formatBytes(report.before)} -> ${formatBytes(report.after)}; evicted ${report.evicted.length} entr${report.evicted.length === 1 ? 'y' : 'ies'}${report.orphans ? `, ${report.orphans} orphan folder(s)` : ''}\n`);
       for (const e of report.evicted) io.stdout(`  evicted ${e.taskId} ${e.fingerprint.slice(0, 12)} (${formatBytes(e.bytes)})\n`);
       return 0;

@@ -1,0 +1,77 @@
+// Outputs reach the user's folder whole or not at all: a hard link or a sparse copy under a hidden
+// name, then a rename; what a failed or killed export leaves is removed.
+import { execa } from 'execa';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { exportArtifact } from '../../lib/caching/export-artifact.ts';
+
+let dir: string;
+let other: string | undefined;
+beforeEach(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'export-'));
+});
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+  if (other) await rm(other, { recursive: true, force: true });
+  other = undefined;
+});
+
+describe('exportArtifact', () => {
+  it('hard-links on the same file system, and does nothing when the output already is the artifact', async () => {
+    const source = path.join(dir, 'artifact.raw');
+    await writeFile(source, 'disk');
+    const out = path.join(dir, 'out', 'nixos.root.img');
+    expect(await exportArtifact(source, out)).toBe(true);
+    expect((await stat(out)).ino).toBe((await stat(source)).ino);
+    expect(await exportArtifact(source, out)).toBe(false);
+    expect(await readdir(path.dirname(out))).toEqual(['nixos.root.img']);
+  });
+
+  it.skipIf(!existsSync('/dev/shm'))('copies across file systems keeping holes', async (ctx) => {
+    other = await mkdtemp('/dev/shm/export-');
+    if ((await stat(other)).dev === (await stat(dir)).dev) return ctx.skip(); // one file system here
+    const source = path.join(other, 'artifact.raw');
+    await execa('truncate', ['-s', '64M', source]);
+    await execa('dd', ['if=/dev/urandom', `of=${source}`, 'bs=1M', 'count=1', 'seek=10', 'conv=notrunc', 'status=none']);
+    const out = path.join(dir, 'nixos.root.img');
+    expect(await exportArtifact(source, out)).toBe(true);
+    expect((await stat(out)).size).toBe(64 * 1024 * 1024);
+    expect((await stat(out)).blocks * 512).toBeLessThan(8 * 1024 * 1024);
+    expect((await execa('cmp', [source, out], { reject: false })).exitCode).toBe(0);
+    expect(await readdir(dir)).toEqual(['nixos.root.img']);
+  });
+
+  it('leaves no hidden temporary when the rename fails', async () => {
+    const source = path.join(dir, 'artifact.raw');
+    await writeFile(source, 'disk');
+    // a folder in the way: the rename over it fails
+    const out = path.join(dir, 'out', 'nixos.root.img');
+    await mkdir(path.join(out, 'sub'), { recursive: true });
+    await expect(exportArtifact(source, out)).rejects.toThrow();
+    expect(await readdir(path.join(dir, 'out'))).toEqual(['nixos.root.img']);
+  });
+
+  it("removes the temporaries of dead runs, not a live run's", async () => {
+    const source = path.join(dir, 'artifact.raw');
+    await writeFile(source, 'disk');
+    const out = path.join(dir, 'out');
+    await mkdir(out);
+    const ended = execa('true');
+    const dead = ended.pid!;
+    await ended;
+    const live = execa('sleep', ['30']);
+    try {
+      await writeFile(path.join(out, `.nixos.root.img.partial-${dead}`), 'half');
+      await writeFile(path.join(out, `.nixos.root.img.partial-${live.pid}`), 'in progress');
+      expect(await exportArtifact(source, path.join(out, 'nixos.root.img'))).toBe(true);
+      expect((await readdir(out)).sort()).toEqual([`.nixos.root.img.partial-${live.pid}`, 'nixos.root.img']);
+      expect(await readFile(path.join(out, 'nixos.root.img'), 'utf8')).toBe('disk');
+    } finally {
+      live.kill('SIGKILL');
+      await live.catch(() => undefined);
+    }
+  });
+});
