@@ -163,7 +163,8 @@ const contentsSchema = z
 const SYSTEM_CHOICES =
   'exactly one of {"toplevel": "/nix/store/<hash>-<name>"}, {"flake": "<ref>#<name>"}, {"expression": "<file.nix>", "attr"?: "<attr>"}';
 const storePath = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]{0,210}$/;
-const flakeRef = /^[^#\s]+#[^#\s]+$/;
+// the name is quoted in the attribute path, so it may hold dots but not a double quote
+const flakeRef = /^[^#\s]+#[^#\s"]+$/;
 const noSpace = /^\S+$/;
 
 /** The system to install: a built toplevel, a flake's nixosConfigurations entry, or a Nix file (and attribute). */
@@ -177,7 +178,7 @@ const systemSchema = strict(
       .optional(),
     flake: z
       .string({ error: 'must be a string "<flake ref>#<configuration name>"' })
-      .regex(flakeRef, { error: 'must be "<flake ref>#<configuration name>" without whitespace, like ".#demo"' })
+      .regex(flakeRef, { error: 'must be "<flake ref>#<configuration name>" without whitespace (and no double quote in the name), like ".#demo"' })
       .optional(),
     expression: z
       .string({ error: 'must be a string: a Nix file' })

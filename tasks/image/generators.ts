@@ -28,11 +28,19 @@ export function datasetCreationOrder(datasets: Datasets): NamedDataset[] {
     .sort((a, b) => depth(a.name) - depth(b.name) || compareText(a.name, b.name));
 }
 
+/** Mount order of two paths: the shorter first (a parent before its children), ties in code-unit order. */
+export function compareMounts(a: string, b: string): number {
+  return a.length - b.length || compareText(a, b);
+}
+
+/** `items` in mount order of their `mount` (the drivers' order too); reversed, the order to unmount them. */
+export function inMountOrder<T extends { readonly mount: string }>(items: readonly T[]): T[] {
+  return [...items].sort((a, b) => compareMounts(a.mount, b.mount));
+}
+
 /** Datasets with a mount in mount order: shortest mount path first, ties by mount path. */
 export function mountOrder(datasets: Datasets): MountedDataset[] {
-  return Object.entries(datasets)
-    .flatMap(([name, d]) => (d.mount === undefined ? [] : [{ name, mount: d.mount }]))
-    .sort((a, b) => a.mount.length - b.mount.length || compareText(a.mount, b.mount));
+  return inMountOrder(Object.entries(datasets).flatMap(([name, d]) => (d.mount === undefined ? [] : [{ name, mount: d.mount }])));
 }
 
 /** Datasets with a mount in unmount order: the exact reverse of {@link mountOrder}. */
@@ -101,26 +109,39 @@ function fileArg(path: string): string {
   return path.startsWith('-') ? `./${path}` : path;
 }
 
-function propertyArgs(flag: string, properties: Readonly<Record<string, string>>): string[] {
-  return Object.entries(properties).flatMap(([k, v]) => [flag, `${k}=${v}`]);
+/** `flag name=value` pairs for an argv, sorted by name so the same properties give the same command. */
+export function propertyArgs(flag: '-o' | '-O', properties: Readonly<Record<string, string>>): string[] {
+  return Object.keys(properties)
+    .sort(compareText)
+    .flatMap((name) => [flag, `${name}=${properties[name] ?? ''}`]);
 }
 
-/**
- * Arguments to `zpool` that create the root pool on `vdev`: `create [-t tempName] -o k=v… -O k=v… <pool> <vdev>`.
- * `tempName` gives the pool another name in the host while it keeps its own on disk (OpenZFS only).
- */
-export function zpoolCreateArgs(
-  config: Pick<ImageConfig, 'rootPoolName' | 'rootPoolProperties' | 'rootPoolFilesystemProperties'>,
-  vdev: string,
-  options: { tempName?: string } = {},
-): string[] {
+/** What `zpool create` needs: the pool, its vdev, the altroot and properties, and driver specifics. */
+export interface ZpoolCreate {
+  readonly pool: string;
+  readonly vdev: string;
+  /** `-R`: every mount lands under it, never on the host, and the host's cache file is left alone. */
+  readonly altroot: string;
+  readonly poolProperties: Readonly<Record<string, string>>;
+  readonly filesystemProperties: Readonly<Record<string, string>>;
+  /** `-t` (OpenZFS): the host sees this name while the pool keeps its own on disk. */
+  readonly tempName?: string | undefined;
+  /** `-m` (zfs-fuse, which ignores `-O mountpoint` under `-R`): the root dataset's mountpoint. */
+  readonly mountpoint?: string | undefined;
+}
+
+/** Arguments to `zpool`: `create -R altroot [-t tempName] [-m mountpoint] -o k=v… -O k=v… <pool> <vdev>`. */
+export function zpoolCreateArgs(create: ZpoolCreate): string[] {
   return [
     'create',
-    ...(options.tempName === undefined ? [] : ['-t', options.tempName]),
-    ...propertyArgs('-o', config.rootPoolProperties),
-    ...propertyArgs('-O', config.rootPoolFilesystemProperties),
-    config.rootPoolName,
-    fileArg(vdev),
+    '-R',
+    create.altroot,
+    ...(create.tempName === undefined ? [] : ['-t', create.tempName]),
+    ...(create.mountpoint === undefined ? [] : ['-m', create.mountpoint]),
+    ...propertyArgs('-o', create.poolProperties),
+    ...propertyArgs('-O', create.filesystemProperties),
+    create.pool,
+    fileArg(create.vdev),
   ];
 }
 

@@ -74,6 +74,8 @@ describe('a fresh build of the image pair', () => {
     const entry = (await execa('mtype', ['-i', image, '::/loader/entries/nixos-demo.conf'], mtools)).stdout;
     const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { system: { toplevel: string } };
     expect(entry).toContain(`init=${info.system.toplevel}/init`);
+    // the loader itself: installed only under NIXOS_INSTALL_BOOTLOADER=1, on a /boot bootctl accepts
+    expect((await execa('mtype', ['-i', image, '::/loader/loader.conf'], mtools)).stdout).toContain('# boot loader installed (NIXOS_INSTALL_BOOTLOADER=1)');
     expect((await execa('minfo', ['-i', image, '::'], mtools)).stdout).toMatch(/disk type="FAT32/);
   });
 

@@ -285,6 +285,8 @@ describe('system', () => {
     expect(issueAt({ system: {} }, 'system').message).toContain('got none');
     expect(issueAt({ system: { toplevel, flake: '.#x' } }, 'system').message).toContain('got toplevel and flake');
     expect(issueAt({ system: { flake: 'nohash' } }, 'system.flake').message).toContain('<flake ref>#<configuration name>');
+    expect(issueAt({ system: { flake: '.#a"b' } }, 'system.flake').message).toContain('no double quote');
+    expect(valid({ system: { flake: '.#web.1' } }).system).toEqual({ flake: '/configs#web.1' });
     expect(issueAt({ system: { toplevel, attr: 'x' } }, 'system.attr').message).toContain('only with expression');
     expect(issueAt({ system: '/nix/store/x' }, 'system').message).toContain('exactly one of');
   });

@@ -86,7 +86,8 @@ describe.skipIf(!isRoot)('demo system chrooted in an image root', () => {
     return root;
   }
 
-  const install = { NIXOS_INSTALL_BOOTLOADER: '1' };
+  // what the install stage sets: /boot is a folder there, which bootctl accepts only with relaxed checks
+  const install = { NIXOS_INSTALL_BOOTLOADER: '1', SYSTEMD_RELAX_ESP_CHECKS: '1' };
 
   it('activates and writes the systemd-boot entry and loader.conf', async () => {
     const root = await imageRoot(toplevel);
@@ -98,9 +99,24 @@ describe.skipIf(!isRoot)('demo system chrooted in an image root', () => {
     const entry = await readFile(path.join(root, 'boot', 'loader', 'entries', 'nixos-demo.conf'), 'utf8');
     expect(entry).toContain('title NixOS (demo)');
     expect(entry).toContain(`options init=${toplevel}/init`);
-    expect(await readFile(path.join(root, 'boot', 'loader', 'loader.conf'), 'utf8')).toContain('default nixos-demo.conf');
+    expect(await readFile(path.join(root, 'boot', 'loader', 'loader.conf'), 'utf8')).toBe('# boot loader installed (NIXOS_INSTALL_BOOTLOADER=1)\ntimeout 3\ndefault nixos-demo.conf\n');
     const kernel = await lstat(path.join(root, 'boot', 'EFI', 'nixos', 'demo-kernel.efi'));
     expect(kernel.isFile()).toBe(true);
+  });
+
+  it('installs the loader only when asked, and, like bootctl, refuses a /boot that is not a mounted ESP without relaxed checks', async () => {
+    const root = await imageRoot(toplevel);
+    const strict = await exec('chroot', [root, `${toplevel}/bin/switch-to-configuration`, 'boot'], {
+      env: { NIXOS_INSTALL_BOOTLOADER: '1', SYSTEMD_RELAX_ESP_CHECKS: '' },
+      okExitCodes: [1],
+      quiet: true,
+    });
+    expect(strict.exitCode).toBe(1);
+    expect(strict.stderr).toMatch(/\/boot is not a mounted ESP; bootctl would refuse it/);
+    // without NIXOS_INSTALL_BOOTLOADER only the entry is written, and a first loader.conf
+    await exec('chroot', [root, `${toplevel}/bin/switch-to-configuration`, 'boot'], { env: { NIXOS_INSTALL_BOOTLOADER: '' }, quiet: true });
+    expect(await readFile(path.join(root, 'boot', 'loader', 'loader.conf'), 'utf8')).toBe('timeout 3\ndefault nixos-demo.conf\n');
+    expect(await readFile(path.join(root, 'boot', 'loader', 'entries', 'nixos-demo.conf'), 'utf8')).toContain('title NixOS (demo)');
   });
 
   it('runs sw/bin/bash as busybox sh', async () => {

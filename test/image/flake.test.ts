@@ -15,7 +15,13 @@ beforeAll(async () => {
   await copyFile('/bin/busybox', path.join(flake, 'busybox'));
   await writeFile(
     path.join(flake, 'flake.nix'),
-    '{ outputs = { self }: { nixosConfigurations.demo.config.system.build.toplevel = import ./system.nix { label = "flake"; busyboxBinary = ./busybox; system = "x86_64-linux"; }; }; }\n',
+    [
+      '{ outputs = { self }: let system = label: import ./system.nix { inherit label; busyboxBinary = ./busybox; system = "x86_64-linux"; }; in {',
+      '  nixosConfigurations.demo.config.system.build.toplevel = system "flake";',
+      // a name with a dot: one attribute, which only a quoted attribute path reaches
+      '  nixosConfigurations."demo.v2".config.system.build.toplevel = system "flake-v2";',
+      '}; }',
+    ].join('\n'),
   );
   project = await imageProject(uniquePool('ftank'));
   await project.configure({ system: { flake: `path:${flake}#demo` } });
@@ -38,5 +44,13 @@ describe('a flake system', () => {
     expect(again.exitCode, again.stderr).toBe(0);
     expect(ran(again.statuses)).toEqual(['system']);
     expect(again.statuses['install']).toBe('cached');
+  });
+
+  it('takes a configuration name with a dot as one name', async () => {
+    await project.configure({ system: { flake: `path:${flake}#demo.v2` } });
+    const built = await project.build();
+    expect(built.exitCode, built.stderr + built.stdout).toBe(0);
+    const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { system: { toplevel: string } };
+    expect(info.system.toplevel).toMatch(/-nixos-system-flake-v2-/);
   });
 });

@@ -14,6 +14,8 @@ import {
   outputFileNames,
   qemuImgConvertArgs,
   unmountOrder,
+  inMountOrder,
+  compareMounts,
   zfsCreateArgs,
   zpoolCreateArgs,
 } from '../../tasks/image/generators.ts';
@@ -57,6 +59,16 @@ describe('mountOrder and unmountOrder', () => {
   it('breaks ties between equally long mounts by path', () => {
     const same: Datasets = { 'tank/s': { mount: '/srv' }, 'tank/n': { mount: '/nix' }, 'tank/o': { mount: '/opt' } };
     expect(mountOrder(same).map((d) => d.mount)).toEqual(['/nix', '/opt', '/srv']);
+    // code-unit order, whatever the locale: upper case before lower case
+    expect(inMountOrder([{ mount: '/b' }, { mount: '/B' }, { mount: '/a' }]).map((m) => m.mount)).toEqual(['/B', '/a', '/b']);
+  });
+
+  it('orders what the drivers mount and unmount the same way', () => {
+    const recorded = [{ mount: '/var' }, { mount: '/' }, { mount: '/nix' }, { mount: '/var/log' }];
+    expect(inMountOrder(recorded).map((m) => m.mount)).toEqual(['/', '/nix', '/var', '/var/log']);
+    expect([...recorded].sort((a, b) => compareMounts(b.mount, a.mount)).map((m) => m.mount)).toEqual(unmountOrder({
+      'tank/a': { mount: '/var' }, 'tank/b': { mount: '/' }, 'tank/c': { mount: '/nix' }, 'tank/d': { mount: '/var/log' },
+    }).map((d) => d.mount));
   });
 
   it('unmounts in exactly the reverse order', () => {
@@ -66,22 +78,26 @@ describe('mountOrder and unmountOrder', () => {
 });
 
 describe('argv', () => {
-  it('builds zpool create with -o pool and -O file system properties, pool and vdev', () => {
-    const config = {
-      rootPoolName: 'tank',
-      rootPoolProperties: { autoexpand: 'on', ashift: '12' },
-      rootPoolFilesystemProperties: { compression: 'on', mountpoint: 'legacy' },
+  it('builds zpool create with the altroot, -o pool and -O file system properties sorted by name, pool and vdev', () => {
+    const create = {
+      pool: 'tank',
+      vdev: '/dev/loop3',
+      altroot: '/w/mnt',
+      poolProperties: { autoexpand: 'on', ashift: '12' },
+      filesystemProperties: { mountpoint: 'legacy', compression: 'on' },
     };
-    expect(zpoolCreateArgs(config, '/dev/loop3')).toEqual([
-      'create', '-o', 'autoexpand=on', '-o', 'ashift=12', '-O', 'compression=on', '-O', 'mountpoint=legacy', 'tank', '/dev/loop3',
+    expect(zpoolCreateArgs(create)).toEqual([
+      'create', '-R', '/w/mnt', '-o', 'ashift=12', '-o', 'autoexpand=on', '-O', 'compression=on', '-O', 'mountpoint=legacy', 'tank', '/dev/loop3',
     ]);
-    expect(zpoolCreateArgs(config, 'root.raw', { tempName: 'tank-build-1' }).slice(0, 3)).toEqual(['create', '-t', 'tank-build-1']);
-    expect(zpoolCreateArgs(config, '-odd.raw').at(-1)).toBe('./-odd.raw');
+    // openzfs: a temporary name in the host; zfs-fuse: the root dataset's mountpoint as -m
+    expect(zpoolCreateArgs({ ...create, tempName: 'tank-build-1' }).slice(0, 5)).toEqual(['create', '-R', '/w/mnt', '-t', 'tank-build-1']);
+    expect(zpoolCreateArgs({ ...create, mountpoint: 'legacy', filesystemProperties: {} }).slice(3)).toEqual(['-m', 'legacy', '-o', 'ashift=12', '-o', 'autoexpand=on', 'tank', '/dev/loop3']);
+    expect(zpoolCreateArgs({ ...create, vdev: '-odd.raw' }).at(-1)).toBe('./-odd.raw');
   });
 
   it('builds zfs create -p with one -o per property', () => {
     expect(zfsCreateArgs('tank/var/log', { compression: 'zstd', 'com.sun:auto-snapshot': 'true' })).toEqual([
-      'create', '-p', '-o', 'compression=zstd', '-o', 'com.sun:auto-snapshot=true', 'tank/var/log',
+      'create', '-p', '-o', 'com.sun:auto-snapshot=true', '-o', 'compression=zstd', 'tank/var/log',
     ]);
     expect(zfsCreateArgs('tank/root')).toEqual(['create', '-p', 'tank/root']);
   });

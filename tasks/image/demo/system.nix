@@ -95,8 +95,15 @@ let
       "options init=${out}/init" \
       > /boot/loader/entries/nixos-demo.conf.tmp
     mv /boot/loader/entries/nixos-demo.conf.tmp /boot/loader/entries/nixos-demo.conf
-    # Like systemd-boot-builder: the loader itself is (re)installed only when asked.
-    if [ "$NIXOS_INSTALL_BOOTLOADER" = 1 ] || [ ! -e /boot/loader/loader.conf ]; then
+    # Like systemd-boot-builder: the loader itself is (re)installed only when asked, and, as
+    # `bootctl install` does, only on a mounted ESP unless SYSTEMD_RELAX_ESP_CHECKS=1.
+    if [ "$NIXOS_INSTALL_BOOTLOADER" = 1 ]; then
+      if [ "$SYSTEMD_RELAX_ESP_CHECKS" != 1 ] && ! ${sh} awk '$5 == "/boot" { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+        echo "switch-to-configuration: /boot is not a mounted ESP; bootctl would refuse it (SYSTEMD_RELAX_ESP_CHECKS=1 relaxes that)" >&2
+        exit 1
+      fi
+      printf '%s\n' "# boot loader installed (NIXOS_INSTALL_BOOTLOADER=1)" "timeout 3" "default nixos-demo.conf" > /boot/loader/loader.conf
+    elif [ ! -e /boot/loader/loader.conf ]; then
       printf '%s\n' "timeout 3" "default nixos-demo.conf" > /boot/loader/loader.conf
     fi
     echo "installed boot entry for ${out}"

@@ -57,7 +57,7 @@ export function installTask(config: ImageConfig): Task {
         // On NixOS the real installer does the closure, the profile and the boot loader, with the seed's flags.
         const channel = config.includeChannel && config.channelSource ? await makeChannel(ctx, config.channelSource) : undefined;
         await mkdir(inImage(root, '/boot'), { recursive: true });
-        await ctx.exec(nixosInstall, nixosInstallArgs(root, system.toplevel, channel));
+        await ctx.exec(nixosInstall, nixosInstallArgs(root, system.toplevel, channel), { env: { SYSTEMD_RELAX_ESP_CHECKS: '1' } });
       } else {
         await copyClosure(ctx, root, system.closure, system.closureSizes);
         await registerInImage(ctx, root, system.closure, system.toplevel, '/nix/var/nix/profiles/system');
@@ -135,12 +135,19 @@ async function installChannel(ctx: TaskContext<any>, root: string, source: strin
 
 /**
  * The boot loader as nixos-install does it: /dev, /proc and /sys bound into the image, then
- * the system's `activate` and `switch-to-configuration boot` chrooted with NIXOS_INSTALL_BOOTLOADER=1.
+ * the system's `activate` and `switch-to-configuration boot` chrooted with NIXOS_INSTALL_BOOTLOADER=1
+ * and SYSTEMD_RELAX_ESP_CHECKS=1.
  * Where nixos-enter is on PATH (a NixOS host), it does the binding.
  */
 async function installBootLoader(ctx: TaskContext<any>, root: string, toplevel: string): Promise<void> {
   await mkdir(inImage(root, '/boot'), { recursive: true });
-  const env = { NIXOS_INSTALL_BOOTLOADER: '1', IN_NIXOS_ENTER: '1', PATH: '/run/current-system/sw/bin:/usr/bin:/bin' };
+  const env = {
+    NIXOS_INSTALL_BOOTLOADER: '1',
+    IN_NIXOS_ENTER: '1',
+    // /boot is a folder here, copied into the FAT partition afterwards: bootctl would refuse it as "not an ESP"
+    SYSTEMD_RELAX_ESP_CHECKS: '1',
+    PATH: '/run/current-system/sw/bin:/usr/bin:/bin',
+  };
   if (await whichTool('nixos-enter')) {
     await ctx.exec('nixos-enter', ['--root', root, '--', `${toplevel}/activate`], { env });
     await ctx.exec('nixos-enter', ['--root', root, '--', `${toplevel}/bin/switch-to-configuration`, 'boot'], { env });

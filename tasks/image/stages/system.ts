@@ -65,7 +65,8 @@ export function systemTask(system: SystemSpec): Task {
     tools: ['nix-store', 'nix'],
     async run(ctx) {
       const [ref, name] = system.flake.split('#') as [string, string];
-      const attr = `${ref}#nixosConfigurations.${name}.config.system.build.toplevel`;
+      // quoted as nixos-rebuild does: a name like "web.1" is one attribute, not two
+      const attr = `${ref}#nixosConfigurations."${name}".config.system.build.toplevel`;
       // --json rather than --print-out-paths, which Nix 2.8 (Debian 12) does not have.
       const built = await ctx.exec('nix', ['--extra-experimental-features', 'nix-command flakes', 'build', attr, '--no-link', '--json', ...nixOptions()], { quiet: true });
       const [result] = JSON.parse(built.stdout) as { outputs: { out?: string } }[];

@@ -147,17 +147,6 @@ export function inCoreName(handle: Pick<PoolHandle, 'pool' | 'name'>, dataset: s
   throw new Error(`dataset '${dataset}' is not in pool '${handle.pool}'`);
 }
 
-/** `-o name=value` pairs for an argv, in a stable (sorted) order. */
-export function propertyArgs(flag: '-o' | '-O', properties: ZfsProperties): string[] {
-  return Object.keys(properties)
-    .sort()
-    .flatMap((name) => [flag, `${name}=${properties[name] ?? ''}`]);
-}
-
-/** Mounts ordered for mounting: shortest path first (parents before children). */
-export function mountOrder<T extends { readonly mount: string }>(mounts: readonly T[]): T[] {
-  return [...mounts].sort((a, b) => a.mount.length - b.mount.length || a.mount.localeCompare(b.mount));
-}
 
 /** Host path of an image path under a root folder (`/` is the root itself). */
 export function hostPath(root: string, mount: string): string {

@@ -15,10 +15,9 @@ import {
   hostPath,
   inCoreName,
   makeTempDir,
-  mountOrder,
-  propertyArgs,
   removeTempDir,
 } from './driver.ts';
+import { compareMounts, inMountOrder, zfsCreateArgs, zpoolCreateArgs } from '../generators.ts';
 import type {
   AdaptedProperties,
   CreatePoolOptions,
@@ -85,7 +84,8 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
 
   const unmountAll = async (_handle: PoolHandle, state: MountState, release: ReleaseOptions = {}): Promise<void> => {
     const errors: unknown[] = [];
-    const ordered = [...state.mounted].sort((a, b) => b.path.length - a.path.length);
+    // the reverse of mount order: children before their parents
+    const ordered = [...state.mounted].sort((a, b) => compareMounts(b.path, a.path));
     for (const entry of ordered) {
       try {
         await exec(umountProgram, [entry.path]);
@@ -106,7 +106,7 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
   const mountDatasets = async (handle: PoolHandle, mounts: readonly DatasetMount[]): Promise<MountState> => {
     const mounted: { dataset: string; path: string }[] = [];
     try {
-      for (const entry of mountOrder(mounts)) {
+      for (const entry of inMountOrder(mounts)) {
         const dataset = inCoreName(handle, entry.dataset);
         const path = hostPath(handle.root, entry.mount);
         // inside the parent dataset just mounted, as the seed's `mkdir -p /mnt<mount>`
@@ -143,17 +143,7 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
       const device = await attach(vdev);
       try {
         // -t: the on-disk name is the pool's, the host only sees the temporary one; -R keeps any mount off the host
-        await exec(zpool, [
-          'create',
-          '-R',
-          root,
-          '-t',
-          name,
-          ...propertyArgs('-o', create.poolProperties),
-          ...propertyArgs('-O', create.filesystemProperties),
-          create.pool,
-          device,
-        ]);
+        await exec(zpool, zpoolCreateArgs({ ...create, vdev: device, altroot: root, tempName: name }));
       } catch (error) {
         await detach(device).catch(() => undefined);
         for (const dir of tempDirs) await removeTempDir(dir).catch(() => undefined);
@@ -163,7 +153,7 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
     },
 
     async createDataset(handle: PoolHandle, dataset: string, properties: ZfsProperties): Promise<void> {
-      await exec(zfs, ['create', '-p', ...propertyArgs('-o', properties), inCoreName(handle, dataset)]);
+      await exec(zfs, zfsCreateArgs(inCoreName(handle, dataset), properties));
     },
 
     async importPool(imp: ImportPoolOptions): Promise<PoolHandle> {

@@ -18,10 +18,9 @@ import {
   hostPath,
   inCoreName,
   makeTempDir,
-  mountOrder,
-  propertyArgs,
   removeTempDir,
 } from './driver.ts';
+import { compareMounts, inMountOrder, zfsCreateArgs, zpoolCreateArgs } from '../generators.ts';
 import type {
   AdaptedProperties,
   CreatePoolOptions,
@@ -252,7 +251,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
 
   // unmounts every mounted dataset of the pool, deepest mountpoint first
   const unmountEverything = async (name: string, root: string, force: boolean, errors: unknown[]): Promise<void> => {
-    const mounted = (await mountedDatasets(name, root)).sort((a, b) => b.target.length - a.target.length);
+    const mounted = (await mountedDatasets(name, root)).sort((a, b) => compareMounts(b.target, a.target));
     for (const entry of mounted) {
       try {
         // no -f: a forced FUSE unmount detaches the mount but leaves the pool busy for export
@@ -286,7 +285,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   };
 
   const mountDatasets = async (handle: PoolHandle, mounts: readonly DatasetMount[]): Promise<MountState> => {
-    const ordered = mountOrder(mounts).map((entry) => ({
+    const ordered = inMountOrder(mounts).map((entry) => ({
       dataset: inCoreName(handle, entry.dataset),
       mount: entry.mount,
       path: hostPath(handle.root, entry.mount),
@@ -437,17 +436,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         // with -R, zfs-fuse ignores -O mountpoint and mounts the root dataset at the altroot: pass it as -m
         const { mountpoint = `/${create.pool}`, ...filesystemProperties } = create.filesystemProperties;
         // -R: a non-legacy mountpoint lands under a temporary root, never on the host (and no cache file entry)
-        await exec(zpool, [
-          'create',
-          '-R',
-          root,
-          '-m',
-          mountpoint,
-          ...propertyArgs('-o', create.poolProperties),
-          ...propertyArgs('-O', filesystemProperties),
-          create.pool,
-          vdev,
-        ]);
+        await exec(zpool, zpoolCreateArgs({ ...create, vdev, altroot: root, mountpoint, filesystemProperties }));
       } catch (error) {
         for (const dir of tempDirs) await removeTempDir(dir).catch(() => undefined);
         throw error;
@@ -456,7 +445,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     },
 
     async createDataset(handle: PoolHandle, dataset: string, properties: ZfsProperties): Promise<void> {
-      await exec(zfs, ['create', '-p', ...propertyArgs('-o', properties), inCoreName(handle, dataset)]);
+      await exec(zfs, zfsCreateArgs(inCoreName(handle, dataset), properties));
     },
 
     async importPool(imp: ImportPoolOptions): Promise<PoolHandle> {
