@@ -1,12 +1,13 @@
 // The same sources on Deno 2: the demo's plan, and a small graph built, interrupted and shared with Node.
+// (A full image build on Deno is the README's `deno run -A Taskfile.ts build`; it is not repeated here.)
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { hashFileContent } from '../../lib/caching/file-hash.ts';
-import { ROOT, toyProject, type ToyProject } from '../helpers/toy.ts';
+import { alive, ROOT, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
 
 const DENO = path.join(ROOT, 'node_modules/.bin/deno');
 const deno = (args: string[]) => execa(DENO, ['run', '-A', ...args], { cwd: ROOT, reject: false, env: { CI: '1' } });
@@ -39,6 +40,27 @@ describe('Deno', () => {
     const result = await deno(['test/fixtures/runtime-check.ts', file]);
     expect(result.exitCode, result.stderr).toBe(0);
     expect(JSON.parse(result.stdout)).toEqual({ sha256: await hashFileContent(file), timedOutAfterMs: 300, root: true });
+  });
+
+  it('stops on Ctrl-C as on Node: the command and its background child killed, nothing published, exit 1', async () => {
+    await toy.configure({ hang: 'c' });
+    const config = ['--config', path.join(toy.dir, 'config.json'), '--cache-dir', toy.cache];
+    // deno itself, not a wrapper, so the signal reaches the runner
+    const run = execa(DENO, ['run', '-A', 'test/fixtures/toy-taskfile.ts', 'build', 'c', ...config], { cwd: ROOT, reject: false, env: { CI: '1' } });
+    try {
+      await waitFor(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0, 60_000);
+      const grandchild = Number(await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8'));
+      run.kill('SIGINT');
+      const result = await run;
+      expect(result.exitCode, result.stderr).toBe(1);
+      expect(result.stderr).toContain('SIGINT: stopping running tasks, cleaning up');
+      await waitFor(async () => !alive(grandchild), 5_000);
+      expect(await readdir(path.join(toy.cache, 'artifacts')).catch(() => [])).toEqual([]);
+      expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
+    } finally {
+      run.kill('SIGKILL');
+      await run.catch(() => undefined);
+    }
   });
 
   it('builds a small graph, and Node finds it all cached', async () => {

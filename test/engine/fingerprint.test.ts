@@ -58,6 +58,11 @@ describe('fingerprints', () => {
     const m = { get: (f: string) => memo.get(f), set: (f: string, e: { size: number; mtimeMs: number; ino: number; hash: string }) => void memo.set(f, e) };
     const first = fingerprintOf(await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m));
     expect(memo.get(file)?.hash).toMatch(/^[0-9a-f]{64}$/);
+    // same size, mtime and inode: the remembered hash is used and the file is not read again
+    const remembered = memo.get(file)!;
+    memo.set(file, { ...remembered, hash: 'f'.repeat(64) });
+    expect((await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m)).files[file]).toBe('f'.repeat(64));
+    memo.set(file, remembered);
     await writeFile(file, 'three!');
     const second = fingerprintOf(await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m));
     expect(second).not.toBe(first);

@@ -1,3 +1,6 @@
+// The openzfs driver checked by the exact commands it runs (recorded through a fake exec): these
+// machines have no ZFS kernel module, so no real OpenZFS pool can be made here. The zfs-fuse driver
+// runs for real in zfs-fuse.test.ts.
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

@@ -41,7 +41,8 @@ export function installTask(config: ImageConfig): Task {
     },
     inputFiles,
     version: 1,
-    tools: ['nix-store', 'nix-env', 'chroot', 'cp'],
+    // nixos-install and nixos-enter change how install works when they appear on PATH (hashed as "missing" until then)
+    tools: ['nix-store', 'nix-env', 'chroot', 'cp', 'nixos-install', 'nixos-enter'],
     artifacts: [
       { name: 'esp', kind: 'folder' },
       { name: 'toplevel', kind: 'value' },
