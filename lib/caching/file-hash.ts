@@ -16,18 +16,27 @@ export interface HashMemo {
   set(file: string, entry: StatHash): void;
 }
 
-/** Hashes a file, or a folder as its sorted tree of names, modes, link targets and file hashes. */
+/**
+ * Hashes a file, or a folder as its sorted tree of names, modes, link targets and file hashes.
+ * In `ignore`, a plain name skips that entry of the folder itself; an absolute path skips that
+ * file or folder wherever it lies below (see InputFile).
+ */
 export async function hashPath(target: string, memo?: HashMemo, ignore: readonly string[] = []): Promise<string> {
+  const skipped = new Set(ignore.filter((entry) => path.isAbsolute(entry)).map((entry) => path.resolve(entry)));
+  return hashTree(target, memo, ignore.filter((entry) => !path.isAbsolute(entry)), skipped);
+}
+
+async function hashTree(target: string, memo: HashMemo | undefined, ownNames: readonly string[], skipped: ReadonlySet<string>): Promise<string> {
   const info = await lstat(target);
   if (info.isSymbolicLink()) return sha256(`link:${await readlink(target)}`);
   if (info.isDirectory()) {
-    // `ignore` applies to this folder's own entries only, not to deeper ones of the same name
-    const names = (await readdir(target)).filter((name) => !ignore.includes(name)).sort();
+    // names apply to this folder's own entries only, not to deeper ones of the same name
+    const names = (await readdir(target)).filter((name) => !ownNames.includes(name) && !skipped.has(path.join(target, name))).sort();
     const parts: string[] = [];
     for (const name of names) {
       const child = path.join(target, name);
       const mode = (await lstat(child)).mode & 0o7777;
-      parts.push(`${name}\0${mode.toString(8)}\0${await hashPath(child, memo)}`);
+      parts.push(`${name}\0${mode.toString(8)}\0${await hashTree(child, memo, [], skipped)}`);
     }
     return sha256(`dir:${parts.join('\n')}`);
   }

@@ -62,6 +62,11 @@ export interface TaskContext<I extends Json = Json> {
  * A file or folder that is part of a fingerprint; `ignore` names entries at the top of a folder
  * that the task never reads (a channel's `.git`), so changing them does not make it stale.
  */
+/**
+ * A file or folder whose content goes into the fingerprint. In `ignore`, a plain name skips that
+ * entry of the folder itself (`.git`); an absolute path skips that file or folder at any depth
+ * (the cache and output folders, when they lie inside a hashed folder).
+ */
 export type InputFile = string | { readonly path: string; readonly ignore: readonly string[] };
 
 /** Fields shared by every node of the graph. */

@@ -63,10 +63,14 @@ export function channelFromNixPath(nixPath: string | undefined): string | undefi
   return undefined;
 }
 
-/** The image's task graph for a parsed config. */
-export function imageTasks(config: ImageConfig, outDir: string, layout: PoolLayout): GraphNode[] {
+/**
+ * The image's task graph for a parsed config. `notInputs`: the cache folder, the output folder and
+ * the config file, which never count as the system expression's inputs when they lie in its folder
+ * (the config's fields that matter are inputs of the tasks that use them).
+ */
+export function imageTasks(config: ImageConfig, outDir: string, layout: PoolLayout, notInputs: readonly string[]): GraphNode[] {
   return [
-    systemTask(config.system),
+    systemTask(config.system, notInputs),
     createDiskTask('boot', config.bootSize),
     createDiskTask('root', config.rootSize),
     partitionTask(),
@@ -117,7 +121,8 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
       throw new ConfigError([`zfs: ${(error as Error).message}`]);
     }
     shell = imageShell(config, layout);
-    return imageTasks(config, path.resolve(env.outDir), layout);
+    const notInputs = [env.cacheDir, env.outDir, ...(env.configFile ? [env.configFile] : [])].map((p) => path.resolve(p));
+    return imageTasks(config, path.resolve(env.outDir), layout, notInputs);
   };
   // After a kill -9: export the pool, unmount and detach what the dead run held in its folders.
   // Not checked here: a bad ZFS_DRIVER fails build, plan and run with exit 2 (above), while help,

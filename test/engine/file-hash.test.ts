@@ -54,4 +54,21 @@ describe('hashFileContent', () => {
     await writeFile(path.join(tree, 'lib/.git/HEAD'), 'two\n');
     expect(await hashPath(tree, undefined, ['.git'])).not.toBe(before);
   });
+
+  it('leaves out ignored absolute paths at any depth, as if they were not there', async () => {
+    const tree = path.join(dir, 'project');
+    await mkdir(path.join(tree, 'nested/cache/artifacts'), { recursive: true });
+    await writeFile(path.join(tree, 'system.nix'), '{ }\n');
+    await writeFile(path.join(tree, 'nested/keep.nix'), '1\n');
+    const cache = path.join(tree, 'nested/cache');
+    const skip = [cache, path.join(tree, 'result')]; // one that does not exist is no error
+    const before = await hashPath(tree, undefined, skip);
+    await writeFile(path.join(cache, 'artifacts/disk.raw'), 'changes every build');
+    expect(await hashPath(tree, undefined, skip)).toBe(before);
+    await rm(cache, { recursive: true });
+    expect(await hashPath(tree, undefined, skip)).toBe(before);
+    expect(await hashPath(tree)).toBe(before); // the same as a tree that never had it
+    await writeFile(path.join(tree, 'nested/keep.nix'), '2\n');
+    expect(await hashPath(tree, undefined, skip)).not.toBe(before);
+  });
 });

@@ -1,7 +1,7 @@
 // End to end: real qemu-img, parted, mkfs.vfat, mtools, zfs-fuse and nix build an image pair,
 // then tools the project does not provide check it.
 import { execa } from 'execa';
-import { lstat, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { copyFile, lstat, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -208,5 +208,22 @@ describe('incremental rebuilds', () => {
       if (format === 'qcow2-compressed') expect(check['compressed-clusters']).toBeGreaterThan(0);
       if (format === 'qcow2') expect(check['compressed-clusters'] ?? 0).toBe(0);
     }
+  });
+
+  it('an expression in the folder that holds the cache and the output is not rehashed with them', async () => {
+    // a config, its system.nix, ./cache and ./out in one folder, as a user's project would have them
+    const expression = path.join(project.dir, 'system.nix');
+    await copyFile(DEMO.system, expression);
+    await project.configure({ system: { expression } });
+    const moved = await project.build();
+    expect(moved.exitCode, moved.stderr).toBe(0);
+    expect(moved.statuses['system']).toBe('ran'); // its inputs changed (the path); same toplevel, so nothing after it runs
+    expect(ran(moved.statuses)).toEqual(['system']);
+    await project.configure({ format: 'vdi' });
+    const converted = await project.build();
+    expect(converted.exitCode, converted.stderr).toBe(0);
+    // new entries in ./cache and new files in ./out are not the expression's inputs
+    expect(converted.statuses['system']).toBe('cached');
+    expect(ran(converted.statuses)).toEqual(['convert:boot', 'convert:root', 'post-vm']);
   });
 });

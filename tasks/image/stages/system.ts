@@ -19,7 +19,7 @@ export interface SystemValues {
  * every build (its inputs are not files we can hash), so that task is volatile; dependents
  * then fingerprint the resolved toplevel, never the flake reference.
  */
-export function systemTask(system: SystemSpec): Task {
+export function systemTask(system: SystemSpec, notInputs: readonly string[] = []): Task {
   const base = {
     id: 'system',
     stage: 'system',
@@ -43,12 +43,13 @@ export function systemTask(system: SystemSpec): Task {
     };
   }
   if ('expression' in system) {
-    // The expression's whole folder is hashed: it may import its neighbours.
+    // The expression's whole folder is hashed: it may import its neighbours. The cache and output
+    // folders are left out when they lie inside it (as ./cache and ./result do beside a config).
     return {
       ...base,
       title: `build system from ${path.basename(system.expression)}`,
       inputs: { expression: system.expression, attr: system.attr ?? null },
-      inputFiles: [path.dirname(system.expression)],
+      inputFiles: [{ path: path.dirname(system.expression), ignore: notInputs }],
       tools: ['nix-store', 'nix-build'],
       async run(ctx) {
         const attr = system.attr ? ['-A', system.attr] : [];
