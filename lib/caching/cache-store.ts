@@ -53,6 +53,8 @@ export interface CacheStore {
   lookup(fingerprint: string): Promise<Result<CacheEntry, CacheMiss>>;
   /** The last entry published for a task id (for `explain` and `shell`). */
   lastEntry(taskId: string): Promise<CacheEntry | undefined>;
+  /** Makes a published entry the one `lastEntry` returns for its task (gc, after evicting the last one). */
+  setLastEntry(taskId: string, fingerprint: string): Promise<void>;
   /** Whether a task id was ever published in this cache (its entry may since be evicted). */
   hasBuilt(taskId: string): Promise<boolean>;
   /** Makes a fresh, private staging folder for a run of a task. */
@@ -129,6 +131,10 @@ export function openCache(dir: string): CacheStore {
       } catch {
         return undefined;
       }
+    },
+
+    async setLastEntry(taskId, fingerprint) {
+      await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
     },
 
     async hasBuilt(taskId) {

@@ -1,6 +1,7 @@
 import { link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { copyDisk } from './disk-copy.ts';
+import { isAlive } from './lock.ts';
 
 /**
  * Puts a published artifact at a user-facing path (`<out>/nixos.root.img`) without ever
@@ -25,7 +26,7 @@ export async function exportArtifact(source: string, destination: string): Promi
     }
     await rename(temp, destination);
   } catch (error) {
-    await rm(temp, { force: true }); // a copy cut short (disk full, Ctrl-C) leaves nothing behind
+    await rm(temp, { force: true }); // a failed copy (disk full) leaves nothing behind; a killed run's is removed next time
     throw error;
   }
   return true;
@@ -35,15 +36,6 @@ export async function exportArtifact(source: string, destination: string): Promi
 async function removeDeadPartials(dir: string, prefix: string): Promise<void> {
   for (const name of await readdir(dir).catch(() => [] as string[])) {
     const pid = name.startsWith(prefix) ? Number(name.slice(prefix.length)) : Number.NaN;
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !processExists(pid)) await rm(path.join(dir, name), { force: true });
-  }
-}
-
-function processExists(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && !isAlive(pid)) await rm(path.join(dir, name), { force: true });
   }
 }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { lstat, open, readdir, readlink, stat } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 
 /** A remembered hash: valid while size, mtime and inode are unchanged (the fast path). */
@@ -22,8 +22,11 @@ export interface HashMemo {
  * file or folder wherever it lies below (see InputFile).
  */
 export async function hashPath(target: string, memo?: HashMemo, ignore: readonly string[] = []): Promise<string> {
-  const skipped = new Set(ignore.filter((entry) => path.isAbsolute(entry)).map((entry) => path.resolve(entry)));
-  return hashTree(target, memo, ignore.filter((entry) => !path.isAbsolute(entry)), skipped);
+  const absolute = ignore.filter((entry) => path.isAbsolute(entry));
+  // compared as real paths: a symlink in the config's path or in --cache-dir must not defeat the skip
+  const skipped = new Set(await Promise.all(absolute.map((entry) => realpath(entry).catch(() => path.resolve(entry)))));
+  const start = skipped.size > 0 && (await lstat(target)).isDirectory() ? await realpath(target) : target;
+  return hashTree(start, memo, ignore.filter((entry) => !path.isAbsolute(entry)), skipped);
 }
 
 async function hashTree(target: string, memo: HashMemo | undefined, ownNames: readonly string[], skipped: ReadonlySet<string>): Promise<string> {

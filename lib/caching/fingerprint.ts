@@ -1,3 +1,4 @@
+import { realpath } from 'node:fs/promises';
 import type { GraphNode, Json } from '../engine/task.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { hashPath, sha256, whichTool, type HashMemo } from './file-hash.ts';
@@ -34,8 +35,9 @@ export async function buildManifest(
 ): Promise<Manifest> {
   const files: Record<string, string> = {};
   for (const input of node.inputFiles ?? []) {
-    const [file, ignore] = typeof input === 'string' ? [input, []] : [input.path, input.ignore];
-    files[file] = await hashPath(file, memo, ignore).catch(() => 'missing');
+    const { path: file, ignore = [], follow = false } = typeof input === 'string' ? { path: input } : input;
+    const target = follow ? await realpath(file).catch(() => file) : file;
+    files[file] = await hashPath(target, memo, ignore).catch(() => 'missing');
   }
   const tools: Record<string, string> = {};
   for (const tool of node.tools ?? []) {

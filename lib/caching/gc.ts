@@ -52,6 +52,7 @@ export async function collectGarbage(store: CacheStore, maxBytes?: number): Prom
     await store.evict(entry.fingerprint);
     evicted.push({ fingerprint: entry.fingerprint, taskId: owners.get(entry.fingerprint) ?? '(damaged)', bytes: entry.bytes });
   }
+  await repointLastEntries(store, entries, owners, new Set(evicted.map((e) => e.fingerprint)));
   const left = before - evicted.reduce((sum, e) => sum + e.bytes, 0);
   if (maxBytes === undefined || left > maxBytes) await dropOldLogs(store.logsDir);
   await cacache.verify(store.indexDir); // drops content no index entry points to
@@ -67,6 +68,25 @@ async function taskIds(store: CacheStore, entries: readonly Candidate[]): Promis
     if (found.ok) owners.set(entry.fingerprint, found.value.taskId);
   }
   return owners;
+}
+
+/**
+ * A task whose last entry was evicted points at its most recently used remaining one, so that
+ * `explain` and `plan` still compare against a real run instead of saying "evicted or lost".
+ */
+async function repointLastEntries(
+  store: CacheStore,
+  entries: readonly Candidate[],
+  owners: ReadonlyMap<string, string>,
+  evicted: ReadonlySet<string>,
+): Promise<void> {
+  const tasks = new Set([...evicted].flatMap((fingerprint) => owners.get(fingerprint) ?? []));
+  for (const taskId of tasks) {
+    if ((await store.lastEntry(taskId)) !== undefined) continue;
+    const remaining = entries.filter((e) => !evicted.has(e.fingerprint) && owners.get(e.fingerprint) === taskId);
+    const newest = remaining.sort((a, b) => b.usedMs - a.usedMs)[0];
+    if (newest) await store.setLastEntry(taskId, newest.fingerprint);
+  }
 }
 
 /** Oldest first, until what is left fits `maxBytes`. */

@@ -59,15 +59,14 @@ export interface TaskContext<I extends Json = Json> {
 }
 
 /**
- * A file or folder that is part of a fingerprint; `ignore` names entries at the top of a folder
- * that the task never reads (a channel's `.git`), so changing them does not make it stale.
+ * A file or folder whose content goes into the fingerprint. `ignore` lists what the task never
+ * reads, so changing it does not make the task stale: a plain name skips that entry of the folder
+ * itself (a channel's `.git`); an absolute path skips that file or folder at any depth (the cache
+ * and output folders, when they lie inside a hashed folder). A plain string, like `cp -a`, hashes a
+ * symlink as its target path; `follow` hashes what it points to, for inputs that are read through
+ * the link (a configuration.nix or an expression folder that is a symlink).
  */
-/**
- * A file or folder whose content goes into the fingerprint. In `ignore`, a plain name skips that
- * entry of the folder itself (`.git`); an absolute path skips that file or folder at any depth
- * (the cache and output folders, when they lie inside a hashed folder).
- */
-export type InputFile = string | { readonly path: string; readonly ignore: readonly string[] };
+export type InputFile = string | { readonly path: string; readonly ignore?: readonly string[]; readonly follow?: boolean };
 
 /** Fields shared by every node of the graph. */
 interface NodeBase<I extends Json> {

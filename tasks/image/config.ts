@@ -338,7 +338,8 @@ function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => Pa
     raw['contents'].forEach((item: unknown, i) => check(`contents[${i}].source`, isPlainObject(item) ? item['source'] : undefined, 'source', 'any'));
   }
   check('configFile', raw['configFile'], 'Nix file', 'file');
-  check('channelSource', raw['channelSource'], 'nixpkgs source', 'folder');
+  // only copied with includeChannel; otherwise it only has to exist, as before
+  check('channelSource', raw['channelSource'], 'nixpkgs source', raw['includeChannel'] === false ? 'any' : 'folder');
   const system = raw['system'];
   // nix-build takes a file, or a folder holding default.nix
   if (isPlainObject(system)) check('system.expression', system['expression'], 'Nix file', 'any');

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -67,6 +67,21 @@ describe('fingerprints', () => {
     const second = fingerprintOf(await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m));
     expect(second).not.toBe(first);
     await writeFile(file, 'one');
+  });
+
+  it('hashes a symlink as its target path, or with follow what it points to', async () => {
+    const target = path.join(dir, 'configuration.nix');
+    const link = path.join(dir, 'linked.nix');
+    await writeFile(target, '{ }\n');
+    await symlink(target, link);
+    const files = async () => (await buildManifest(task({ inputFiles: [{ path: link, follow: true }] }), { dep: 'x' })).files[link];
+    const plain = async () => (await buildManifest(task({ inputFiles: [link] }), { dep: 'x' })).files[link];
+    const followed = await files();
+    const asLink = await plain();
+    expect(followed).not.toBe(asLink);
+    await writeFile(target, '{ boot.loader.timeout = 1; }\n');
+    expect(await plain()).toBe(asLink); // the link did not change
+    expect(await files()).not.toBe(followed); // what it points to did
   });
 
   it('diffs name the changed fields', async () => {

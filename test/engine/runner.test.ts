@@ -217,6 +217,9 @@ describe('build, cache and resume', () => {
     expect(kept.stdout).toMatch(/0 ran, 6 cached/); // a to d, the 64 MiB disk and its copy
     await toy.configure({ diskMiB: 66 });
     expect((await toy.run('plan', 'disk')).stdout).toMatch(/^disk\s+run/m);
+    // the task's last run was evicted: explain compares with the entry that was kept
+    const explained = await toy.run('explain', 'disk');
+    expect(explained.stdout).toMatch(/inputs\.size: 64 -> 66/);
   });
 });
 

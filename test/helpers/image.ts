@@ -81,7 +81,8 @@ export async function imageProject(pool: string, extraEnv: Record<string, string
     return [path.join(ROOT, 'bin/zfs-image.js'), ...args.slice(0, cut), '--config', configFile, '--cache-dir', cache, '--out', out, ...args.slice(cut)];
   };
   const run = async (...args: string[]) => {
-    const result = await started.track(execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv } }));
+    // no forced SIGKILL 5 s after cleanup's SIGTERM: the build's own cleanup takes seconds
+    const result = await started.track(execa(process.execPath, argv(args), { reject: false, cwd: ROOT, env: { CI: '1', ...extraEnv }, forceKillAfterDelay: false }));
     return { exitCode: result.exitCode ?? -1, stdout: result.stdout, stderr: result.stderr };
   };
   return {

@@ -65,7 +65,11 @@ export async function toyProject(): Promise<ToyProject> {
       for (const name of ['child.pid', 'grandchild.pid']) {
         const pid = Number(await readFile(path.join(markers, name), 'utf8').catch(() => ''));
         const environ = pid > 0 ? await readFile(`/proc/${pid}/environ`, 'utf8').catch(() => '') : '';
-        if (environ.split('\0').includes(`MARKERS=${markers}`)) process.kill(pid, 'SIGKILL');
+        try {
+          if (environ.split('\0').includes(`MARKERS=${markers}`)) process.kill(pid, 'SIGKILL');
+        } catch {
+          // exited since
+        }
       }
       await rm(dir, { recursive: true, force: true });
     },

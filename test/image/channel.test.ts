@@ -1,5 +1,5 @@
 // includeChannel: the nixpkgs tree lands in the image as root's `nixos` channel, laid out as the seed does.
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await project.cleanup();
   await rm(nixpkgs, { recursive: true, force: true });
+  await rm(`${nixpkgs}-link`, { force: true });
 });
 
 describe('the channel', () => {
@@ -49,5 +50,21 @@ describe('the channel', () => {
     await writeFile(path.join(nixpkgs, 'lib/a.nix'), '2\n');
     const plan = await project.run('plan');
     expect(plan.stdout).toMatch(/^install\s+run\s+changed: files\./m);
+  });
+
+  it('behind a symlink (as NIX_PATH\'s channels link is): the linked tree is copied and left untouched, and its changes count', async () => {
+    const link = `${nixpkgs}-link`;
+    await symlink(nixpkgs, link);
+    await project.configure({ channelSource: link });
+    const built = await project.build();
+    expect(built.exitCode, built.stderr + built.stdout).toBe(0);
+    // nothing was removed from or added to the tree the link points to
+    expect((await readdir(nixpkgs)).sort()).toEqual(['.git', 'default.nix', 'lib']);
+    const shell = await project.run('shell', 'install', '--', 'sh', '-c', 'channel=$(readlink nix/var/nix/profiles/per-user/root/channels-1-link) && cat "./$channel/nixos/lib/a.nix" && test ! -L "./$channel/nixos"');
+    expect(shell.exitCode, shell.stderr).toBe(0);
+    expect(shell.stdout).toMatch(/^2$/m);
+    // a change inside the linked tree, with the link itself unchanged
+    await writeFile(path.join(nixpkgs, 'lib/a.nix'), '3\n');
+    expect((await project.run('plan')).stdout).toMatch(/^install\s+run\s+changed: files\./m);
   });
 });

@@ -113,6 +113,7 @@ describe.skipIf(!isRoot)('demo system chrooted in an image root', () => {
     });
     expect(strict.exitCode).toBe(1);
     expect(strict.stderr).toMatch(/\/boot is not a mounted ESP; bootctl would refuse it/);
+    await expect(lstat(path.join(root, 'boot'))).rejects.toThrow(); // refused before writing anything
     // without NIXOS_INSTALL_BOOTLOADER only the entry is written, and a first loader.conf
     await exec('chroot', [root, `${toplevel}/bin/switch-to-configuration`, 'boot'], { env: { NIXOS_INSTALL_BOOTLOADER: '' }, quiet: true });
     expect(await readFile(path.join(root, 'boot', 'loader', 'loader.conf'), 'utf8')).toBe('timeout 3\ndefault nixos-demo.conf\n');

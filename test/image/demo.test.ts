@@ -19,10 +19,16 @@ beforeAll(async () => {
 afterAll(() =>
   cleanupSteps(
     () => started.settle(1_000),
-    // a tank imported now is the failed build's own (the tests skip when the host has one)
-    () => releaseAndRemove(dir, hostHasTank ? [] : [DEMO_POOL], () => rm(dir, { recursive: true, force: true })),
+    // a tank is exported only if it is the failed build's own: its vdev lies in this test's folder
+    async () => releaseAndRemove(dir, (await demoPoolIsOurs()) ? [DEMO_POOL] : [], () => rm(dir, { recursive: true, force: true })),
   ),
 );
+
+/** Whether the imported `tank` (if any) is this test's: zpool status names its vdev by path. */
+async function demoPoolIsOurs(): Promise<boolean> {
+  const status = await execa('zpool', ['status', DEMO_POOL], { reject: false });
+  return status.exitCode === 0 && status.stdout.includes(`${dir}/`);
+}
 
 describe('the demo', () => {
   it('builds with the embedded config and describes what it built', async (ctx) => {

@@ -36,7 +36,7 @@ afterAll(async () => {
     () => daemon?.stop(),
     () => rm(scratch, { recursive: true, force: true }),
   );
-});
+}, 300_000); // after a failure: builds get a minute to finish, then their own cleanup, then the daemon's stop
 
 /** A project whose builds can be paused in chroot (zpool and zfs sit beside the wrapped zfs-fuse). */
 async function pausableProject(stem: string): Promise<{ project: ImageProject; pool: string; shims: Shims }> {

@@ -82,6 +82,13 @@ let
       echo "switch-to-configuration: failing on purpose (demo system built with failSwitch)" >&2
       exit 1
     '' else ""}
+    # As `bootctl install` does, before writing anything: the loader goes only onto a mounted ESP,
+    # unless SYSTEMD_RELAX_ESP_CHECKS=1.
+    if [ "$NIXOS_INSTALL_BOOTLOADER" = 1 ] && [ "$SYSTEMD_RELAX_ESP_CHECKS" != 1 ] \
+      && ! ${sh} awk '$5 == "/boot" { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+      echo "switch-to-configuration: /boot is not a mounted ESP; bootctl would refuse it (SYSTEMD_RELAX_ESP_CHECKS=1 relaxes that)" >&2
+      exit 1
+    fi
     mkdir -p /boot/loader/entries /boot/EFI/nixos
     cp ${out}/kernel /boot/EFI/nixos/demo-kernel.efi
     cp ${out}/initrd /boot/EFI/nixos/demo-initrd.efi
@@ -95,13 +102,8 @@ let
       "options init=${out}/init" \
       > /boot/loader/entries/nixos-demo.conf.tmp
     mv /boot/loader/entries/nixos-demo.conf.tmp /boot/loader/entries/nixos-demo.conf
-    # Like systemd-boot-builder: the loader itself is (re)installed only when asked, and, as
-    # `bootctl install` does, only on a mounted ESP unless SYSTEMD_RELAX_ESP_CHECKS=1.
+    # Like systemd-boot-builder: the loader itself is (re)installed only when asked.
     if [ "$NIXOS_INSTALL_BOOTLOADER" = 1 ]; then
-      if [ "$SYSTEMD_RELAX_ESP_CHECKS" != 1 ] && ! ${sh} awk '$5 == "/boot" { found = 1 } END { exit !found }' /proc/self/mountinfo; then
-        echo "switch-to-configuration: /boot is not a mounted ESP; bootctl would refuse it (SYSTEMD_RELAX_ESP_CHECKS=1 relaxes that)" >&2
-        exit 1
-      fi
       printf '%s\n' "# boot loader installed (NIXOS_INSTALL_BOOTLOADER=1)" "timeout 3" "default nixos-demo.conf" > /boot/loader/loader.conf
     elif [ ! -e /boot/loader/loader.conf ]; then
       printf '%s\n' "timeout 3" "default nixos-demo.conf" > /boot/loader/loader.conf

@@ -1,4 +1,4 @@
-import { copyFile, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Json, Task, TaskContext } from '../../../lib/engine/task.ts';
 import { whichTool } from '../../../lib/caching/file-hash.ts';
@@ -22,10 +22,12 @@ const inImage = (root: string, target: string): string => path.join(root, target
  */
 export function installTask(config: ImageConfig): Task {
   const inputFiles = [
+    // copied with cp -a: a symlink goes in as a symlink, so its target path is what counts
     ...config.contents.map((c) => c.source),
-    ...(config.configFile ? [config.configFile] : []),
+    // read through a symlink (a linked configuration.nix, NIX_PATH's channels link): what it points to counts
+    ...(config.configFile ? [{ path: config.configFile, follow: true }] : []),
     // the channel's content, not just its path, decides what is copied; its .git is not copied (makeChannel)
-    ...(config.includeChannel && config.channelSource ? [{ path: config.channelSource, ignore: ['.git'] }] : []),
+    ...(config.includeChannel && config.channelSource ? [{ path: config.channelSource, ignore: ['.git'], follow: true }] : []),
   ];
   return {
     id: 'install',
@@ -121,7 +123,9 @@ async function registerInImage(ctx: TaskContext<any>, root: string, closure: rea
 async function makeChannel(ctx: TaskContext<any>, source: string): Promise<string> {
   const top = path.join(ctx.scratch, 'nixos-channel');
   await mkdir(top, { recursive: true });
-  await ctx.exec('cp', ['-a', '--', source, path.join(top, 'nixos')]);
+  // the folder a symlink points to (NIX_PATH's channels link), never the link: the steps below would
+  // then write into the linked tree itself, a store path among them
+  await ctx.exec('cp', ['-a', '--', await realpath(source), path.join(top, 'nixos')]);
   await rm(path.join(top, 'nixos/.git'), { recursive: true, force: true });
   await ctx.exec('ln', ['-sfn', '.', path.join(top, 'nixos/nixpkgs')]);
   return (await ctx.exec('nix-store', ['--add', top])).stdout.trim();

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import type { Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
-import type { SystemSpec } from '../config.ts';
+import { pathKind, type SystemSpec } from '../config.ts';
 import { nixOptions } from '../nix-options.ts';
 
 
@@ -49,7 +49,8 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
       ...base,
       title: `build system from ${path.basename(system.expression)}`,
       inputs: { expression: system.expression, attr: system.attr ?? null },
-      inputFiles: [{ path: path.dirname(system.expression), ignore: notInputs }],
+      // a folder (holding default.nix) is hashed itself, a file with its neighbours
+      inputFiles: [{ path: pathKind(system.expression) === 'folder' ? system.expression : path.dirname(system.expression), ignore: notInputs, follow: true }],
       tools: ['nix-store', 'nix-build'],
       async run(ctx) {
         const attr = system.attr ? ['-A', system.attr] : [];
