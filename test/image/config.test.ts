@@ -106,6 +106,8 @@ describe('paths relative to the config folder', () => {
   it('refuses a folder as configFile and a file as channelSource, before anything is built', () => {
     expect(issueAt({ configFile: 'a-folder' }, 'configFile').message).toBe('must be a file, but /configs/a-folder is a folder');
     expect(issueAt({ channelSource: 'nix.tar' }, 'channelSource').message).toBe('must be a folder, but /configs/nix.tar is a file');
+    // not copied without includeChannel: then it only has to exist
+    expect(valid({ includeChannel: false, channelSource: 'nix.tar' }).channelSource).toBe('/configs/nix.tar');
     // a source may be either; nix-build takes a folder holding default.nix
     expect(valid({ contents: [{ source: 'a-folder', target: '/srv' }] }).contents[0]!.source).toBe('/configs/a-folder');
     expect(valid({ system: { expression: 'a-folder' } }).system).toEqual({ expression: '/configs/a-folder' });
