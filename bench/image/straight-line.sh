@@ -192,7 +192,7 @@ for target in dev proc sys; do
   bound+=("$root/$target")
 done
 chroot_bin=$(command -v chroot)
-chroot_env=(env NIXOS_INSTALL_BOOTLOADER=1 IN_NIXOS_ENTER=1 PATH=/run/current-system/sw/bin:/usr/bin:/bin)
+chroot_env=(env NIXOS_INSTALL_BOOTLOADER=1 IN_NIXOS_ENTER=1 SYSTEMD_RELAX_ESP_CHECKS=1 PATH=/run/current-system/sw/bin:/usr/bin:/bin)
 "${chroot_env[@]}" "$chroot_bin" "$root" "$toplevel/activate"
 "${chroot_env[@]}" "$chroot_bin" "$root" "$toplevel/bin/switch-to-configuration" boot
 for ((i = ${#bound[@]} - 1; i >= 0; i--)); do umount --recursive "${bound[$i]}"; done
