@@ -1,5 +1,5 @@
 // What the system task hashes for an expression: its folder, or the folder it is.
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +11,8 @@ beforeAll(async () => {
   await mkdir(path.join(dir, 'machine'));
   await writeFile(path.join(dir, 'machine/default.nix'), '{ }\n');
   await writeFile(path.join(dir, 'system.nix'), '{ }\n');
+  await mkdir(path.join(dir, 'elsewhere'));
+  await symlink(path.join(dir, 'system.nix'), path.join(dir, 'elsewhere/linked.nix'));
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
@@ -18,6 +20,11 @@ describe('system task inputs', () => {
   it('hashes a file expression with its neighbours, through symlinks, without the folders named as not inputs', () => {
     const task = systemTask({ expression: path.join(dir, 'system.nix') }, [path.join(dir, 'cache')]);
     expect(task.inputFiles).toEqual([{ path: dir, ignore: [path.join(dir, 'cache')], follow: true }]);
+  });
+
+  it('hashes a symlinked file with the neighbours of the file it points to, whose imports Nix resolves from there', () => {
+    const task = systemTask({ expression: path.join(dir, 'elsewhere/linked.nix') });
+    expect(task.inputFiles).toEqual([{ path: dir, ignore: [], follow: true }]);
   });
 
   it('hashes a folder expression (holding default.nix) itself, not its parent', () => {

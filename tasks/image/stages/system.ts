@@ -1,3 +1,4 @@
+import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import type { Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
@@ -49,8 +50,7 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
       ...base,
       title: `build system from ${path.basename(system.expression)}`,
       inputs: { expression: system.expression, attr: system.attr ?? null },
-      // a folder (holding default.nix) is hashed itself, a file with its neighbours
-      inputFiles: [{ path: pathKind(system.expression) === 'folder' ? system.expression : path.dirname(system.expression), ignore: notInputs, follow: true }],
+      inputFiles: [{ path: expressionFolder(system.expression), ignore: notInputs, follow: true }],
       tools: ['nix-store', 'nix-build'],
       async run(ctx) {
         const attr = system.attr ? ['-A', system.attr] : [];
@@ -89,4 +89,18 @@ export async function describeClosure(exec: Exec, toplevel: string): Promise<{ t
   const closure = (await exec('nix-store', ['--query', '--requisites', toplevel], { quiet: true })).stdout.split('\n').filter(Boolean).sort();
   const sizes = (await exec('nix-store', ['--query', '--size', ...closure], { quiet: true })).stdout.split('\n').filter(Boolean);
   return { toplevel, closure, closureSizes: sizes.map(Number) };
+}
+
+/**
+ * The folder whose files an expression may import: a folder expression (holding default.nix) is
+ * that folder; a file's is the folder it lies in, after symlinks, since Nix resolves a linked
+ * file's relative imports from where the link points.
+ */
+function expressionFolder(expression: string): string {
+  if (pathKind(expression) === 'folder') return expression;
+  try {
+    return path.dirname(realpathSync(expression));
+  } catch {
+    return path.dirname(expression);
+  }
 }
