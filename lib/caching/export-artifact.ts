@@ -6,9 +6,10 @@ import { isAlive } from './lock.ts';
 /**
  * Puts a published artifact at a user-facing path (`<out>/nixos.root.img`) without ever
  * showing a partial file there: hard link (or sparse copy across file systems) to a hidden
- * temporary name, then rename. Returns false when the path already is that artifact.
+ * temporary name, then rename. Returns false when the path already is that artifact. `signal`
+ * stops a copy across file systems (Ctrl-C); its temporary is removed.
  */
-export async function exportArtifact(source: string, destination: string): Promise<boolean> {
+export async function exportArtifact(source: string, destination: string, signal?: AbortSignal): Promise<boolean> {
   const [from, to] = await Promise.all([stat(source), stat(destination).catch(() => undefined)]);
   if (to && to.ino === from.ino && to.dev === from.dev) return false;
   const dir = path.dirname(destination);
@@ -22,11 +23,11 @@ export async function exportArtifact(source: string, destination: string): Promi
       await link(source, temp);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
-      await copyDisk(source, temp);
+      await copyDisk(source, temp, signal);
     }
     await rename(temp, destination);
   } catch (error) {
-    await rm(temp, { force: true }); // a failed copy (disk full) leaves nothing behind; a killed run's is removed next time
+    await rm(temp, { force: true }); // a failed or stopped copy leaves nothing behind; a killed run's is removed next time
     throw error;
   }
   return true;

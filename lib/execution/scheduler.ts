@@ -97,7 +97,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       for (const { artifact, to } of node.exports) {
         const source = outcome.outputs?.paths[artifact];
         if (!source) throw new Error(`no artifact "${artifact}" to export`);
-        if (await exportArtifact(source, to)) reporter.event({ type: 'output', id: node.id, line: `wrote ${to}` });
+        if (await exportArtifact(source, to, signal)) reporter.event({ type: 'output', id: node.id, line: `wrote ${to}` });
       }
       return outcome;
     } catch (error) {

@@ -44,6 +44,15 @@ describe('exportArtifact', () => {
     expect(await readdir(dir)).toEqual(['nixos.root.img']);
   });
 
+  it.skipIf(!existsSync('/dev/shm'))('stops a copy across file systems on abort, leaving nothing in the output folder', async (ctx) => {
+    other = await mkdtemp('/dev/shm/export-');
+    if ((await stat(other)).dev === (await stat(dir)).dev) return ctx.skip(); // one file system here
+    const source = path.join(other, 'artifact.raw');
+    await execa('truncate', ['-s', '64M', source]);
+    await expect(exportArtifact(source, path.join(dir, 'nixos.root.img'), AbortSignal.abort())).rejects.toThrow();
+    expect(await readdir(dir)).toEqual([]);
+  });
+
   it('leaves no hidden temporary when the rename fails', async () => {
     const source = path.join(dir, 'artifact.raw');
     await writeFile(source, 'disk');
