@@ -44,11 +44,8 @@ const defaultIo = (): CliIo => ({
 /** Runs a Taskfile's command line and exits with its status. */
 export async function runTaskfile(options: TaskfileOptions, argv: readonly string[] = process.argv.slice(2)): Promise<never> {
   const controller = new AbortController();
-  let signalExit = 0;
   const onSignal = (name: NodeJS.Signals): void => {
     if (controller.signal.aborted) return;
-    // the contract: an interrupted build exits 1, whichever signal stopped it
-    signalExit = 1;
     process.stderr.write(`\n${name}: stopping running tasks, cleaning up (nothing partial is published)...\n`);
     controller.abort();
   };
@@ -64,7 +61,8 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   const code = await main(options, argv, defaultIo(), controller.signal);
   // In `shell`, Ctrl-C belongs to the interactive command, whose own status is the answer.
   const parsed = parseCli(argv, 1);
-  process.exit(parsed.ok && parsed.value.command === 'shell' ? code : signalExit || code);
+  // the contract: an interrupted command exits 1, whichever signal stopped it
+  process.exit(parsed.ok && parsed.value.command === 'shell' ? code : controller.signal.aborted ? 1 : code);
 }
 
 function ignoreClosedOutput(error: NodeJS.ErrnoException): void {
@@ -181,7 +179,8 @@ async function runGraph(graph: Graph, ids: readonly string[], store: CacheStore,
   return exitStatus(summary);
 }
 
+// an interrupted run is not ok: it exits 1 too
 function exitStatus(summary: RunSummary): number {
-  return summary.ok && !summary.interrupted ? 0 : 1;
+  return summary.ok ? 0 : 1;
 }
 

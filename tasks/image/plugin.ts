@@ -54,7 +54,6 @@ export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
   return config;
 }
 
-
 /** The nixpkgs folder named by `nixpkgs=PATH` in NIX_PATH, if any. */
 export function channelFromNixPath(nixPath: string | undefined): string | undefined {
   for (const entry of (nixPath ?? '').split(':')) {
