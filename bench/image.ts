@@ -3,7 +3,7 @@
 //  (b) the rebuild after a format change vs the two `qemu-img convert` runs alone;
 //  (c) the cache's allocated bytes vs the allocated bytes of the final raw disks.
 import { execa } from 'execa';
-import { mkdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { allocatedBytes } from '../lib/caching/cache-store.ts';
 import { nixOptions } from '../tasks/image/nix-options.ts';

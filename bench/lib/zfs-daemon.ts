@@ -5,7 +5,7 @@
 import { execa } from 'execa';
 import { mkdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { mountsUnder } from '../../lib/caching/sweep.ts';
+import { mountsUnder } from '../../lib/execution/mount-table.ts';
 import { otherZfsUsers, ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
 import { createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
 import type { ZfsSession } from '../../tasks/image/zfs/driver.ts';

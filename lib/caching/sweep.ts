@@ -1,15 +1,10 @@
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { mountsAtOrBelow, readMountTable } from '../execution/mount-table.ts';
+import { mountsUnder } from '../execution/mount-table.ts';
 import { isAlive } from './lock.ts';
 
 /** A plugin's hook to release what a dead run held in one of its folders (a pool, mounts, loop devices). */
 export type Sweeper = (leftover: { folder: string; pid: number }) => Promise<readonly string[]>;
-
-/** Paths that are mount points at or below `folder`, from the kernel's mount table. */
-export async function mountsUnder(folder: string): Promise<string[]> {
-  return mountsAtOrBelow(await readMountTable(), folder).map((entry) => entry.target);
-}
 
 /**
  * Removes staging and working folders of runs that are gone (their pid leads the folder name).

@@ -1,4 +1,5 @@
-import { readFile } from 'node:fs/promises';
+import { readFile, realpath } from 'node:fs/promises';
+import path from 'node:path';
 
 /** One mounted file system, as the kernel lists it for this process. */
 export interface MountEntry {
@@ -45,4 +46,22 @@ export function mountsAtOrBelow(table: readonly MountEntry[], dir: string): Moun
   const base = dir.replace(/\/+$/, '') || '/';
   const prefix = base === '/' ? '/' : `${base}/`;
   return table.filter((entry) => entry.target === base || entry.target.startsWith(prefix));
+}
+
+/**
+ * `dir` as the kernel lists mount points: symbolic links in its parent folders resolved, so a
+ * cache reached through a link still finds its mounts. The last component is kept as it is: it
+ * may be the mount point of a hung FUSE daemon, where a stat would hang (and `rm -r` of a link
+ * removes the link, not what it points to).
+ */
+export async function kernelPath(dir: string): Promise<string> {
+  const absolute = path.resolve(dir);
+  const parent = path.dirname(absolute);
+  if (parent === absolute) return absolute;
+  return path.join(await realpath(parent).catch(() => parent), path.basename(absolute));
+}
+
+/** Mount points at or below `dir` (a path that may pass through symbolic links), from the kernel's table. */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  return mountsAtOrBelow(await readMountTable(), await kernelPath(dir)).map((entry) => entry.target);
 }

@@ -6,7 +6,7 @@ import type { Manifest } from '../caching/fingerprint.ts';
 import { copyDisk } from '../caching/disk-copy.ts';
 import { allocatedSize, ensureFreeSpace } from '../caching/free-space.ts';
 import { formatBytes } from '../logging/format.ts';
-import { mountsUnder } from '../caching/sweep.ts';
+import { mountsUnder } from './mount-table.ts';
 import type { TaskFailure } from '../engine/failure.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
 import type { DependencyOutputs, Json, ResourceTask, Task, TaskContext } from '../engine/task.ts';

@@ -5,7 +5,6 @@ import { sha256 } from '../caching/file-hash.ts';
 import { canonicalJson } from '../caching/canonical-json.ts';
 import { exportArtifact } from '../caching/export-artifact.ts';
 import type { Graph } from '../engine/graph.ts';
-import type { TaskFailure } from '../engine/failure.ts';
 import { isResource, type DependencyOutputs, type GraphNode, type Json, type ResourceTask, type Task } from '../engine/task.ts';
 import type { Reporter, RunSummary, SummaryRow, TaskStatus } from '../logging/events.ts';
 import { holdResource, runTask, type NodeRun, type TaskRun } from './run-node.ts';
@@ -61,7 +60,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const outcomes = new Map<string, Outcome>();
   const rows = new Map<string, SummaryRow>();
   const unitDone = new Map<Unit, Promise<void>>();
-  const priorities = unitPriorities(graph, units);
+  const priorities = unitPriorities(units);
   let running = 0;
   // Free slots go to the waiting units with the longest chain after them (first come among equals).
   const waiters: { priority: number; wake: () => void }[] = [];
@@ -419,7 +418,7 @@ function groupUnits(graph: Graph, ids: readonly string[]): Unit[] {
  * Each unit's longest chain of work to the end of the build, counting one per task (a
  * transaction counts its members): units on the critical path get free slots first.
  */
-export function unitPriorities(graph: Graph, units: readonly Unit[]): Map<Unit, number> {
+export function unitPriorities(units: readonly Unit[]): Map<Unit, number> {
   const unitOf = new Map<string, Unit>();
   for (const unit of units) for (const id of unit.ids) unitOf.set(id, unit);
   const after = new Map<Unit, Set<Unit>>(units.map((unit) => [unit, new Set<Unit>()]));

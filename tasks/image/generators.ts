@@ -1,5 +1,5 @@
 // Pure generators: the commands' argv and the Nix files the stages write, from a parsed config.
-import type { ImageConfig, ImageFormat } from './config.ts';
+import type { ImageFormat } from './config.ts';
 
 /** A dataset as the config gives it: an optional mount point and ZFS properties. */
 export type DatasetSpec = { mount?: string | undefined; properties?: Readonly<Record<string, string>> | undefined };

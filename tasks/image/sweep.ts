@@ -1,31 +1,44 @@
+import { realpath } from 'node:fs/promises';
 import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
-import { mountsUnder, type Sweeper } from '../../lib/caching/sweep.ts';
+import type { Sweeper } from '../../lib/caching/sweep.ts';
+import { mountsUnder } from '../../lib/execution/mount-table.ts';
 import { findProgram, zfsModuleLoaded } from './zfs/select-driver.ts';
 import { zfsCommandTimeoutMsOrDefault, zfsFuseRequests } from './zfs/zfs-fuse-host.ts';
 
-/** Loop devices whose backing file lies under `folder` (from `losetup --list`). */
-export async function loopDevicesUnder(exec: Exec, folder: string): Promise<string[]> {
+/** Loop devices whose backing file lies under one of `folders` (from `losetup --list`, which gives real paths). */
+export async function loopDevicesUnder(exec: Exec, folders: readonly string[]): Promise<string[]> {
   const listing = await exec('losetup', ['--list', '--noheadings', '--output', 'NAME,BACK-FILE'], { quiet: true, okExitCodes: [1] }).catch(() => undefined);
   return (listing?.stdout ?? '')
     .split('\n')
     .map((line) => line.trim().split(/\s+/))
-    .filter(([name, file]) => name && file && file.startsWith(`${folder}/`))
+    .filter(([name, file]) => name && file && folders.some((folder) => file.startsWith(`${folder}/`)))
     .map(([name]) => name!);
 }
 
+const escapeRegExp = (text: string): string => text.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+
 /**
- * Imported pools with a vdev under `folder` or on one of `devices` (parsed from `zpool status`).
+ * Whether `zpool status` text names a vdev under one of `folders` or on one of the loop
+ * `devices`. OpenZFS prints a loop device's partition by its short name (`loop3p1`), zfs-fuse
+ * prints the path it was given; both forms match.
+ */
+export function statusUsesVdev(status: string, folders: readonly string[], devices: readonly string[]): boolean {
+  if (folders.some((folder) => status.includes(`${folder}/`))) return true;
+  return devices.some((device) => new RegExp(`\\s(/dev/)?${escapeRegExp(device.replace(/^\/dev\//, ''))}(p\\d+)?\\s`).test(status));
+}
+
+/**
+ * Imported pools with a vdev under one of `folders` or on one of `devices` (parsed from `zpool status`).
  * `exec` should set a time limit: a hung daemon must not hang the sweep at the start of every build.
  */
-export async function poolsUsing(exec: Exec, zpool: string, folder: string, devices: readonly string[]): Promise<string[]> {
+export async function poolsUsing(exec: Exec, zpool: string, folders: readonly string[], devices: readonly string[]): Promise<string[]> {
   const options = { quiet: true };
   const names = await exec(zpool, ['list', '-H', '-o', 'name'], options).catch(() => undefined);
   const pools: string[] = [];
   for (const pool of (names?.stdout ?? '').split('\n').filter(Boolean)) {
     const status = await exec(zpool, ['status', pool], options).catch(() => undefined);
-    const text = status?.stdout ?? '';
-    if (text.includes(`${folder}/`) || devices.some((d) => new RegExp(`\\s${d.replace(/\//g, '\\/')}(p\\d+)?\\s`).test(text))) pools.push(pool);
+    if (statusUsesVdev(status?.stdout ?? '', folders, devices)) pools.push(pool);
   }
   return pools;
 }
@@ -38,14 +51,16 @@ export async function poolsUsing(exec: Exec, zpool: string, folder: string, devi
 export function imageSweeper(exec: Exec = createExec()): Sweeper {
   return async ({ folder }) => {
     const report: string[] = [];
-    const devices = await loopDevicesUnder(exec, folder);
+    // the folder as given and as the kernel and losetup name it (the cache may be reached through a link)
+    const folders = [...new Set([folder, await realpath(folder).catch(() => folder)])];
+    const devices = await loopDevicesUnder(exec, folders);
     const zpool = findProgram('zpool');
     if (zpool) {
       // zfs-fuse's requests take turns on its host lock (an unmount racing another build's mount can hang it); kernel pools need none
       const zfsExec: Exec = zfsModuleLoaded()
         ? (file, args, options) => exec(file, args, { ...options, timeoutMs: zfsCommandTimeoutMsOrDefault() })
         : zfsFuseRequests(exec);
-      for (const pool of await poolsUsing(zfsExec, zpool, folder, devices)) {
+      for (const pool of await poolsUsing(zfsExec, zpool, folders, devices)) {
         const options = { quiet: true };
         const exported = await zfsExec(zpool, ['export', pool], options).then(
           () => true,

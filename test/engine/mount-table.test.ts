@@ -1,5 +1,9 @@
+import { execa } from 'execa';
+import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mountsAtOrBelow, parseMountInfo, readMountTable } from '../../lib/execution/mount-table.ts';
+import { mountsAtOrBelow, mountsUnder, parseMountInfo, readMountTable } from '../../lib/execution/mount-table.ts';
 
 // lines as Linux 6.x writes them: optional fields (shared:, master:) before the '-'
 const SAMPLE = [
@@ -37,5 +41,23 @@ describe('mount table', () => {
   it('reads this process\'s real table, which always has /', async () => {
     const table = await readMountTable();
     expect(table.some((entry) => entry.target === '/')).toBe(true);
+  });
+
+  // A cache folder reached through a link (a symlinked /home, a cache on a bigger disk) must
+  // still see what is mounted in it, or a sweep would `rm -r` through a bound /dev.
+  it('finds a mount under a folder named through a symbolic link', async () => {
+    const base = await mkdtemp(path.join(tmpdir(), 'mount-table-'));
+    const real = path.join(base, 'real');
+    const mountPoint = path.join(real, 'work', 'root');
+    await mkdir(mountPoint, { recursive: true });
+    await symlink(real, path.join(base, 'link'));
+    await execa('mount', ['-t', 'tmpfs', 'tmpfs', mountPoint]);
+    try {
+      expect(await mountsUnder(path.join(base, 'link', 'work'))).toEqual([mountPoint]);
+      expect(await mountsUnder(path.join(base, 'link', 'work', 'root'))).toEqual([mountPoint]);
+    } finally {
+      await execa('umount', [mountPoint]);
+      await rm(base, { recursive: true, force: true });
+    }
   });
 });

@@ -4,7 +4,7 @@ import { execa, type ResultPromise } from 'execa';
 import { randomBytes } from 'node:crypto';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { mountsUnder } from '../../lib/caching/sweep.ts';
+import { mountsUnder } from '../../lib/execution/mount-table.ts';
 import { nixOptions } from '../../tasks/image/nix-options.ts';
 import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
 import { ROOT } from './toy.ts';

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createExec } from '../../lib/execution/exec.ts';
-import { hasMountsUnder } from '../../tasks/image/zfs/driver.ts';
+import { mountsUnder } from '../../lib/execution/mount-table.ts';
 import type { MountState, PoolHandle, ZfsDriver, ZfsSession } from '../../tasks/image/zfs/driver.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import type { HostLock } from '../../lib/execution/host-lock.ts';
@@ -240,7 +240,7 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
       if (session.started && !result.stopped) console.warn(result.reason);
     }
     // never recurse into a file system that failed to unmount
-    if (work && !(await hasMountsUnder(work))) await rm(work, { recursive: true, force: true });
+    if (work && (await mountsUnder(work)).length === 0) await rm(work, { recursive: true, force: true });
   }, 60_000);
 
   it('creates the pool on a sparse file with datasets, and exports it importable', async () => {

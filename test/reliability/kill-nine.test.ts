@@ -7,7 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mountsUnder } from '../../lib/caching/sweep.ts';
+import { mountsUnder } from '../../lib/execution/mount-table.ts';
 import { imageProject, startZfsFuse, type ImageProject } from '../helpers/image.ts';
 import {
   children,

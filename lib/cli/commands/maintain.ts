@@ -2,7 +2,7 @@ import cacache from 'cacache';
 import { readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { CacheStore } from '../../caching/cache-store.ts';
-import { mountsUnder } from '../../caching/sweep.ts';
+import { mountsUnder } from '../../execution/mount-table.ts';
 import { hashPath } from '../../caching/file-hash.ts';
 import { collectGarbage } from '../../caching/gc.ts';
 import { formatBytes } from '../../logging/format.ts';

@@ -1,6 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { mountsAtOrBelow, readMountTable } from '../../../lib/execution/mount-table.ts';
+import { mountsUnder } from '../../../lib/execution/mount-table.ts';
 
 /**
  * The contract between the image stages and a ZFS implementation. Two drivers
@@ -161,13 +161,8 @@ export function makeTempDir(vdev: string, prefix: string): Promise<string> {
   return mkdtemp(join(dirname(vdev), prefix));
 }
 
-/** Whether any file system is mounted at or below `dir`. */
-export async function hasMountsUnder(dir: string): Promise<boolean> {
-  return mountsAtOrBelow(await readMountTable(), dir).length > 0;
-}
-
 /** Removes a driver's temporary folder, unless something is still mounted in it (that would delete image data). */
 export async function removeTempDir(dir: string): Promise<void> {
-  if (await hasMountsUnder(dir)) throw new Error(`not removing ${dir}: a file system is still mounted under it`);
+  if ((await mountsUnder(dir)).length > 0) throw new Error(`not removing ${dir}: a file system is still mounted under it`);
   await rm(dir, { recursive: true, force: true });
 }

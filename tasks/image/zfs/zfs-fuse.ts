@@ -4,14 +4,14 @@
  * file; datasets are mounted through their mountpoint property under the
  * pool's altroot and set back before export; the daemon is started on demand.
  */
-import { access, mkdtemp, readFile, realpath, rm, symlink } from 'node:fs/promises';
+import { access, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { constants } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { createExec, formatCommand } from '../../../lib/execution/exec.ts';
 import type { HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
-import { mountsAtOrBelow, readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
+import { kernelPath, mountsAtOrBelow, readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import {
   POOL_NAME,
@@ -165,18 +165,9 @@ export function adaptPropertiesForZfsFuse(request: PropertyRequest, defaults: Pr
  */
 async function mountedDatasets(pool: string, root: string): Promise<MountEntry[]> {
   // only under this pool's root: a dead earlier daemon may have left mounts of a pool of the same name elsewhere
-  return mountsAtOrBelow(await readMountTable(), await resolvedPath(root)).filter(
+  return mountsAtOrBelow(await readMountTable(), await kernelPath(root)).filter(
     (entry) => entry.fsType === ZFS_FUSE_FS_TYPE && (entry.source === pool || entry.source.startsWith(`${pool}/`)),
   );
-}
-
-/**
- * A path with its folders' symbolic links resolved, as the kernel lists mount points. Only the
- * parent is resolved: the path itself may be a mount point of a hung daemon, where a stat would hang.
- */
-async function resolvedPath(path: string): Promise<string> {
-  const parent = await realpath(dirname(path)).catch(() => dirname(path));
-  return join(parent, basename(path));
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
@@ -330,7 +321,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       }
       // Never install into the host folder under a dataset that did not mount there.
       const table = await mountedDatasets(handle.name, handle.root);
-      const root = await resolvedPath(handle.root);
+      const root = await kernelPath(handle.root);
       const missing = ordered
         .filter((entry) => !table.some((mount) => mount.source === entry.dataset && mount.target === hostPath(root, entry.mount)))
         .map((entry) => `${entry.dataset} (at ${entry.path})`);
