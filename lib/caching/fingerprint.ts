@@ -42,7 +42,8 @@ export async function buildManifest(
   const tools: Record<string, string> = {};
   for (const tool of node.tools ?? []) {
     const found = await whichTool(tool);
-    tools[tool] = found ? await hashPath(found, memo).catch(() => 'unreadable') : 'missing';
+    // the binary itself: Debian's nix-store, mcopy and mkfs.vfat are links, whose text never changes on an upgrade
+    tools[tool] = found ? await realpath(found).then((binary) => hashPath(binary, memo)).catch(() => 'unreadable') : 'missing';
   }
   return { format: MANIFEST_FORMAT, id: node.id, version: node.version, inputs: node.inputs, files, tools, deps: { ...depKeys } };
 }

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -51,6 +51,24 @@ describe('fingerprints', () => {
     expect(await fp()).not.toBe(base);
     await writeFile(file, 'one');
     expect(await fp()).toBe(base); // content, not mtime, decides
+  });
+
+  it('hash a tool found through a link by its binary, so upgrading the binary reruns the task', async () => {
+    const bin = path.join(dir, 'bin');
+    await mkdir(bin);
+    await writeFile(path.join(bin, 'tool-1.0'), '#!/bin/sh\necho 1.0\n', { mode: 0o755 });
+    await symlink('tool-1.0', path.join(bin, 'tool'));
+    const saved = process.env.PATH;
+    process.env.PATH = bin;
+    try {
+      const before = await buildManifest(task({ tools: ['tool'] }), {});
+      await writeFile(path.join(bin, 'tool-1.0'), '#!/bin/sh\necho 1.1\n');
+      const after = await buildManifest(task({ tools: ['tool'] }), {});
+      expect(before.tools['tool']).toMatch(/^[0-9a-f]{64}$/);
+      expect(diffManifests(before, after).map((change) => change.field)).toEqual(['tools.tool']);
+    } finally {
+      process.env.PATH = saved;
+    }
   });
 
   it('uses the size+mtime fast path but notices a changed file', async () => {
