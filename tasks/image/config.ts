@@ -1,5 +1,5 @@
 // The image config: the seed's arguments as a JSON file, checked before anything runs.
-import { statSync } from 'node:fs';
+import { lstatSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as z from 'zod';
 import { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
@@ -321,6 +321,14 @@ export function pathKind(file: string): PathKind {
   }
 }
 
+function isSymlink(file: string): boolean {
+  try {
+    return lstatSync(file).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
 // Checked on the raw input too, so a config with other mistakes still reports missing files; a
 // folder where a file belongs is refused now, not when install gets to it.
 function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
@@ -335,7 +343,14 @@ function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => Pa
     else if (want !== 'any' && kind !== want) issues.push({ path, message: `must be a ${want}, but ${full} is ${kind === 'other' ? 'neither a file nor a folder' : `a ${kind}`}` });
   };
   if (Array.isArray(raw['contents'])) {
-    raw['contents'].forEach((item: unknown, i) => check(`contents[${i}].source`, isPlainObject(item) ? item['source'] : undefined, 'source', 'any'));
+    raw['contents'].forEach((item: unknown, i) => {
+      if (!isPlainObject(item)) return;
+      check(`contents[${i}].source`, item['source'], 'source', 'any');
+      // cp -a copies a link as a link, and chmod would follow it to the file on the build host
+      if (typeof item['source'] === 'string' && item['source'] !== '' && item['mode'] !== undefined && isSymlink(resolve(base, item['source']))) {
+        issues.push({ path: `contents[${i}].mode`, message: `the source ${resolve(base, item['source'])} is a symbolic link, which is copied as a link and has no mode of its own: leave out mode, or name the file it points to` });
+      }
+    });
   }
   check('configFile', raw['configFile'], 'Nix file', 'file');
   // only copied with includeChannel; otherwise it only has to exist, as before

@@ -1,3 +1,6 @@
+import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ConfigIssue, ImageConfig, PathKind } from '../../tasks/image/config.ts';
 import { MIN_BOOT_SIZE_MIB, formatConfigIssues, parseImageConfig } from '../../tasks/image/config.ts';
@@ -253,6 +256,23 @@ describe('contents', () => {
     expect(issueAt(entry({ source: '' }), 'contents[0].source').message).toContain('empty');
     const twice = { contents: [{ source: 'a', target: '/etc/a' }, { source: 'b', target: '/etc/a' }] };
     expect(issueAt(twice, 'contents[1].target').message).toContain('already a target');
+  });
+});
+
+describe('a contents source that is a symbolic link', () => {
+  it('refuses a mode for it (chmod would follow the link to the build host\'s file), and takes it without one', async () => {
+    const dir = await mkdtemp(path.join(tmpdir(), 'config-link-'));
+    try {
+      await writeFile(path.join(dir, 'host-file'), 'on the host\n');
+      await symlink(path.join(dir, 'host-file'), path.join(dir, 'link'));
+      const withMode = parseImageConfig({ ...minimal, contents: [{ source: 'link', target: '/etc/x', mode: '0777' }] }, { baseDir: dir });
+      expect(withMode.ok).toBe(false);
+      const issue = withMode.ok ? undefined : withMode.errors.find((i) => i.path === 'contents[0].mode');
+      expect(issue?.message).toContain(`${path.join(dir, 'link')} is a symbolic link`);
+      expect(parseImageConfig({ ...minimal, contents: [{ source: 'link', target: '/etc/x' }] }, { baseDir: dir }).ok).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

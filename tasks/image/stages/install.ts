@@ -7,9 +7,13 @@ import { ensureFreeSpace } from '../../../lib/caching/free-space.ts';
 import type { ImageConfig } from '../config.ts';
 import { configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
 import { copyClosure } from './copy-closure.ts';
+import { hostPathInImage, refuseLinksOn } from './in-image.ts';
 import type { MountedImage } from './mount.ts';
 import { nixOptions } from '../nix-options.ts';
 import { describeClosure, type SystemValues } from './system.ts';
+
+/** The image paths install (or nixos-install, nix-store --store) writes from the host after contents. */
+const INSTALL_WRITES = ['/nix/store', '/nix/var/nix/db', '/nix/var/nix/profiles/per-user/root', '/nix/var/nix/gcroots', '/nix/var/nix/temproots', '/etc/NIXOS', '/boot'];
 
 /** Where a host path lands inside the mounted image. */
 const inImage = (root: string, target: string): string => path.join(root, target);
@@ -55,6 +59,8 @@ export function installTask(config: ImageConfig): Task {
       const root = image.root;
       await writeNixosConfig(root, config);
       await installContents(ctx, root, config);
+      // what install writes next from the host must not pass through a link the contents made
+      await refuseLinksOn(root, INSTALL_WRITES, 'contents');
       const nixosInstall = await whichTool('nixos-install');
       if (nixosInstall) {
         // On NixOS the real installer does the closure, the profile and the boot loader, with the seed's flags.
@@ -95,10 +101,12 @@ async function writeNixosConfig(root: string, config: ImageConfig): Promise<void
 /** Copies `contents` into the image with their mode and owner (the seed accepts them and never does this). */
 async function installContents(ctx: TaskContext<any>, root: string, config: ImageConfig): Promise<void> {
   for (const [index, item] of config.contents.entries()) {
-    const target = inImage(root, item.target);
+    // through the image's own links (an earlier entry may have put one in the way), never out of it
+    const target = await hostPathInImage(root, item.target);
     await mkdir(path.dirname(target), { recursive: true });
     await ensureFreeSpace(path.dirname(target), await allocatedBytes(item.source), `contents[${index}] (${item.source})`);
-    await ctx.exec('cp', ['-a', '--no-target-directory', '--', item.source, target]);
+    // replaces a link already in the image instead of writing through it
+    await ctx.exec('cp', ['-a', '--remove-destination', '--no-target-directory', '--', item.source, target]);
     if (item.mode) await ctx.exec('chmod', [item.mode, target]);
     if (item.user || item.group) {
       // Names are looked up on the build host; numeric ids are taken as they are.

@@ -1,0 +1,67 @@
+// contents may hold symbolic links, and the build writes into the image from the host: nothing a
+// link in the image points at may be written on the build host (real tools, as root, zfs-fuse).
+import { lstat, mkdir, readFile, readlink, readdir, stat, symlink, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { imageProject, withImportedPool, type ImageProject } from '../helpers/image.ts';
+import { uniquePool } from '../helpers/reliability.ts';
+
+const POOL = uniquePool('ltank');
+const MOUNTS = { [`${POOL}/root`]: '/', [`${POOL}/root/var`]: '/var', [`${POOL}/nix`]: '/nix', [`${POOL}/home`]: '/home' };
+
+let project: ImageProject;
+let hostOpt: string;
+let hostFile: string;
+beforeAll(async () => {
+  project = await imageProject(POOL);
+  hostOpt = path.join(project.dir, 'host-opt');
+  hostFile = path.join(project.dir, 'host-file');
+  await mkdir(hostOpt);
+  await writeFile(path.join(hostOpt, 'keep'), 'host folder\n');
+  await writeFile(hostFile, 'on the host\n');
+  await symlink(hostOpt, path.join(project.dir, 'opt-link'));
+  await symlink(hostFile, path.join(project.dir, 'file-link'));
+});
+afterAll(() => project.cleanup());
+
+describe('contents with symbolic links', () => {
+  it('writes through an absolute link as the image resolves it, and replaces a link instead of writing through it', async () => {
+    await project.configure({
+      contents: [
+        { source: 'opt-link', target: '/opt' },
+        // /opt is a link to a host path: this lands under that path inside the image
+        { source: 'motd', target: '/opt/app/motd', mode: '0600' },
+        { source: 'file-link', target: '/srv/tree/sub/file.txt' },
+        // merges tree/ over the link above: the link is replaced, the host file untouched
+        { source: 'tree', target: '/srv/tree' },
+      ],
+    });
+    const build = await project.build();
+    expect(build.exitCode, build.stderr).toBe(0);
+    expect(await readdir(hostOpt)).toEqual(['keep']);
+    expect(await readFile(hostFile, 'utf8')).toBe('on the host\n');
+    await withImportedPool(path.join(project.out, 'nixos.root.img'), POOL, MOUNTS, async (root) => {
+      expect(await readlink(path.join(root, 'opt'))).toBe(hostOpt);
+      const motd = path.join(root, hostOpt, 'app/motd');
+      expect(await readFile(motd, 'utf8')).toBe('hello from the image\n');
+      expect((await stat(motd)).mode & 0o777).toBe(0o600);
+      const file = path.join(root, 'srv/tree/sub/file.txt');
+      expect((await lstat(file)).isFile()).toBe(true);
+      expect(await readFile(file, 'utf8')).toBe('nested\n');
+    });
+  });
+
+  it('refuses a link on a path install writes from the host (/boot), naming it, and writes nothing there', async () => {
+    const hostBoot = path.join(project.dir, 'host-boot');
+    await mkdir(hostBoot);
+    await symlink(hostBoot, path.join(project.dir, 'boot-link'));
+    await project.configure({ contents: [{ source: 'boot-link', target: '/boot' }] });
+    const build = await project.build();
+    expect(build.exitCode).toBe(1);
+    expect(build.statuses['install']).toBe('failed');
+    const failed = build.stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id?: string; status?: string; reason?: string })
+      .find((event) => event.id === 'install' && event.status === 'failed');
+    expect(failed?.reason).toContain(`contents put a symbolic link at /boot (to ${hostBoot}) in the image`);
+    expect(await readdir(hostBoot)).toEqual([]);
+  });
+});
