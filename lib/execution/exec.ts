@@ -37,7 +37,8 @@ export function createExec(setup: ExecSetup = {}): Exec {
   const grace = setup.killGraceMs ?? 3000;
   return async function exec(file: string, args: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
     const command = formatCommand(file, args);
-    setup.signal?.throwIfAborted();
+    const signal = options.ignoreAbort ? undefined : setup.signal;
+    signal?.throwIfAborted();
     const tail: string[] = [];
     const emit = (line: string): void => {
       tail.push(line);
@@ -89,7 +90,7 @@ export function createExec(setup: ExecSetup = {}): Exec {
         }, options.timeoutMs),
       );
     }
-    setup.signal?.addEventListener('abort', stop, { once: true });
+    signal?.addEventListener('abort', stop, { once: true });
     try {
       const settled = await Promise.race([child, gaveUp]);
       if (settled === 'gave-up') {
@@ -118,7 +119,7 @@ export function createExec(setup: ExecSetup = {}): Exec {
       if (timedOut) {
         throw new CommandError({ command, exitCode, signal: result.signal ?? 'SIGTERM', tail, timedOutAfterMs: options.timeoutMs });
       }
-      if (setup.signal?.aborted) {
+      if (signal?.aborted) {
         throw new CommandError({ command, exitCode, signal: result.signal ?? 'SIGTERM', tail, aborted: true });
       }
       if (result.failed && !(options.okExitCodes ?? []).includes(exitCode)) {
@@ -128,7 +129,7 @@ export function createExec(setup: ExecSetup = {}): Exec {
       return { command, exitCode, stdout, stderr };
     } finally {
       for (const timer of timers) clearTimeout(timer);
-      setup.signal?.removeEventListener('abort', stop);
+      signal?.removeEventListener('abort', stop);
     }
   };
 }

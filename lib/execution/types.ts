@@ -18,6 +18,11 @@ export interface ExecOptions {
    * answer at once, so a hung service fails the task instead of hanging the build.
    */
   readonly timeoutMs?: number;
+  /**
+   * Runs even when the task has been aborted, and is not stopped by the abort: for commands that
+   * undo a half-done step (export a pool, detach a loop device) before the task gives up.
+   */
+  readonly ignoreAbort?: boolean;
 }
 
 /** What a finished command produced. */

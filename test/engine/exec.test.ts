@@ -100,3 +100,20 @@ describe('exec timeouts', () => {
     }
   });
 });
+
+describe('commands that undo a half-done step', () => {
+  it('run after an abort, and an abort while they run does not stop them', async () => {
+    const controller = new AbortController();
+    const exec = createExec({ killGraceMs: 200, signal: controller.signal });
+    controller.abort();
+    await expect(exec('true', [])).rejects.toThrow(/abort/i);
+    const pending = exec('sh', ['-c', 'sleep 0.3; echo undone'], { ignoreAbort: true });
+    const result = await pending;
+    expect(result.stdout).toBe('undone\n');
+    // a second abort event while one runs is ignored as well
+    const again = new AbortController();
+    const exec2 = createExec({ killGraceMs: 200, signal: again.signal });
+    setTimeout(() => again.abort(), 50);
+    expect((await exec2('sh', ['-c', 'sleep 0.3; echo kept'], { ignoreAbort: true })).stdout).toBe('kept\n');
+  });
+});

@@ -4,6 +4,7 @@ import { mkdtemp, readFile, rm, stat, symlink, truncate, writeFile, mkdir } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CommandError } from '../../lib/execution/command-error.ts';
 import { createExec } from '../../lib/execution/exec.ts';
 import { mountsUnder } from '../../lib/execution/mount-table.ts';
 import type { MountState, PoolHandle, ZfsDriver, ZfsSession } from '../../tasks/image/zfs/driver.ts';
@@ -307,6 +308,23 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
     await release(handle, state);
     expect(mountsOfPool()).toEqual([]);
     expect(poolsImported()).not.toContain(pool);
+    await rm(root, { recursive: true });
+  }, 60_000);
+
+  it('exports a pool whose import Ctrl-C stopped after the daemon had finished it', async () => {
+    const controller = new AbortController();
+    const abortable = createExec({ signal: controller.signal });
+    // Ctrl-C arrives as `zpool import` returns: the pool is imported, the command reported as stopped
+    const interrupted: Exec = async (file, args, options) => {
+      const result = await abortable(file, args, options);
+      if (args[0] !== 'import') return result;
+      controller.abort();
+      throw new CommandError({ command: result.command, exitCode: -1, signal: 'SIGTERM', tail: [], aborted: true });
+    };
+    const root = await mkdtemp(join(work, 'mnt-'));
+    await expect(selectDriver('zfs-fuse', { exec: interrupted }).importPool({ pool, vdev: join(work, 'work.raw'), root })).rejects.toThrow(CommandError);
+    expect(poolsImported()).not.toContain(pool);
+    expect(await mountsUnder(root)).toEqual([]);
     await rm(root, { recursive: true });
   }, 60_000);
 

@@ -10,17 +10,19 @@ import type { Exec, ExecResult } from '../../lib/execution/types.ts';
 import { createOpenZfsDriver } from '../../tasks/image/zfs/openzfs.ts';
 import { selectDriver } from '../../tasks/image/zfs/select-driver.ts';
 
-/** A fake exec that records every argv and answers from a script. */
+/** A fake exec that records every argv (and which ran as an undo, past an abort) and answers from a script. */
 function recorder(answer: (argv: string[]) => string | Error = () => '') {
   const calls: string[][] = [];
-  const exec: Exec = async (file, args): Promise<ExecResult> => {
+  const undone: string[][] = [];
+  const exec: Exec = async (file, args, options): Promise<ExecResult> => {
     const argv = [file, ...args];
     calls.push(argv);
+    if (options?.ignoreAbort) undone.push(argv);
     const out = answer(argv);
     if (out instanceof Error) throw out;
     return { command: argv.join(' '), exitCode: 0, stdout: out, stderr: '' };
   };
-  return { exec, calls };
+  return { exec, calls, undone };
 }
 
 const fail = (command: string): CommandError => new CommandError({ command, exitCode: 1, tail: ['boom'] });
@@ -141,8 +143,8 @@ describe('openzfs driver (recorded commands)', () => {
     ]);
   });
 
-  it('forces export after a failure', async () => {
-    const { exec, calls } = recorder(host());
+  it('forces export after a failure, even past Ctrl-C', async () => {
+    const { exec, calls, undone } = recorder(host());
     const driver = createOpenZfsDriver({ exec, temporaryName: () => 'tank-imgT' });
     const handle = await driver.importPool({ pool: 'tank', vdev: '/w/root.raw', root });
     await driver.exportPool(handle, { force: true });
@@ -150,6 +152,40 @@ describe('openzfs driver (recorded commands)', () => {
       ['zpool', 'export', '-f', 'tank-imgT'],
       ['losetup', '-d', '/dev/loop7'],
     ]);
+    expect(undone).toEqual(calls.slice(-2));
+  });
+
+  it('exports an import that Ctrl-C stopped after the kernel finished it, and detaches its device', async () => {
+    const aborted = new CommandError({ command: 'zpool import', exitCode: -1, signal: 'SIGTERM', tail: [], aborted: true });
+    let imported = false;
+    const { exec, undone } = recorder((argv) => {
+      if (argv[1] === 'import') {
+        imported = true; // the kernel got there before the signal
+        return aborted;
+      }
+      return host(imported ? ['tank-imgT'] : [])(argv);
+    });
+    const driver = createOpenZfsDriver({ exec, temporaryName: () => 'tank-imgT' });
+    await expect(driver.importPool({ pool: 'tank', vdev: '/w/root.raw', root })).rejects.toBe(aborted);
+    expect(undone).toEqual([
+      ['zpool', 'list', '-H', '-o', 'name'],
+      ['zpool', 'export', '-f', 'tank-imgT'],
+      ['losetup', '--list', '--noheadings', '--output', 'NAME', '--associated', '/w/root.raw'],
+      ['losetup', '-d', '/dev/loop7'],
+    ]);
+  });
+
+  it('detaches a loop device an interrupted losetup attached without printing it', async () => {
+    const aborted = new CommandError({ command: 'losetup', exitCode: -1, signal: 'SIGTERM', tail: [], aborted: true });
+    const { exec, undone } = recorder((argv) => {
+      if (argv[0] === 'losetup' && argv[1] === '--find') return aborted;
+      if (argv[0] === 'losetup' && argv[1] === '--list') return '/dev/loop9\n';
+      return host()(argv);
+    });
+    const driver = createOpenZfsDriver({ exec, temporaryName: () => 'tank-imgT' });
+    await expect(driver.createPool({ pool: 'tank', vdev: '/w/root.raw', root, poolProperties: {}, filesystemProperties: {} })).rejects.toBe(aborted);
+    expect(undone.at(-1)).toEqual(['losetup', '-d', '/dev/loop9']);
+    expect(undone.some((argv) => argv[1] === 'export')).toBe(false); // nothing was imported
   });
 
   it('passes every property through', () => {

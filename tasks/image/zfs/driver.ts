@@ -1,6 +1,8 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { CommandError } from '../../../lib/execution/command-error.ts';
 import { mountsUnder } from '../../../lib/execution/mount-table.ts';
+import type { ExecOptions } from '../../../lib/execution/types.ts';
 
 /**
  * The contract between the image stages and a ZFS implementation. Two drivers
@@ -165,4 +167,20 @@ export function makeTempDir(vdev: string, prefix: string): Promise<string> {
 export async function removeTempDir(dir: string): Promise<void> {
   if ((await mountsUnder(dir)).length > 0) throw new Error(`not removing ${dir}: a file system is still mounted under it`);
   await rm(dir, { recursive: true, force: true });
+}
+
+/** Options for a command that undoes a failed or interrupted step: it runs even after Ctrl-C. */
+export const UNDO: ExecOptions = { ignoreAbort: true, quiet: true };
+
+/** Exec options for a release: a forced one (cleanup after a failure) runs even after Ctrl-C. */
+export const releaseExecOptions = (release: ReleaseOptions): ExecOptions => (release.force ? { ignoreAbort: true } : {});
+
+/**
+ * Whether a failed command may still have done its work: it was stopped (Ctrl-C, its time limit,
+ * a signal) rather than exiting with an error, so a `zpool import` may have finished in the kernel.
+ */
+export function mayHaveFinished(error: unknown): boolean {
+  if (!(error instanceof CommandError)) return false;
+  const { aborted, timedOutAfterMs, signal } = error.failure;
+  return aborted === true || timedOutAfterMs !== undefined || signal !== undefined;
 }

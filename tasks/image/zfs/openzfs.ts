@@ -9,13 +9,15 @@ import { mkdir } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { resolve } from 'node:path';
 import { createExec } from '../../../lib/execution/exec.ts';
-import type { Exec } from '../../../lib/execution/types.ts';
+import type { Exec, ExecOptions } from '../../../lib/execution/types.ts';
 import {
   POOL_NAME,
   hostPath,
   inCoreName,
   makeTempDir,
+  releaseExecOptions,
   removeTempDir,
+  UNDO,
 } from './driver.ts';
 import { compareMounts, inMountOrder, zfsCreateArgs, zpoolCreateArgs } from '../generators.ts';
 import type {
@@ -78,8 +80,19 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
     return device;
   };
 
-  const detach = async (device: string): Promise<void> => {
-    await exec(losetup, ['-d', device]);
+  const detach = async (device: string, options: ExecOptions = {}): Promise<void> => {
+    await exec(losetup, ['-d', device], options);
+  };
+
+  // Undoes a create or import that failed or was interrupted part way, even after Ctrl-C: the
+  // kernel may have finished it (the in-core name is ours alone), and an interrupted losetup may
+  // have attached a device it never printed.
+  const abandon = async (name: string, vdev: string, device: string | undefined): Promise<void> => {
+    const listed = await exec(zpool, ['list', '-H', '-o', 'name'], UNDO).catch(() => undefined);
+    if (listed?.stdout.split('\n').includes(name)) await exec(zpool, ['export', '-f', name], UNDO).catch(() => undefined);
+    const attached = await exec(losetup, ['--list', '--noheadings', '--output', 'NAME', '--associated', vdev], UNDO).catch(() => undefined);
+    const devices = new Set([...(device ? [device] : []), ...(attached?.stdout ?? '').split('\n').map((line) => line.trim()).filter(Boolean)]);
+    for (const loop of devices) await detach(loop, UNDO).catch(() => undefined);
   };
 
   const unmountAll = async (_handle: PoolHandle, state: MountState, release: ReleaseOptions = {}): Promise<void> => {
@@ -88,7 +101,7 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
     const ordered = [...state.mounted].sort((a, b) => compareMounts(b.path, a.path));
     for (const entry of ordered) {
       try {
-        await exec(umountProgram, [entry.path]);
+        await exec(umountProgram, [entry.path], releaseExecOptions(release));
       } catch (error) {
         if (!release.force) throw error;
         errors.push(error);
@@ -98,8 +111,8 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
   };
 
   const exportPool = async (handle: PoolHandle, release: ReleaseOptions = {}): Promise<void> => {
-    await exec(zpool, ['export', ...(release.force ? ['-f'] : []), handle.name]);
-    if (handle.device !== undefined) await detach(handle.device);
+    await exec(zpool, ['export', ...(release.force ? ['-f'] : []), handle.name], releaseExecOptions(release));
+    if (handle.device !== undefined) await detach(handle.device, releaseExecOptions(release));
     for (const dir of handle.tempDirs) await removeTempDir(dir);
   };
 
@@ -140,12 +153,13 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
       const vdev = resolve(create.vdev);
       const tempDirs = create.root === undefined ? [await makeTempDir(vdev, '.zfs-root-')] : [];
       const root = create.root ?? (tempDirs[0] as string);
-      const device = await attach(vdev);
+      let device: string | undefined;
       try {
+        device = await attach(vdev);
         // -t: the on-disk name is the pool's, the host only sees the temporary one; -R keeps any mount off the host
         await exec(zpool, zpoolCreateArgs({ ...create, vdev: device, altroot: root, tempName: name }));
       } catch (error) {
-        await detach(device).catch(() => undefined);
+        await abandon(name, vdev, device);
         for (const dir of tempDirs) await removeTempDir(dir).catch(() => undefined);
         throw error;
       }
@@ -159,12 +173,13 @@ export function createOpenZfsDriver(options: OpenZfsOptions = {}): ZfsDriver {
     async importPool(imp: ImportPoolOptions): Promise<PoolHandle> {
       const name = await freeTemporaryName(imp.pool);
       const vdev = resolve(imp.vdev);
-      const device = await attach(vdev);
+      let device: string | undefined;
       try {
+        device = await attach(vdev);
         // -d on the partition of this device only: never another copy of the pool; -N: mount nothing
         await exec(zpool, ['import', '-d', `${device}p1`, '-N', '-R', imp.root, '-t', imp.pool, name]);
       } catch (error) {
-        await detach(device).catch(() => undefined);
+        await abandon(name, vdev, device);
         throw error;
       }
       return { driver: 'openzfs', pool: imp.pool, name, vdev, root: imp.root, device, tempDirs: [] };

@@ -18,7 +18,10 @@ import {
   hostPath,
   inCoreName,
   makeTempDir,
+  mayHaveFinished,
+  releaseExecOptions,
   removeTempDir,
+  UNDO,
 } from './driver.ts';
 import { compareMounts, inMountOrder, zfsCreateArgs, zpoolCreateArgs } from '../generators.ts';
 import type {
@@ -240,13 +243,22 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     }
   };
 
+  // A create or import stopped part way (Ctrl-C, its time limit) may have finished in the daemon:
+  // export the pool, even after Ctrl-C. Only then: one that failed with an error imported nothing,
+  // and the name may be another build's that took it meanwhile.
+  const abandon = async (pool: string, error: unknown): Promise<void> => {
+    if (!mayHaveFinished(error)) return;
+    const listed = await exec(zpool, ['list', '-H', '-o', 'name'], UNDO).catch(() => undefined);
+    if (listed?.stdout.split('\n').includes(pool)) await exec(zpool, ['export', '-f', pool], UNDO).catch(() => undefined);
+  };
+
   // unmounts every mounted dataset of the pool, deepest mountpoint first
   const unmountEverything = async (name: string, root: string, force: boolean, errors: unknown[]): Promise<void> => {
     const mounted = (await mountedDatasets(name, root)).sort((a, b) => compareMounts(b.target, a.target));
     for (const entry of mounted) {
       try {
         // no -f: a forced FUSE unmount detaches the mount but leaves the pool busy for export
-        await exec(zfs, ['umount', entry.source]);
+        await exec(zfs, ['umount', entry.source], force ? UNDO : {});
       } catch (error) {
         if (!force) throw error;
         errors.push(error);
@@ -263,8 +275,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     const restore = [...state.restore].sort((a, b) => depth(a.dataset) - depth(b.dataset));
     for (const entry of restore) {
       try {
-        if (entry.mountpoint === null) await exec(zfs, ['inherit', 'mountpoint', entry.dataset]);
-        else await exec(zfs, ['set', `mountpoint=${entry.mountpoint}`, entry.dataset]);
+        if (entry.mountpoint === null) await exec(zfs, ['inherit', 'mountpoint', entry.dataset], releaseExecOptions(release));
+        else await exec(zfs, ['set', `mountpoint=${entry.mountpoint}`, entry.dataset], releaseExecOptions(release));
       } catch (error) {
         if (!force) throw error;
         errors.push(error);
@@ -334,7 +346,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   };
 
   const exportPool = async (handle: PoolHandle, release: ReleaseOptions = {}): Promise<void> => {
-    await exec(zpool, ['export', ...(release.force ? ['-f'] : []), handle.name]);
+    await exec(zpool, ['export', ...(release.force ? ['-f'] : []), handle.name], releaseExecOptions(release));
     for (const dir of handle.tempDirs) await removeTempDir(dir);
   };
 
@@ -429,6 +441,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         // -R: a non-legacy mountpoint lands under a temporary root, never on the host (and no cache file entry)
         await exec(zpool, zpoolCreateArgs({ ...create, vdev, altroot: root, mountpoint, filesystemProperties }));
       } catch (error) {
+        await abandon(create.pool, error);
         for (const dir of tempDirs) await removeTempDir(dir).catch(() => undefined);
         throw error;
       }
@@ -449,6 +462,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         await symlink(vdev, join(linkDir, basename(vdev)));
         await exec(zpool, ['import', '-R', imp.root, '-d', linkDir, imp.pool]);
       } catch (error) {
+        await abandon(imp.pool, error);
         await removeTempDir(linkDir).catch(() => undefined);
         throw error;
       }
