@@ -42,6 +42,8 @@ export function createListrReporter(options: { verbose?: boolean } = {}): Report
         {
           concurrent: true,
           exitOnError: false,
+          // listr2's own SIGINT handler exits at once (status 127), before the build's cleanup unmounts and exports
+          registerSignalListeners: false,
           renderer: 'default',
           rendererOptions: { collapseSkips: true, collapseErrors: true, collapseSubtasks: false },
         },

@@ -1,6 +1,6 @@
 // The default renderer in a real terminal: tmux gives the build a TTY, capture-pane reads the screen.
 import { execa } from 'execa';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ROOT, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
@@ -53,5 +53,23 @@ describe('listr2 renderer on a TTY', () => {
     const after = await screen();
     expect(after).toMatch(/a: toy a: cached \(fresh in cache\)/);
     expect(after).toMatch(/0 ran, 4 cached/);
+  });
+
+  it('Ctrl-C in the terminal stops the build through its own cleanup: exit 1, the lock released, the command killed', async () => {
+    await toy.configure({ hang: 'b' });
+    const exitFile = path.join(toy.dir, 'exit');
+    const command = `cd ${ROOT}; env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}; echo $? > ${exitFile}; sleep 60`;
+    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
+    const grandchildFile = path.join(toy.markers, 'grandchild.pid');
+    await waitFor(async () => (await readFile(grandchildFile, 'utf8').catch(() => '')).trim() !== '', 20_000);
+    await execa('tmux', ['send-keys', '-t', session, 'C-c']);
+    await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 30_000);
+    expect((await readFile(exitFile, 'utf8')).trim()).toBe('1');
+    expect(await screen()).toMatch(/^interrupted in .*: /m);
+    await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow(/ENOENT/);
+    const grandchild = Number(await readFile(grandchildFile, 'utf8'));
+    // the hung command's background job went with it (gone, or a zombie where pid 1 does not reap)
+    const state = await readFile(`/proc/${grandchild}/stat`, 'utf8').then((text) => text[text.lastIndexOf(')') + 2], () => 'gone');
+    expect(['gone', 'Z']).toContain(state);
   });
 });
