@@ -17,6 +17,9 @@ export function convertTask(disk: 'boot' | 'root', format: ImageFormat, outDir: 
     title: `convert the ${disk} disk to ${format}`,
     deps: [source],
     inputs: { format },
+    // post-vm records the sha256: a rerun with the same inputs (run --force, after gc) may write other
+    // bytes (qemu-img's VDI and VHD headers carry a random UUID), and image-info.json must follow
+    keyedByValues: true,
     version: 2,
     tools: ['qemu-img'],
     artifacts: [
