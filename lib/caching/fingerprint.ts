@@ -1,4 +1,4 @@
-import { realpath } from 'node:fs/promises';
+import { lstat, realpath } from 'node:fs/promises';
 import type { GraphNode, Json } from '../engine/task.ts';
 import { canonicalJson } from './canonical-json.ts';
 import { hashPath, sha256, whichTool, type HashMemo } from './file-hash.ts';
@@ -37,7 +37,7 @@ export async function buildManifest(
   for (const input of node.inputFiles ?? []) {
     const { path: file, ignore = [], follow = false } = typeof input === 'string' ? { path: input } : input;
     const target = follow ? await realpath(file).catch(() => file) : file;
-    files[file] = await hashPath(target, memo, ignore).catch(() => 'missing');
+    files[file] = await hashInput(target, memo, ignore).catch(() => 'missing');
   }
   const tools: Record<string, string> = {};
   for (const tool of node.tools ?? []) {
@@ -46,6 +46,12 @@ export async function buildManifest(
     tools[tool] = found ? await realpath(found).then((binary) => hashPath(binary, memo)).catch(() => 'unreadable') : 'missing';
   }
   return { format: MANIFEST_FORMAT, id: node.id, version: node.version, inputs: node.inputs, files, tools, deps: { ...depKeys } };
+}
+
+/** An input's hash with its own mode: a folder's entries carry theirs, and `cp -a` copies a contents file's too. */
+async function hashInput(target: string, memo: HashMemo | undefined, ignore: readonly string[]): Promise<string> {
+  const mode = (await lstat(target)).mode & 0o7777;
+  return sha256(`mode ${mode.toString(8)}\0${await hashPath(target, memo, ignore)}`);
 }
 
 /** The fingerprint: sha256 over the canonical manifest. */

@@ -1,9 +1,10 @@
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { canonicalJson } from '../../lib/caching/canonical-json.ts';
 import { buildManifest, diffManifests, fingerprintOf } from '../../lib/caching/fingerprint.ts';
+import { sha256 } from '../../lib/caching/file-hash.ts';
 import type { Task } from '../../lib/engine/task.ts';
 
 let dir: string;
@@ -51,6 +52,11 @@ describe('fingerprints', () => {
     expect(await fp()).not.toBe(base);
     await writeFile(file, 'one');
     expect(await fp()).toBe(base); // content, not mtime, decides
+    // a file's own mode counts, as a folder's entries' do: cp -a copies it into the image
+    await chmod(file, 0o755);
+    expect(await fp()).not.toBe(base);
+    await chmod(file, 0o644);
+    expect(await fp()).toBe(base);
   });
 
   it('hash a tool found through a link by its binary, so upgrading the binary reruns the task', async () => {
@@ -79,7 +85,8 @@ describe('fingerprints', () => {
     // same size, mtime and inode: the remembered hash is used and the file is not read again
     const remembered = memo.get(file)!;
     memo.set(file, { ...remembered, hash: 'f'.repeat(64) });
-    expect((await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m)).files[file]).toBe('f'.repeat(64));
+    const mode = ((await stat(file)).mode & 0o7777).toString(8);
+    expect((await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m)).files[file]).toBe(sha256(`mode ${mode}\0${'f'.repeat(64)}`));
     memo.set(file, remembered);
     await writeFile(file, 'three!');
     const second = fingerprintOf(await buildManifest(task({ inputFiles: [file] }), { dep: 'x' }, m));

@@ -107,11 +107,12 @@ async function installContents(ctx: TaskContext<any>, root: string, config: Imag
     await ensureFreeSpace(path.dirname(target), await allocatedBytes(item.source), `contents[${index}] (${item.source})`);
     // replaces a link already in the image instead of writing through it
     await ctx.exec('cp', ['-a', '--remove-destination', '--no-target-directory', '--', item.source, target]);
-    if (item.mode) await ctx.exec('chmod', [item.mode, target]);
     if (item.user || item.group) {
       // Names are looked up on the build host; numeric ids are taken as they are.
       await ctx.exec('chown', ['-h', `${item.user ?? ''}${item.group ? `:${item.group}` : ''}`, target]);
     }
+    // after chown, which clears setuid and setgid bits
+    if (item.mode) await ctx.exec('chmod', [item.mode, target]);
   }
 }
 

@@ -1,5 +1,5 @@
-// contents may hold symbolic links, and the build writes into the image from the host: nothing a
-// link in the image points at may be written on the build host (real tools, as root, zfs-fuse).
+// contents in a real build (real tools, as root, zfs-fuse): modes and owners as asked, and, since the
+// build writes into the image from the host, nothing a link in the image points at written on the host.
 import { lstat, mkdir, readFile, readlink, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +23,25 @@ beforeAll(async () => {
   await symlink(hostFile, path.join(project.dir, 'file-link'));
 });
 afterAll(() => project.cleanup());
+
+describe('contents with modes and owners', () => {
+  it('keeps setuid and setgid bits when an owner is set too (chown clears them)', async () => {
+    await project.configure({
+      contents: [
+        { source: 'motd', target: '/usr/bin/tool', mode: '4755', user: '1000', group: '100' },
+        { source: 'tree', target: '/srv/shared', mode: '2750', group: '100' },
+      ],
+    });
+    const build = await project.build();
+    expect(build.exitCode, build.stderr).toBe(0);
+    await withImportedPool(path.join(project.out, 'nixos.root.img'), POOL, MOUNTS, async (root) => {
+      const tool = await stat(path.join(root, 'usr/bin/tool'));
+      expect({ mode: (tool.mode & 0o7777).toString(8), uid: tool.uid, gid: tool.gid }).toEqual({ mode: '4755', uid: 1000, gid: 100 });
+      const shared = await stat(path.join(root, 'srv/shared'));
+      expect({ mode: (shared.mode & 0o7777).toString(8), gid: shared.gid }).toEqual({ mode: '2750', gid: 100 });
+    });
+  });
+});
 
 describe('contents with symbolic links', () => {
   it('writes through an absolute link as the image resolves it, and replaces a link instead of writing through it', async () => {
