@@ -87,6 +87,7 @@ export function parseCli(argv: readonly string[], defaultConcurrency: number): R
   }
   if (maxSize !== undefined && command !== 'gc') return fail('--max-size applies to `gc` only');
   if (values.force && command !== 'run') return fail('--force applies to `run <task>` only');
+  if (values.format !== undefined && command !== 'graph') return fail('--format applies to `graph` only');
   return ok({
     ...defaults(command),
     targets,
@@ -147,6 +148,8 @@ Options:
   -j, --concurrency N     tasks run at the same time (default: CPU count + 2)
   -v, --verbose           print every command's output
   -f, --force             with run: run even when the cache is fresh
+      --format mermaid|dot  with graph: the output format (default: mermaid)
+      --max-size SIZE     with gc: evict least recently used entries down to SIZE (500M, 10G, 2GiB)
       --no-wait           fail instead of waiting when another build holds the cache
   -h, --help              this text
 

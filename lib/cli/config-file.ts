@@ -11,6 +11,8 @@ export async function readConfigFile(file: string): Promise<unknown> {
   } catch (error) {
     throw new ConfigError([`--config ${file}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`]);
   }
+  // a byte-order mark some editors write is not JSON, and would show as an invisible character
+  if (text.startsWith('\uFEFF')) text = text.slice(1);
   try {
     return JSON.parse(text) as unknown;
   } catch (error) {

@@ -1,3 +1,4 @@
+import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { openCache, type CacheStore } from '../caching/cache-store.ts';
@@ -136,10 +137,16 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
       return 2;
     }
   }
+  await refuseFileWhereFolderGoes(args);
   const store = openCache(args.cacheDir);
   const sweepers = [...(options.sweepers ?? []), ...options.plugins.flatMap((p) => p.sweepers ?? [])];
   // These work on the cache alone: a broken config or a missing ZFS must not stop them.
   if (args.command === 'clean' || args.command === 'gc' || args.command === 'verify') {
+    // a mistyped --cache-dir must not leave an empty cache folder behind
+    if ((await stat(store.dir).catch(() => undefined)) === undefined) {
+      io.stdout(`${args.command}: no cache folder at ${store.dir}; nothing to do\n`);
+      return 0;
+    }
     return withLock(store, args, io, signal, sweepers, () => maintain(store, args, io));
   }
   const { graph } = await loadGraph(options, args);
@@ -166,6 +173,16 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
       return withLock(store, args, io, signal, sweepers, () => runGraph(graph, ids, store, args, io, signal));
     }
   }
+}
+
+/** `--cache-dir` and `--out` name folders: an existing file there is a usage error, before anything is created. */
+async function refuseFileWhereFolderGoes(args: CliArgs): Promise<void> {
+  const problems: string[] = [];
+  for (const [option, dir] of [['--cache-dir', args.cacheDir], ['--out', args.out]] as const) {
+    const info = await stat(dir).catch(() => undefined);
+    if (info && !info.isDirectory()) problems.push(`${option} ${dir}: exists and is not a folder (give a folder, or a path that does not exist yet)`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
 }
 
 async function runGraph(graph: Graph, ids: readonly string[], store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {

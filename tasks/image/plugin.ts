@@ -107,7 +107,8 @@ export function poolLayout(config: ImageConfig, choice: ZfsDriverChoice, raw: un
 export function zfsImage(options: ZfsImageOptions = {}): Plugin {
   let shell: ShellProvider | undefined;
   const plugin = (env: PluginEnvironment): GraphNode[] => {
-    const raw = env.config ?? options.defaultConfig;
+    // a config file holding `null` is a config error, not a request for the demo
+    const raw = env.configFile !== undefined ? env.config : (env.config ?? options.defaultConfig);
     const baseDir = env.configFile ? env.configDir : (options.defaultConfigDir ?? env.configDir);
     const config = loadImageConfig(raw, baseDir);
     const choice = driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto');

@@ -111,6 +111,10 @@ describe('build, cache and resume', () => {
     expect((await toy.run('build', 'no-such-task')).exitCode).toBe(2);
     expect((await toy.run('build', '--max-size', '1G')).exitCode).toBe(2);
     expect((await toy.run('gc', '--max-size', 'lots')).exitCode).toBe(2);
+    const format = await toy.run('build', '--format', 'dot');
+    expect(format.exitCode).toBe(2);
+    expect(format.stderr).toMatch(/^error: --format applies to `graph` only/);
+    await expect(stat(toy.cache)).rejects.toThrow(); // refused before the build made anything
   });
 
   it('runs independent tasks at the same time', async () => {

@@ -81,6 +81,20 @@ describe('config errors on the command line', () => {
     expect(result.created).toEqual([]);
   });
 
+  it('refuses a config file that holds null, instead of building the demo', async () => {
+    const result = await buildWith('null\n');
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toBe('error: config: must be a JSON object');
+    expect(result.created).toEqual([]);
+  });
+
+  it('reads a config file that starts with a byte-order mark', async () => {
+    const result = await buildWith(`\uFEFF${patched({ rootSize: -5 })}`);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toMatch(/^error: config: rootSize: /); // parsed: the field is what is wrong
+    expect(result.created).toEqual([]);
+  });
+
   it('refuses includeChannel when NIX_PATH names a nixpkgs folder that is not there', async () => {
     const result = await buildWith(patched({ includeChannel: true }), { NIX_PATH: `nixpkgs=${dir}/no-such-nixpkgs` });
     expect(result.exitCode).toBe(2);
@@ -94,5 +108,30 @@ describe('config errors on the command line', () => {
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/includeChannel: true needs a nixpkgs source/);
     expect(result.created).toEqual([]);
+  });
+});
+
+describe('folders on the command line', () => {
+  const cli = (...args: string[]) =>
+    execa(process.execPath, [path.join(ROOT, 'bin/zfs-image.js'), ...args], { reject: false, cwd: dir, env: { CI: '1' } });
+
+  it('refuses a file given as --cache-dir or --out, creating nothing', async () => {
+    await writeFile(path.join(dir, 'a-file'), '');
+    const cache = await cli('build', '--cache-dir', 'a-file', '--out', 'out');
+    expect(cache.exitCode).toBe(2);
+    expect(cache.stderr).toBe('error: --cache-dir a-file: exists and is not a folder (give a folder, or a path that does not exist yet)');
+    const out = await cli('build', '--cache-dir', 'cache', '--out', 'a-file');
+    expect(out.exitCode).toBe(2);
+    expect(out.stderr).toMatch(/^error: --out a-file: exists and is not a folder/);
+    expect((await readdir(dir)).filter((n) => n === 'cache' || n === 'out')).toEqual([]);
+  });
+
+  it('clean, gc and verify on a cache folder that is not there say so and create none', async () => {
+    for (const command of ['clean', 'gc', 'verify']) {
+      const result = await cli(command, '--cache-dir', 'no-such-cache');
+      expect(result.exitCode).toBe(0);
+      expect(result.stdout).toBe(`${command}: no cache folder at ${path.join(dir, 'no-such-cache')}; nothing to do`);
+    }
+    expect(await readdir(dir)).not.toContain('no-such-cache');
   });
 });
