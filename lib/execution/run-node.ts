@@ -182,7 +182,11 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
       logWrite(`# exit ${result.exitCode} after ${took()}\n`);
       return result;
     } catch (error) {
-      logWrite(`# failed after ${took()}\n`);
+      // the status as README's `logs` shows it (`# exit 1 after 3 ms`), or why it did not end
+      const status = error instanceof CommandError && error.failure.signal === undefined && error.failure.exitCode >= 0 && !error.failure.spawnError
+        ? `exit ${error.failure.exitCode}`
+        : `failed (${(error as Error).message})`;
+      logWrite(`# ${status} after ${took()}\n`);
       throw error;
     }
   };

@@ -52,6 +52,10 @@ describe('build, cache and resume', () => {
     expect(failed.stdout).toMatch(/b: failed .*exit status 1/);
     expect(failed.stdout).toContain('| b broke'); // the log's last lines
     expect(failed.stdout).toMatch(/d: skipped \(dependency b failed\)/);
+    // the log gives each command's status, the failing one's too
+    const log = (await toy.run('logs', 'b')).stdout;
+    expect(log).toMatch(/^# exit 0 after \d+ ms$/m);
+    expect(log).toMatch(/^# exit 1 after \d+ ms$/m);
     await toy.configure({});
     const fixed = await toy.run('build');
     expect(fixed.exitCode).toBe(0);

@@ -61,7 +61,7 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
   });
   const session = await driver.prepare();
   if (session.started) {
-    log(`started the ${driver.name} daemon; it is stopped when the build ends`);
+    log(`started the ${driver.name} daemon; it is stopped when the last build or shell using it ends`);
     // the pid file's folder too: a build that stops the daemon for a dead starter removes it
     await writeFile(STARTER_FILE, `${process.pid}\n${session.pidFile ?? ''}\n`);
   }
