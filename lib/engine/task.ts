@@ -99,6 +99,12 @@ export interface Task<I extends Json = Json> extends NodeBase<I> {
    * that produces the same values (the same system toplevel) leaves them fresh.
    */
   readonly keyedByValues?: boolean;
+  /**
+   * Checks a cached entry against what lies outside the cache before it is trusted (store paths the
+   * host's garbage collector may have removed since); a returned message makes the task run again,
+   * with the message as the reason.
+   */
+  checkCached?(values: Readonly<Record<string, Json>>): Promise<string | undefined>;
   /** Artifacts also placed at user-facing paths (hard link or copy, then rename) whenever the task is fresh or ran. */
   readonly exports?: readonly { readonly artifact: string; readonly to: string }[];
   /** Returns the values of its `value` artifacts; file-like artifacts must be in `ctx.staging`. */

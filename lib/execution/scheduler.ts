@@ -187,7 +187,11 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     if (node.volatile) return { manifest, fingerprint, why: 'runs every time (volatile)' };
     if (options.force?.has(node.id)) return { manifest, fingerprint, why: 'forced' };
     const found = await store.lookup(fingerprint);
-    if (found.ok) return { manifest, fingerprint, entry: found.value, why: 'fresh in cache' };
+    if (found.ok) {
+      const gone = await node.checkCached?.(found.value.values);
+      if (gone) return { manifest, fingerprint, why: `cache entry stale: ${gone}` };
+      return { manifest, fingerprint, entry: found.value, why: 'fresh in cache' };
+    }
     if (found.error.reason === 'damaged') {
       reporter.event({ type: 'notice', level: 'warn', message: `${node.id}: cache entry damaged (${found.error.detail}); rebuilding it` });
     }

@@ -1,10 +1,10 @@
 import { realpathSync } from 'node:fs';
+import { lstat } from 'node:fs/promises';
 import path from 'node:path';
-import type { Task } from '../../../lib/engine/task.ts';
+import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { pathKind, type SystemSpec } from '../config.ts';
 import { nixOptions } from '../nix-options.ts';
-
 
 /** Values the system task publishes. */
 export interface SystemValues {
@@ -29,6 +29,8 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
     deps: [],
     version: 2,
     tools: ['nix-store'],
+    // nix-collect-garbage may have removed the closure since: then resolve (or build) it again
+    checkCached: async (values: Readonly<Record<string, Json>>) => missingStorePath(values['closure']),
     artifacts: [
       { name: 'toplevel', kind: 'value' as const },
       { name: 'closure', kind: 'value' as const },
@@ -75,6 +77,15 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
       return describeClosure(ctx.exec, lastLine(result?.outputs.out ?? ''));
     },
   };
+}
+
+/** The first path of a cached closure that is no longer on disk, as a reason; undefined when all are there. */
+export async function missingStorePath(closure: Json | undefined): Promise<string | undefined> {
+  const paths = Array.isArray(closure) ? closure.filter((p): p is string => typeof p === 'string') : [];
+  const present = await Promise.all(paths.map((p) => lstat(p).then(() => true, () => false)));
+  const missing = paths.filter((_p, i) => !present[i]);
+  if (missing.length === 0) return undefined;
+  return `${missing[0]}${missing.length > 1 ? ` and ${missing.length - 1} more closure path(s)` : ''} no longer in the Nix store (garbage-collected?)`;
 }
 
 function lastLine(text: string): string {
