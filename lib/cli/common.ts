@@ -4,7 +4,7 @@ import { lockCache } from '../caching/lock.ts';
 import { sweepLeftovers, type Sweeper } from '../caching/sweep.ts';
 import { ConfigError } from '../engine/config-error.ts';
 import { describeGraphError } from '../engine/failure.ts';
-import { closure, resolveTargets, type Graph } from '../engine/graph.ts';
+import { closure, resolveTargets, runnableTargets, type Graph } from '../engine/graph.ts';
 import { completeTransactions, schedule } from '../execution/scheduler.ts';
 import type { Reporter } from '../logging/events.ts';
 import type { CliArgs } from './args.ts';
@@ -21,7 +21,7 @@ export interface CliIo {
 export function selection(graph: Graph, targets: readonly string[]): string[] {
   const ids = resolveTargets(graph, targets);
   if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
-  return completeTransactions(graph, closure(graph, ids.value));
+  return completeTransactions(graph, closure(graph, runnableTargets(graph, ids.value)));
 }
 
 /** Commands that write the cache hold its lock and first sweep dead runs' leftovers. */

@@ -5,7 +5,7 @@ import { openCache, type CacheStore } from '../caching/cache-store.ts';
 import type { Sweeper } from '../caching/sweep.ts';
 import { ConfigError } from '../engine/config-error.ts';
 import { describeGraphError } from '../engine/failure.ts';
-import { buildGraph, resolveTargets, type Graph } from '../engine/graph.ts';
+import { buildGraph, resolveTargets, runnableTargets, type Graph } from '../engine/graph.ts';
 import type { Plugin, PluginEnvironment } from '../engine/task.ts';
 import { schedule } from '../execution/scheduler.ts';
 import type { Reporter, RunSummary } from '../logging/events.ts';
@@ -187,7 +187,7 @@ async function refuseFileWhereFolderGoes(args: CliArgs): Promise<void> {
 
 async function runGraph(graph: Graph, ids: readonly string[], store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
   const forced = args.command === 'run' && args.force ? resolveTargets(graph, args.targets) : undefined;
-  const force = new Set(forced?.ok ? forced.value : []);
+  const force = new Set(forced?.ok ? runnableTargets(graph, forced.value) : []);
   const reporter = await pickReporter(args, io);
   const memo = await store.loadHashMemo();
   const summary = await schedule({ graph, ids, store, reporter, concurrency: args.concurrency, force, signal, memo });

@@ -1,5 +1,5 @@
 import type { GraphError } from './failure.ts';
-import type { GraphNode } from './task.ts';
+import { isResource, type GraphNode } from './task.ts';
 import { fail, ok, type Result } from './result.ts';
 
 /** A checked graph: nodes by id in a dependency-respecting order. */
@@ -88,6 +88,14 @@ export function resolveTargets(graph: Graph, targets: readonly string[]): Result
     ids.push(...byStage);
   }
   return ok(ids);
+}
+
+/**
+ * For `build` and `run`: a resource (mount) publishes nothing, so naming it means the tasks that
+ * run while it is held; `run mount --force` reruns them.
+ */
+export function runnableTargets(graph: Graph, ids: readonly string[]): string[] {
+  return [...new Set(ids.flatMap((id) => (isResource(graph.nodes.get(id)!) ? (graph.dependents.get(id) ?? []) : [id])))];
 }
 
 /** The targets and everything they depend on, in graph order. */

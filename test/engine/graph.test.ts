@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { buildGraph, closure, resolveTargets } from '../../lib/engine/graph.ts';
+import { buildGraph, closure, resolveTargets, runnableTargets } from '../../lib/engine/graph.ts';
 import type { Task } from '../../lib/engine/task.ts';
 
 const t = (id: string, deps: string[] = [], stage = id): Task => ({
@@ -28,5 +28,13 @@ describe('graph checks', () => {
     expect(ids.ok && ids.value).toEqual(['x:boot', 'x:root']);
     expect(closure(graph.value, ['y'])).toEqual(['x:root', 'y']);
     expect(resolveTargets(graph.value, ['nope']).ok).toBe(false);
+  });
+  it('runs a named resource as the tasks that hold it', () => {
+    const mount = { id: 'mount', stage: 'mount', title: 'mount', deps: ['pool'], inputs: {}, version: 1, kind: 'resource' as const, acquire: async () => undefined, release: async () => undefined };
+    const graph = buildGraph([t('pool'), mount, t('install', ['mount']), t('export', ['install', 'mount']), t('convert', ['export'])]);
+    if (!graph.ok) throw new Error('graph');
+    const ids = resolveTargets(graph.value, ['mount']);
+    expect(ids.ok && ids.value).toEqual(['mount']); // logs and explain show the resource itself
+    expect(runnableTargets(graph.value, ['mount', 'convert'])).toEqual(['install', 'export', 'convert']);
   });
 });

@@ -34,6 +34,17 @@ async function snapshot(root: string): Promise<Record<string, string>> {
   return out;
 }
 
+describe('run mount --force', () => {
+  it('reruns the mount transaction (install and export-pool with it), nothing after it', async () => {
+    const result = await project.run('run', 'mount', '--force', '--json');
+    expect(result.exitCode, result.stderr).toBe(0);
+    const ran = result.stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string; id?: string; status?: string })
+      .filter((event) => event.type === 'task' && event.status === 'ran').map((event) => event.id).sort();
+    expect(ran).toEqual(['export-pool', 'install', 'mount']);
+    expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
+  });
+});
+
 describe('shell <stage> -- CMD', () => {
   it('runs the command in the mounted image and releases everything, leaving the cache untouched', async () => {
     const before = await snapshot(project.cache);
