@@ -1,4 +1,5 @@
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { fail, ok, type Result } from '../engine/result.ts';
 
@@ -57,33 +58,31 @@ export async function lockCache(cacheDir: string, options: LockOptions): Promise
     try {
       const handle = await open(file, 'wx'); // atomic: exactly one creator wins
       const owner: LockOwner = { pid: process.pid, command: options.command, since: new Date().toISOString(), boot: await bootId() };
-      await handle.writeFile(JSON.stringify(owner));
+      const text = JSON.stringify(owner);
+      await handle.writeFile(text);
       await handle.close();
       let released = false;
       return ok({
         async release() {
           if (released) return;
           released = true;
-          await rm(file, { force: true });
+          // only our own: a lock file that names another run is that run's
+          await removeIfStill(file, text);
         },
       });
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const owner = await readOwner(file);
+    const { owner, text } = await readOwner(file);
     if (owner && (!isAlive(owner.pid) || (owner.boot && owner.boot !== (await bootId())))) {
-      await rm(file, { force: true });
-      options.notify?.(`removed the lock of a dead run (pid ${owner.pid}, ${owner.command}, since ${owner.since})`);
+      if (await removeIfStill(file, text)) options.notify?.(`removed the lock of a dead run (pid ${owner.pid}, ${owner.command}, since ${owner.since})`);
       continue;
     }
     if (!owner) {
       // Being written right now, or left empty by a crash between create and write.
       await sleep(options.pollMs ?? 200);
       const again = await readOwner(file);
-      if (!again) {
-        await rm(file, { force: true });
-        options.notify?.('removed an empty lock file left by a crashed run');
-      }
+      if (!again.owner && (await removeIfStill(file, again.text))) options.notify?.('removed an empty lock file left by a crashed run');
       continue;
     }
     if (options.noWait) return fail({ reason: 'busy', owner });
@@ -95,21 +94,43 @@ export async function lockCache(cacheDir: string, options: LockOptions): Promise
   }
 }
 
-async function readOwner(file: string): Promise<LockOwner | undefined> {
+/** The lock file's text and, when it names one, its owner. */
+async function readOwner(file: string): Promise<{ owner: LockOwner | undefined; text: string }> {
+  const text = await readFile(file, 'utf8').catch(() => '');
   try {
-    const owner = JSON.parse(await readFile(file, 'utf8')) as LockOwner;
-    return typeof owner.pid === 'number' ? owner : undefined;
+    const owner = JSON.parse(text) as LockOwner;
+    return { owner: typeof owner.pid === 'number' ? owner : undefined, text };
   } catch {
-    return undefined;
+    return { owner: undefined, text };
   }
+}
+
+/**
+ * Removes the lock file only while it still holds `expected` (what was read before deciding it was
+ * stale). It is moved aside first: when another run took the lock meanwhile, what was moved is its
+ * fresh lock, which is linked back instead of deleted. Returns whether the stale lock was removed.
+ */
+export async function removeIfStill(file: string, expected: string): Promise<boolean> {
+  const aside = `${file}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
+  try {
+    await rename(file, aside);
+  } catch {
+    return false; // gone already: another run removed it
+  }
+  const moved = await readFile(aside, 'utf8').catch(() => expected);
+  if (moved !== expected) await link(aside, file).catch(() => undefined);
+  await rm(aside, { force: true });
+  return moved === expected;
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
+    const done = (): void => {
       clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
       resolve();
-    }, { once: true });
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
   });
 }
