@@ -186,8 +186,7 @@ for target in dev proc sys; do
   if [ "$target" = proc ]; then
     mount -t proc proc "$root/proc"
   else
-    mount --rbind "/$target" "$root/$target"
-    mount --make-rslave "$root/$target"
+    mount --rbind --make-rslave "/$target" "$root/$target"
   fi
   bound+=("$root/$target")
 done

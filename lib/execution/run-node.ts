@@ -7,7 +7,7 @@ import { copyDisk } from '../caching/disk-copy.ts';
 import { allocatedSize, ensureFreeSpace } from '../caching/free-space.ts';
 import { formatBytes } from '../logging/format.ts';
 import { mountsUnder } from './mount-table.ts';
-import type { TaskFailure } from '../engine/failure.ts';
+import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
 import type { DependencyOutputs, Json, ResourceTask, Task, TaskContext } from '../engine/task.ts';
 import type { Reporter } from '../logging/events.ts';
@@ -232,7 +232,7 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
     release: async (resourceId) => {
       if (!(resourceId in run.resources) || !run.release) throw new Error(`${node.id} holds no resource "${resourceId}"`);
       const result = await run.release();
-      if (!result.ok) throw new Error(`releasing ${resourceId} failed: ${result.error.reason}`);
+      if (!result.ok) throw new Error(`releasing ${resourceId} failed: ${describeTaskFailure(result.error)}`);
     },
   };
   return {

@@ -56,6 +56,11 @@ export async function openShell(
   }
   const opened: ShellSession = session;
   try {
+    // the copy and import ran to the end (their undo needs the same commands); Ctrl-C meanwhile means no shell
+    if (signal.aborted) {
+      io.stderr(`interrupted before the shell opened; releasing ${stage}\n`);
+      return 1;
+    }
     for (const note of opened.notes) io.stderr(`${note}\n`);
     const [command, ...rest] = args.rest.length > 0 ? args.rest : [process.env['SHELL'] || 'bash'];
     const child = await execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false });

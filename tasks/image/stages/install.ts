@@ -43,7 +43,8 @@ export function installTask(config: ImageConfig): Task {
       contents: config.contents as unknown as Json,
       configFile: config.configFile,
       includeChannel: config.includeChannel,
-      channelSource: config.channelSource ?? null,
+      // read only when the channel goes in: without it, another NIX_PATH must not rerun install
+      channelSource: config.includeChannel ? (config.channelSource ?? null) : null,
     },
     inputFiles,
     version: 1,
@@ -170,7 +171,7 @@ async function installBootLoader(ctx: TaskContext<any>, root: string, toplevel: 
   const bound: string[] = [];
   // Unbound in reverse whatever happens; a lazy unmount cannot fail on a busy /dev.
   ctx.cleanup(async () => {
-    for (const target of bound.reverse()) await ctx.exec('umount', ['--lazy', target]).catch(() => undefined);
+    for (let target = bound.pop(); target !== undefined; target = bound.pop()) await ctx.exec('umount', ['--lazy', target]).catch(() => undefined);
   });
   for (const [source, target, type] of [
     ['/dev', '/dev', 'bind'],
@@ -179,18 +180,21 @@ async function installBootLoader(ctx: TaskContext<any>, root: string, toplevel: 
   ] as const) {
     const where = inImage(root, target);
     await mkdir(where, { recursive: true });
-    if (type === 'bind') await ctx.exec('mount', ['--rbind', source, where]);
-    else await ctx.exec('mount', ['-t', 'proc', 'proc', where]);
-    // A recursive bind must not propagate its unmount back to the host.
-    if (type === 'bind') await ctx.exec('mount', ['--make-rslave', where]);
+    // recorded first: a mount that an abort interrupts may still have happened
     bound.push(where);
+    // one command: a recursive bind must never be there without rslave, or its unmount reaches the host
+    if (type === 'bind') await ctx.exec('mount', ['--rbind', '--make-rslave', source, where]);
+    else await ctx.exec('mount', ['-t', 'proc', 'proc', where]);
   }
   // Resolved before the environment's PATH becomes the image's.
   const chroot = (await whichTool('chroot', `${process.env['PATH'] ?? ''}:/usr/sbin:/sbin`)) ?? 'chroot';
   await ctx.exec(chroot, [root, `${toplevel}/activate`], { env });
   await ctx.exec(chroot, [root, `${toplevel}/bin/switch-to-configuration`, 'boot'], { env });
-  for (const target of bound.reverse()) await ctx.exec('umount', ['--recursive', target]);
-  bound.length = 0;
+  // each is forgotten once unmounted: should one fail, the cleanup unmounts the rest
+  while (bound.length > 0) {
+    await ctx.exec('umount', ['--recursive', bound.at(-1)!]);
+    bound.pop();
+  }
 }
 
 /** Copies what the boot loader wrote to the image's /boot out to `dest` (the ESP's content, written into FAT by install:esp) and empties /boot, the ESP's mount point. */
