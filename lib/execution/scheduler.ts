@@ -341,7 +341,10 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
         const released = await hold.release();
         await hold.close();
         const heldMs = Date.now() - hold.startedAt;
-        if (released.ok) await finish(resource, { status: 'ran', reason: `held for ${users.length} task(s), then released`, key: keys.get(resource.id)! }, { durationMs: heldMs });
+        // how many of its tasks got to run while it was held: after a failure, not all of them
+        const held = users.filter((user) => ['ran', 'failed'].includes(outcomes.get(user.id)?.status ?? '')).length;
+        const heldFor = held === users.length ? `${held} task(s)` : `${held} of ${users.length} task(s)`;
+        if (released.ok) await finish(resource, { status: 'ran', reason: `held for ${heldFor}, then released`, key: keys.get(resource.id)! }, { durationMs: heldMs });
         else await finish(resource, { status: 'failed', reason: `release failed: ${describeTaskFailure(released.error)}` }, { durationMs: heldMs, failure: released.error });
       }
     } finally {

@@ -71,6 +71,7 @@ describe('switch-to-configuration exits 1', () => {
     // the checkpoints before the transaction were published; what depends on install was skipped
     for (const id of ['create-disks:boot', 'create-disks:root', 'partition', 'create-pool']) expect(out).toMatch(new RegExp(`^✔ ${id}: ran`, 'm'));
     expect(out).toMatch(/^↷ export-pool: skipped \(dependency install failed\)$/m);
+    expect(out).toMatch(/^✔ mount: ran .*\(held for 1 of 2 task\(s\), then released\)$/m); // not "for 2": export-pool never ran
     expect(out).toMatch(/^↷ install:esp: skipped \(dependency install failed\)$/m);
     expect(out).toMatch(/^↷ post-vm: skipped/m);
     expect(out).toMatch(/^install\s+failed\s/m); // the summary table
