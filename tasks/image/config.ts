@@ -1,4 +1,5 @@
 // The image config: the seed's arguments as a JSON file, checked before anything runs.
+import { spawnSync } from 'node:child_process';
 import { lstatSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as z from 'zod';
@@ -361,6 +362,28 @@ function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => Pa
   return issues;
 }
 
+/** Whether the build host knows a user (`passwd`) or group name, through NSS as chown will ask. */
+export function hostHasName(database: 'passwd' | 'group', name: string): boolean {
+  const found = spawnSync('getent', [database, name], { stdio: 'ignore' });
+  // without getent the answer is unknown: chown will tell
+  return found.error !== undefined || found.status === 0;
+}
+
+// chown looks names up on the build host: one it does not know fails install after the pool is made
+function unknownOwners(raw: unknown, hasName: (database: 'passwd' | 'group', name: string) => boolean): ConfigIssue[] {
+  if (!isPlainObject(raw) || !Array.isArray(raw['contents'])) return [];
+  const issues: ConfigIssue[] = [];
+  raw['contents'].forEach((item: unknown, i) => {
+    if (!isPlainObject(item)) return;
+    for (const [field, database] of [['user', 'passwd'], ['group', 'group']] as const) {
+      const name = item[field];
+      if (typeof name !== 'string' || !ownerName.test(name) || /^[0-9]+$/.test(name) || hasName(database, name)) continue;
+      issues.push({ path: `contents[${i}].${field}`, message: `the build host has no ${field} "${name}" (names are looked up there; give a numeric id for one it does not have)` });
+    }
+  });
+  return issues;
+}
+
 /**
  * Parses a config read from JSON: applies defaults, checks every rule, resolves relative
  * paths against `baseDir` and checks that contents' sources, configFile (a file), channelSource
@@ -369,13 +392,14 @@ function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => Pa
  */
 export function parseImageConfig(
   raw: unknown,
-  options: { baseDir: string; kindOf?: (p: string) => PathKind },
+  options: { baseDir: string; kindOf?: (p: string) => PathKind; hasName?: (database: 'passwd' | 'group', name: string) => boolean },
 ): { ok: true; value: ImageConfig } | { ok: false; errors: ConfigIssue[] } {
-  const { baseDir, kindOf = pathKind } = options;
+  const { baseDir, kindOf = pathKind, hasName = hostHasName } = options;
   const parsed = imageConfigSchema.safeParse(raw);
   const schemaIssues = parsed.success ? [] : toConfigIssues(raw, parsed.error.issues);
   const flagged = new Set(schemaIssues.map((i) => i.path));
-  const errors = [...schemaIssues, ...misplacedFiles(raw, baseDir, kindOf).filter((i) => !flagged.has(i.path))];
+  const hostIssues = [...misplacedFiles(raw, baseDir, kindOf), ...unknownOwners(raw, hasName)];
+  const errors = [...schemaIssues, ...hostIssues.filter((i) => !flagged.has(i.path))];
   if (!parsed.success || errors.length > 0) return { ok: false, errors };
   const config = parsed.data;
   const system = config.system;

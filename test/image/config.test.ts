@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { ConfigIssue, ImageConfig, PathKind } from '../../tasks/image/config.ts';
-import { MIN_BOOT_SIZE_MIB, formatConfigIssues, parseImageConfig } from '../../tasks/image/config.ts';
+import { MIN_BOOT_SIZE_MIB, formatConfigIssues, hostHasName, parseImageConfig } from '../../tasks/image/config.ts';
 
 const toplevel = `/nix/store/${'0123456789abcdfghijklmnpqrsvwxyz'}-nixos-system-demo`;
 const minimal = { system: { toplevel }, datasets: { 'tank/root': { mount: '/' } } };
@@ -256,6 +256,24 @@ describe('contents', () => {
     expect(issueAt(entry({ source: '' }), 'contents[0].source').message).toContain('empty');
     const twice = { contents: [{ source: 'a', target: '/etc/a' }, { source: 'b', target: '/etc/a' }] };
     expect(issueAt(twice, 'contents[1].target').message).toContain('already a target');
+  });
+});
+
+describe('contents owners', () => {
+  it('refuses a user or group name the build host does not have, since chown looks names up there', () => {
+    const known = (_db: 'passwd' | 'group', name: string) => name === 'root';
+    const result = parseImageConfig({ ...minimal, contents: [{ source: 'motd', target: '/etc/motd', user: 'nosuchuser', group: 'root' }] }, { baseDir, kindOf, hasName: known });
+    expect(result.ok).toBe(false);
+    const errors = result.ok ? [] : result.errors;
+    expect(errors).toEqual([{ path: 'contents[0].user', message: 'the build host has no user "nosuchuser" (names are looked up there; give a numeric id for one it does not have)' }]);
+    // numeric ids are taken as they are
+    expect(parseImageConfig({ ...minimal, contents: [{ source: 'motd', target: '/etc/motd', user: '4242', group: '4242' }] }, { baseDir, kindOf, hasName: known }).ok).toBe(true);
+  });
+
+  it('asks the host through getent', () => {
+    expect(hostHasName('passwd', 'root')).toBe(true);
+    expect(hostHasName('group', 'root')).toBe(true);
+    expect(hostHasName('passwd', 'no-such-user-for-zfs-image')).toBe(false);
   });
 });
 
