@@ -126,6 +126,13 @@ describe('folders on the command line', () => {
     expect((await readdir(dir)).filter((n) => n === 'cache' || n === 'out')).toEqual([]);
   });
 
+  it('explain on an empty cache says a stage inside the mount transaction was never built, and creates nothing', async () => {
+    const result = await cli('explain', 'install', '--cache-dir', 'empty-cache');
+    expect(result.exitCode).toBe(0);
+    expect(result.stdout).toBe(`install: dependency create-pool will run; never built in ${path.join(dir, 'empty-cache')}`);
+    expect(await readdir(dir)).not.toContain('empty-cache');
+  });
+
   it('clean, gc and verify on a cache folder that is not there say so and create none', async () => {
     for (const command of ['clean', 'gc', 'verify']) {
       const result = await cli(command, '--cache-dir', 'no-such-cache');

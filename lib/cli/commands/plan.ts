@@ -40,7 +40,8 @@ export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io
     const manifest = manifests.get(id);
     const last = await store.lastEntry(id);
     if (!manifest) {
-      io.stdout(`${id}: ${row.reason}\n`);
+      // its inputs are not known until a dependency has run; still say whether it was ever built
+      io.stdout(`${id}: ${row.reason}${last ? '' : `; never built in ${store.dir}`}\n`);
       continue;
     }
     if (!last) {
