@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
+import { link, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fail, ok, type Result } from '../engine/result.ts';
 
@@ -55,12 +55,20 @@ export async function lockCache(cacheDir: string, options: LockOptions): Promise
   let announced = false;
   for (;;) {
     if (options.signal?.aborted) return fail({ reason: 'aborted' });
-    try {
-      const handle = await open(file, 'wx'); // atomic: exactly one creator wins
-      const owner: LockOwner = { pid: process.pid, command: options.command, since: new Date().toISOString(), boot: await bootId() };
-      const text = JSON.stringify(owner);
-      await handle.writeFile(text);
-      await handle.close();
+    const owner: LockOwner = { pid: process.pid, command: options.command, since: new Date().toISOString(), boot: await bootId() };
+    const text = JSON.stringify(owner);
+    // written in full beside it, then linked into place: link is atomic, exactly one creator wins,
+    // and the lock file is never seen empty
+    const draft = `${file}.new-${process.pid}-${randomBytes(4).toString('hex')}`;
+    await writeFile(draft, text);
+    const won = await link(draft, file).then(
+      () => true,
+      (error: NodeJS.ErrnoException) => {
+        if (error.code === 'EEXIST') return false;
+        throw error;
+      },
+    ).finally(() => rm(draft, { force: true }));
+    if (won) {
       let released = false;
       return ok({
         async release() {
@@ -70,38 +78,39 @@ export async function lockCache(cacheDir: string, options: LockOptions): Promise
           await removeIfStill(file, text);
         },
       });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
-    const { owner, text } = await readOwner(file);
-    if (owner && (!isAlive(owner.pid) || (owner.boot && owner.boot !== (await bootId())))) {
-      if (await removeIfStill(file, text)) options.notify?.(`removed the lock of a dead run (pid ${owner.pid}, ${owner.command}, since ${owner.since})`);
+    const held = await readOwner(file);
+    if (held.missing) continue; // released just now
+    const holder = held.owner;
+    if (holder && (!isAlive(holder.pid) || (holder.boot && holder.boot !== (await bootId())))) {
+      if (await removeIfStill(file, held.text)) options.notify?.(`removed the lock of a dead run (pid ${holder.pid}, ${holder.command}, since ${holder.since})`);
       continue;
     }
-    if (!owner) {
-      // Being written right now, or left empty by a crash between create and write.
+    if (!holder) {
+      // Left empty or garbled by a crash (older versions wrote it after creating it), or just released.
       await sleep(options.pollMs ?? 200);
       const again = await readOwner(file);
       if (!again.owner && (await removeIfStill(file, again.text))) options.notify?.('removed an empty lock file left by a crashed run');
       continue;
     }
-    if (options.noWait) return fail({ reason: 'busy', owner });
+    if (options.noWait) return fail({ reason: 'busy', owner: holder });
     if (!announced) {
-      options.notify?.(`waiting for another run (pid ${owner.pid}, ${owner.command}) to release ${cacheDir}`);
+      options.notify?.(`waiting for another run (pid ${holder.pid}, ${holder.command}) to release ${cacheDir}`);
       announced = true;
     }
     await sleep(options.pollMs ?? 500, options.signal);
   }
 }
 
-/** The lock file's text and, when it names one, its owner. */
-async function readOwner(file: string): Promise<{ owner: LockOwner | undefined; text: string }> {
-  const text = await readFile(file, 'utf8').catch(() => '');
+/** The lock file's text and, when it names one, its owner; `missing` when there is no lock file. */
+async function readOwner(file: string): Promise<{ owner: LockOwner | undefined; text: string; missing: boolean }> {
+  const text = await readFile(file, 'utf8').catch((error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? undefined : ''));
+  if (text === undefined) return { owner: undefined, text: '', missing: true };
   try {
     const owner = JSON.parse(text) as LockOwner;
-    return { owner: typeof owner.pid === 'number' ? owner : undefined, text };
+    return { owner: typeof owner.pid === 'number' ? owner : undefined, text, missing: false };
   } catch {
-    return { owner: undefined, text };
+    return { owner: undefined, text, missing: false };
   }
 }
 

@@ -18,10 +18,12 @@ export interface CliIo {
 }
 
 /** The targets, their dependencies and whole transactions; an unknown name is a config error. */
-export function selection(graph: Graph, targets: readonly string[]): string[] {
+export function selection(graph: Graph, targets: readonly string[], options: { resourcesAsUsers?: boolean } = {}): string[] {
   const ids = resolveTargets(graph, targets);
   if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
-  return completeTransactions(graph, closure(graph, runnableTargets(graph, ids.value)));
+  // build, run and plan: a named resource means the tasks that hold it; explain and shell mean the resource
+  const named = options.resourcesAsUsers ? runnableTargets(graph, ids.value) : ids.value;
+  return completeTransactions(graph, closure(graph, named));
 }
 
 /** Commands that write the cache hold its lock and first sweep dead runs' leftovers. */

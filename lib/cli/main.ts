@@ -169,16 +169,21 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
     }
     default: {
       // Checked before the lock: a typo in a task name must not create the cache folder.
-      const ids = selection(graph, args.targets);
+      const ids = selection(graph, args.targets, { resourcesAsUsers: true });
       return withLock(store, args, io, signal, sweepers, () => runGraph(graph, ids, store, args, io, signal));
     }
   }
 }
 
-/** `--cache-dir` and `--out` name folders: an existing file there is a usage error, before anything is created. */
+/**
+ * `--cache-dir` and `--out` name folders: an existing file there is a usage error, before anything
+ * is created. `--out` only where it is written (build, run): `./result` may well be nix-build's link.
+ */
 async function refuseFileWhereFolderGoes(args: CliArgs): Promise<void> {
   const problems: string[] = [];
-  for (const [option, dir] of [['--cache-dir', args.cacheDir], ['--out', args.out]] as const) {
+  const folders: (readonly [string, string])[] = [['--cache-dir', args.cacheDir]];
+  if (args.command === 'build' || args.command === 'run') folders.push(['--out', args.out]);
+  for (const [option, dir] of folders) {
     const info = await stat(dir).catch(() => undefined);
     if (info && !info.isDirectory()) problems.push(`${option} ${dir}: exists and is not a folder (give a folder, or a path that does not exist yet)`);
   }

@@ -70,17 +70,18 @@ describe('contents with symbolic links', () => {
     });
   });
 
-  it('refuses a link on a path install writes from the host (/boot), naming it, and writes nothing there', async () => {
-    const hostBoot = path.join(project.dir, 'host-boot');
-    await mkdir(hostBoot);
-    await symlink(hostBoot, path.join(project.dir, 'boot-link'));
-    await project.configure({ contents: [{ source: 'boot-link', target: '/boot' }] });
+  it.each(['/boot', '/dev'])('refuses a link on a path install writes or mounts from the host (%s), naming it, and touches nothing there', async (where) => {
+    const hostFolder = path.join(project.dir, `host${where.replace('/', '-')}`);
+    await mkdir(hostFolder);
+    await symlink(hostFolder, path.join(project.dir, `link${where.replace('/', '-')}`));
+    await project.configure({ contents: [{ source: `link${where.replace('/', '-')}`, target: where }] });
     const build = await project.build();
     expect(build.exitCode).toBe(1);
     expect(build.statuses['install']).toBe('failed');
     const failed = build.stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { id?: string; status?: string; reason?: string })
       .find((event) => event.id === 'install' && event.status === 'failed');
-    expect(failed?.reason).toContain(`contents put a symbolic link at /boot (to ${hostBoot}) in the image`);
-    expect(await readdir(hostBoot)).toEqual([]);
+    expect(failed?.reason).toContain(`contents put a symbolic link at ${where} (to ${hostFolder}) in the image`);
+    expect(await readdir(hostFolder)).toEqual([]);
+    expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(hostFolder); // nothing bound onto it
   });
 });

@@ -3,6 +3,7 @@ import type { CacheStore } from '../../caching/cache-store.ts';
 import { ConfigError } from '../../engine/config-error.ts';
 import { describeGraphError } from '../../engine/failure.ts';
 import { resolveTargets, type Graph } from '../../engine/graph.ts';
+import { isResource } from '../../engine/task.ts';
 import type { CliArgs } from '../args.ts';
 import { dryRun, selection, type CliIo } from '../common.ts';
 import type { GraphState } from '../graph-format.ts';
@@ -15,7 +16,7 @@ export async function planStates(graph: Graph, store: CacheStore, ids: readonly 
 
 /** `plan`: one line per task, what build would do and why; reads only. */
 export async function plan(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
-  const { summary } = await dryRun(graph, store, selection(graph, args.targets), signal);
+  const { summary } = await dryRun(graph, store, selection(graph, args.targets, { resourcesAsUsers: true }), signal);
   if (args.json) {
     for (const t of summary.tasks) io.stdout(`${JSON.stringify({ type: 'plan', id: t.id, stage: t.stage, action: t.status === 'ran' ? 'run' : t.status === 'cached' ? 'fresh' : t.status, reason: t.reason, fingerprint: t.fingerprint })}\n`);
     return 0;
@@ -41,7 +42,9 @@ export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io
     const last = await store.lastEntry(id);
     if (!manifest) {
       // its inputs are not known until a dependency has run; still say whether it was ever built
-      io.stdout(`${id}: ${row.reason}${last ? '' : `; never built in ${store.dir}`}\n`);
+      // (a resource such as mount publishes nothing: it is never "built")
+      const built = isResource(graph.nodes.get(id)!) || (await store.hasBuilt(id));
+      io.stdout(`${id}: ${row.reason}${built ? '' : `; never built in ${store.dir}`}\n`);
       continue;
     }
     if (!last) {

@@ -13,7 +13,12 @@ import { nixOptions } from '../nix-options.ts';
 import { describeClosure, type SystemValues } from './system.ts';
 
 /** The image paths install (or nixos-install, nix-store --store) writes from the host after contents. */
-const INSTALL_WRITES = ['/nix/store', '/nix/var/nix/db', '/nix/var/nix/profiles/per-user/root', '/nix/var/nix/gcroots', '/nix/var/nix/temproots', '/etc/NIXOS', '/boot'];
+const INSTALL_WRITES = [
+  '/nix/store', '/nix/var/nix/db', '/nix/var/nix/profiles/per-user/root', '/nix/var/nix/gcroots', '/nix/var/nix/temproots',
+  '/etc/NIXOS', '/boot',
+  // mount points of the boot loader step (and of nixos-enter and nixos-install): a mount follows a link
+  '/dev', '/proc', '/sys', '/run', '/tmp',
+];
 
 /** Where a host path lands inside the mounted image. */
 const inImage = (root: string, target: string): string => path.join(root, target);

@@ -258,7 +258,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     for (const entry of mounted) {
       try {
         // no -f: a forced FUSE unmount detaches the mount but leaves the pool busy for export
-        await exec(zfs, ['umount', entry.source], force ? UNDO : {});
+        await exec(zfs, ['umount', entry.source], releaseExecOptions({ force }));
       } catch (error) {
         if (!force) throw error;
         errors.push(error);
