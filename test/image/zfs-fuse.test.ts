@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, stat, symlink, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,7 +13,7 @@ import type { HostLock } from '../../lib/execution/host-lock.ts';
 import { adaptPropertiesForZfsFuse, createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
 import { zfsCommandTimeoutMs } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { findProgram, selectDriver } from '../../tasks/image/zfs/select-driver.ts';
-import { otherZfsUsers, useZfs, ZFS_USERS_DIR, ZFS_USERS_LOCK_FILE } from '../../tasks/image/stages/zfs-session.ts';
+import { otherZfsUsers, STARTER_FILE, useZfs, ZFS_USERS_DIR, ZFS_USERS_LOCK_FILE } from '../../tasks/image/stages/zfs-session.ts';
 import { execa } from 'execa';
 
 const SEED_DEFAULTS = {
@@ -471,6 +471,29 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
       await use.release();
     }
     expect(existsSync(marker)).toBe(false);
+  }, 60_000);
+
+  it('removes the pid-file folder a build killed while stopping its daemon left behind, once a new daemon starts', async (ctx) => {
+    // the host's real starter record: left alone when a real build has one
+    if (existsSync(STARTER_FILE)) return ctx.skip();
+    const dead = Number(execFileSync('sh', ['-c', 'sh -c "echo \\$\\$"'], { encoding: 'utf8' }).trim());
+    const leftover = await mkdtemp(join(tmpdir(), 'zfs-fuse-'));
+    await writeFile(join(leftover, 'zfs-fuse.pid'), `${dead}\n`);
+    await writeFile(STARTER_FILE, `${dead}\n${join(leftover, 'zfs-fuse.pid')}\n`);
+    const fresh = await mkdtemp(join(tmpdir(), 'zfs-fuse-'));
+    // stands in for the daemon this build starts (pid file in its own new folder)
+    const stub: ZfsDriver = { ...driver, prepare: async () => ({ started: true, pidFile: join(fresh, 'zfs-fuse.pid'), stop: async () => ({ stopped: true }) }) };
+    try {
+      const use = await useZfs(stub, exec, () => undefined);
+      expect(existsSync(leftover)).toBe(false);
+      expect(readFileSync(STARTER_FILE, 'utf8')).toBe(`${process.pid}\n${join(fresh, 'zfs-fuse.pid')}\n`);
+      await use.release();
+      expect(existsSync(STARTER_FILE)).toBe(false);
+    } finally {
+      await rm(STARTER_FILE, { force: true });
+      await rm(leftover, { recursive: true, force: true });
+      await rm(fresh, { recursive: true, force: true });
+    }
   }, 60_000);
 
   it('really refuses what the property table says it cannot set', async () => {

@@ -11,8 +11,8 @@ import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.
 /** Builds using a ZFS daemon register here (one file per pid), so none stops it under another. */
 export const ZFS_USERS_DIR = '/run/nixos-zfs-image/zfs-users';
 
-/** Names the build that started the zfs-fuse daemon, so the last build out can stop it if that one is gone. */
-const STARTER_FILE = '/run/nixos-zfs-image/zfs-fuse-started-by';
+/** Names the build that started the zfs-fuse daemon (and its pid file), so the last build out can stop it if that one is gone. */
+export const STARTER_FILE = '/run/nixos-zfs-image/zfs-fuse-started-by';
 
 /**
  * Registering as a user and the last user's check-and-stop take turns on this lock: without it,
@@ -62,6 +62,7 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
   const session = await driver.prepare();
   if (session.started) {
     log(`started the ${driver.name} daemon; it is stopped when the last build or shell using it ends`);
+    await removeDeadStartersFolder(session.pidFile);
     // the pid file's folder too: a build that stops the daemon for a dead starter removes it
     await writeFile(STARTER_FILE, `${process.pid}\n${session.pidFile ?? ''}\n`);
   }
@@ -84,13 +85,27 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
       if (driver.name === 'zfs-fuse' && starter > 0 && !isAlive(starter)) {
         // The build that started the daemon has ended (or was killed) while we used it: we are the last user.
         if (await stopZfsFuseDaemon(exec, log, pidFile)) {
-          // only the folder the driver made for the pid file (zfs-fuse-XXXXXX), never anything else
-          if (/\/zfs-fuse-[^/]+\/zfs-fuse\.pid$/.test(pidFile)) await rm(path.dirname(pidFile), { recursive: true, force: true });
+          if (DRIVER_PID_FILE.test(pidFile)) await rm(path.dirname(pidFile), { recursive: true, force: true });
           await rm(STARTER_FILE, { force: true });
         }
       }
     }),
   };
+}
+
+/** Only a folder the driver made for its pid file (zfs-fuse-XXXXXX), never anything else. */
+const DRIVER_PID_FILE = /\/zfs-fuse-[^/]+\/zfs-fuse\.pid$/;
+
+/**
+ * A starter record left by a build killed while it stopped its daemon names a pid-file folder no
+ * one removes: the daemon is gone (this build has just started one), so its folder goes too.
+ */
+async function removeDeadStartersFolder(newPidFile: string | undefined): Promise<void> {
+  const { starter, pidFile } = await readStarter();
+  if (!DRIVER_PID_FILE.test(pidFile) || pidFile === newPidFile || (starter > 0 && isAlive(starter))) return;
+  const daemon = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+  if (daemon > 0 && isAlive(daemon)) return;
+  await rm(path.dirname(pidFile), { recursive: true, force: true });
 }
 
 /** The use each driver has in the running build: later stages skip the daemon check (a round trip each). */
