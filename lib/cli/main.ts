@@ -60,10 +60,12 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   const dirs = (process.env['PATH'] ?? '').split(':');
   process.env['PATH'] = [...dirs, ...['/usr/local/sbin', '/usr/sbin', '/sbin'].filter((d) => !dirs.includes(d))].join(':');
   const code = await main(options, argv, defaultIo(), controller.signal);
-  // In `shell`, Ctrl-C belongs to the interactive command, whose own status is the answer.
+  // In `shell`, Ctrl-C belongs to the interactive command, whose own status is the answer; `build`
+  // and `run` report an interruption themselves (a signal after the last task cut nothing short).
   const parsed = parseCli(argv, 1);
+  const ownStatus = parsed.ok && ['shell', 'build', 'run'].includes(parsed.value.command);
   // the contract: an interrupted command exits 1, whichever signal stopped it
-  process.exit(parsed.ok && parsed.value.command === 'shell' ? code : controller.signal.aborted ? 1 : code);
+  process.exit(ownStatus ? code : controller.signal.aborted ? 1 : code);
 }
 
 function ignoreClosedOutput(error: NodeJS.ErrnoException): void {

@@ -383,9 +383,16 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const crashed = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
   if (crashed) throw crashed.reason;
   const tasks = options.ids.map((id) => rows.get(id)!).filter(Boolean);
+  // A signal that came once every task had finished (during the run's cleanups, such as stopping a
+  // daemon) cut nothing short: the build is complete and says so.
+  const complete = tasks.every((t) => t.status === 'ran' || t.status === 'cached');
+  const interrupted = signal.aborted && !complete;
+  if (signal.aborted && complete && !options.dryRun) {
+    reporter.event({ type: 'notice', level: 'info', message: 'the signal came after every task had finished: the build is complete' });
+  }
   return {
-    ok: tasks.every((t) => t.status !== 'failed') && !signal.aborted,
-    interrupted: signal.aborted,
+    ok: tasks.every((t) => t.status !== 'failed') && !interrupted,
+    interrupted,
     durationMs: Date.now() - started,
     tasks,
   };

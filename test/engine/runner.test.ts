@@ -1,5 +1,6 @@
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { lstat, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -252,6 +253,20 @@ describe('interruption', () => {
     expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
     expect(await readdir(path.join(toy.cache, 'work')).catch(() => [])).toEqual([]);
     await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
+  });
+
+  it('Ctrl-C after every task finished (during a run-end cleanup) lets the cleanup finish and reports the build done, exit 0', async () => {
+    await toy.configure({ slowRunEnd: 2 });
+    const run = toy.start('build', 'a');
+    await waitFor(async () => existsSync(path.join(toy.markers, 'run-end.started')));
+    run.kill('SIGINT');
+    const result = await run;
+    expect(result.stderr).toContain('SIGINT: stopping running tasks, cleaning up');
+    expect(result.stdout).toContain('the signal came after every task had finished: the build is complete');
+    expect(result.stdout).toMatch(/^done in .*: 1 ran/m);
+    expect(result.exitCode).toBe(0);
+    expect(existsSync(path.join(toy.markers, 'run-end.finished'))).toBe(true);
+    expect((await toy.run('build', 'a')).stdout).toMatch(/^done in .*: 0 ran, 1 cached/m);
   });
 
   it('a closed terminal (SIGHUP) stops the build like Ctrl-C, cleans up and exits 1', async () => {
