@@ -58,9 +58,12 @@ export function createHostLock(file: string, options: HostLockOptions = {}): Hos
   const start = async (): Promise<Helper> => {
     if (helper) return helper;
     await mkdir(path.dirname(file), { recursive: true });
+    // detached (own session): a terminal's Ctrl-C goes to our process group and must not kill the
+    // helper while we still clean up under the lock; it ends when our end of its stdin closes
+    const spawnOptions = { stdio: ['pipe', 'pipe', 'pipe'] as ['pipe', 'pipe', 'pipe'], detached: true };
     const child = (options.helper ?? ((await whichTool('perl')) ? 'perl' : 'sh')) === 'perl'
-      ? spawn('perl', ['-e', PERL_HELPER, file], { stdio: ['pipe', 'pipe', 'pipe'] })
-      : spawn('sh', ['-c', SH_HELPER, 'host-lock', file], { stdio: ['pipe', 'pipe', 'pipe'] });
+      ? spawn('perl', ['-e', PERL_HELPER, file], spawnOptions)
+      : spawn('sh', ['-c', SH_HELPER, 'host-lock', file], spawnOptions);
     const started: Helper = { child, answers: [] };
     let buffered = '';
     let stderr = '';
@@ -79,6 +82,8 @@ export function createHostLock(file: string, options: HostLockOptions = {}): Hos
     });
     child.stderr.on('data', (chunk: Buffer) => void (stderr += chunk.toString()));
     child.on('error', (error) => failAll(new Error(`cannot take the host lock ${file}: ${error.message}`)));
+    // a helper that died: the write fails (EPIPE) and the exit below answers everyone waiting
+    child.stdin.on('error', () => undefined);
     child.on('exit', () => failAll(new Error(`cannot take the host lock ${file}: ${stderr.trim() || 'its helper exited'}`)));
     // a lock helper never keeps the process alive; it ends when our stdin closes
     child.unref();

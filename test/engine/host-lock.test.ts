@@ -73,6 +73,29 @@ await createHostLock(${JSON.stringify(lockFile)}, { helper: ${JSON.stringify(hel
     expect(await free()).toBe(true);
   });
 
+  it('survives a Ctrl-C to the process group (cleanups still take it) and ends with its process', async () => {
+    const script = `import { createHostLock } from './lib/execution/host-lock.ts';
+const lock = createHostLock(${JSON.stringify(lockFile)}, { helper: ${JSON.stringify(helper)} });
+await lock.hold(async () => undefined);
+process.on('SIGINT', async () => {
+  await lock.hold(async () => console.log('held after SIGINT'));
+  process.exit(0);
+});
+console.log('ready');
+setInterval(() => undefined, 1000);`;
+    // its own process group, as a build started from a terminal is: the signal goes to every member
+    const child = execa(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { cwd: ROOT, timeout: 20_000, reject: false, detached: true });
+    await new Promise<void>((ready) => child.stdout!.on('data', (chunk: Buffer) => chunk.toString().includes('ready') && ready()));
+    process.kill(-child.pid!, 'SIGINT');
+    const result = await child;
+    expect(result.stderr).not.toMatch(/EPIPE|helper exited/);
+    expect(result.stdout).toContain('held after SIGINT');
+    expect(result.exitCode).toBe(0);
+    // no helper outlives the process that started it
+    await waitFor(async () => (await execa('pgrep', ['-f', lockFile], { reject: false })).exitCode === 1, 5000);
+    expect(await free()).toBe(true);
+  });
+
   it('names the file when the lock cannot be taken', async () => {
     const lock = createHostLock('/proc/version/not-a-folder/zfs.lock', { helper });
     await expect(lock.hold(async () => undefined)).rejects.toThrow(/not-a-folder/);

@@ -2,7 +2,7 @@ import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
-import type { ZfsDriver } from '../zfs/driver.ts';
+import type { ZfsDriver, ZfsSession } from '../zfs/driver.ts';
 import { stopZfsFuseProcess, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
@@ -59,7 +59,14 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
     await mkdir(ZFS_USERS_DIR, { recursive: true });
     await writeFile(marker, `${new Date().toISOString()}\n`);
   });
-  const session = await driver.prepare();
+  let session: ZfsSession;
+  try {
+    session = await driver.prepare();
+  } catch (error) {
+    // not a user after all: a stale registration would keep the last real user from stopping its daemon
+    await registry().hold(() => rm(marker, { force: true }));
+    throw error;
+  }
   if (session.started) {
     log(`started the ${driver.name} daemon; it is stopped when the last build or shell using it ends`);
     await removeDeadStartersFolder(session.pidFile);

@@ -371,9 +371,13 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       try {
         // it forks, and the parent exits once the daemon is listening
         // no kstat mount: a killed daemon would leave /zfs-kstat mounted
-        await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount']);
+        // not cut short by Ctrl-C: a start stopped after the fork leaves a daemon no pid file names
+        await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount'], { ignoreAbort: true });
         break;
       } catch (error) {
+        // a daemon that forked before its start failed (a time limit) is stopped, not left behind
+        const stray = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+        if (stray > 0) await stopZfsFuseProcess(stray, exec, 0);
         await rm(pidDir, { recursive: true, force: true });
         if (!(error instanceof CommandError) || error.failure.spawnError) throw error;
         if (Date.now() > lockDeadline) {
