@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { Stats } from 'node:fs';
 import { lstat, open, readdir, readlink, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 
@@ -43,6 +44,8 @@ async function hashTree(target: string, memo: HashMemo | undefined, ownNames: re
     }
     return sha256(`dir:${parts.join('\n')}`);
   }
+  // never opened: opening a FIFO waits for a writer, a socket cannot be opened; their kind is their content
+  if (!info.isFile()) return sha256(`special:${specialKind(info)}:${info.rdev}`);
   const remembered = memo?.get(target);
   if (remembered && remembered.size === info.size && remembered.mtimeMs === Math.floor(info.mtimeMs) && remembered.ino === info.ino) {
     return remembered.hash;
@@ -50,6 +53,13 @@ async function hashTree(target: string, memo: HashMemo | undefined, ownNames: re
   const hash = await hashFileContent(target);
   memo?.set(target, { size: info.size, mtimeMs: Math.floor(info.mtimeMs), ino: info.ino, hash });
   return hash;
+}
+
+function specialKind(info: Stats): string {
+  if (info.isFIFO()) return 'fifo';
+  if (info.isSocket()) return 'socket';
+  if (info.isCharacterDevice()) return 'char';
+  return info.isBlockDevice() ? 'block' : 'other';
 }
 
 /** Read size: with 64 KiB reads a disk image hashes at half the speed; larger gains nothing. */

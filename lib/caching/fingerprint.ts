@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { lstat, realpath } from 'node:fs/promises';
 import type { GraphNode, Json } from '../engine/task.ts';
 import { canonicalJson } from './canonical-json.ts';
@@ -37,7 +38,7 @@ export async function buildManifest(
   for (const input of node.inputFiles ?? []) {
     const { path: file, ignore = [], follow = false } = typeof input === 'string' ? { path: input } : input;
     const target = follow ? await realpath(file).catch(() => file) : file;
-    files[file] = await hashInput(target, memo, ignore).catch(() => 'missing');
+    files[file] = await hashInput(target, memo, ignore).catch(unhashable);
   }
   const tools: Record<string, string> = {};
   for (const tool of node.tools ?? []) {
@@ -46,6 +47,15 @@ export async function buildManifest(
     tools[tool] = found ? await realpath(found).then((binary) => hashPath(binary, memo)).catch(() => 'unreadable') : 'missing';
   }
   return { format: MANIFEST_FORMAT, id: node.id, version: node.version, inputs: node.inputs, files, tools, deps: { ...depKeys } };
+}
+
+/**
+ * What stands for an input that could not be hashed. Only a missing one has a stable value: any
+ * other error must never make a task look fresh, or a change behind it would go unnoticed.
+ */
+function unhashable(error: NodeJS.ErrnoException): string {
+  if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return 'missing';
+  return `unreadable (${error.code ?? error.message}) ${randomUUID()}`;
 }
 
 /** An input's hash with its own mode: a folder's entries carry theirs, and `cp -a` copies a contents file's too. */

@@ -1,4 +1,6 @@
 import { chmod, mkdir, mkdtemp, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -107,6 +109,44 @@ describe('fingerprints', () => {
     await writeFile(target, '{ boot.loader.timeout = 1; }\n');
     expect(await plain()).toBe(asLink); // the link did not change
     expect(await files()).not.toBe(followed); // what it points to did
+  });
+
+  it('hash a folder holding a FIFO and a socket without opening them, and still see a file beside them change', async () => {
+    const tree = path.join(dir, 'specials');
+    await mkdir(tree);
+    await writeFile(path.join(tree, 'data.txt'), 'v1');
+    execFileSync('mkfifo', [path.join(tree, 'pipe')]);
+    const server = createServer();
+    await new Promise<void>((listening) => server.listen(path.join(tree, 'sock'), listening));
+    try {
+      const hashOf = async () => (await buildManifest(task({ inputFiles: [tree] }), { dep: 'x' })).files[tree];
+      // a FIFO opened for reading would wait for a writer forever
+      const first = await hashOf();
+      expect(first).toMatch(/^[0-9a-f]{64}$/);
+      expect(await hashOf()).toBe(first);
+      await writeFile(path.join(tree, 'data.txt'), 'v2');
+      expect(await hashOf()).not.toBe(first);
+    } finally {
+      server.close();
+    }
+  });
+
+  it('never give an input that cannot be read a value that stays the same', async () => {
+    const tree = path.join(dir, 'unreadable');
+    await mkdir(tree);
+    await writeFile(path.join(tree, 'secret'), 'x');
+    const hashOf = async () => (await buildManifest(task({ inputFiles: [tree] }), { dep: 'x' })).files[tree];
+    // a file that is not a folder, in the path: ENOTDIR is as good as missing
+    const file = path.join(tree, 'secret/below');
+    expect((await buildManifest(task({ inputFiles: [file] }), { dep: 'x' })).files[file]).toBe('missing');
+    // root reads anything; a folder that loops on itself cannot be hashed by anyone
+    await symlink('loop', path.join(tree, 'loop'));
+    const loop = path.join(tree, 'loop/x');
+    const once = (await buildManifest(task({ inputFiles: [loop] }), { dep: 'x' })).files[loop];
+    const twice = (await buildManifest(task({ inputFiles: [loop] }), { dep: 'x' })).files[loop];
+    expect(once).toMatch(/^unreadable \(ELOOP\)/);
+    expect(twice).not.toBe(once);
+    expect(await hashOf()).toMatch(/^[0-9a-f]{64}$/);
   });
 
   it('diffs name the changed fields', async () => {

@@ -1,6 +1,7 @@
 // contents in a real build (real tools, as root, zfs-fuse): modes and owners as asked, and, since the
 // build writes into the image from the host, nothing a link in the image points at written on the host.
-import { lstat, mkdir, readFile, readlink, readdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { lstat, mkdir, readFile, readlink, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, withImportedPool, type ImageProject } from '../helpers/image.ts';
@@ -40,6 +41,34 @@ describe('contents with modes and owners', () => {
       const shared = await stat(path.join(root, 'srv/shared'));
       expect({ mode: (shared.mode & 0o7777).toString(8), gid: shared.gid }).toEqual({ mode: '2750', gid: 100 });
     });
+  });
+});
+
+describe('contents with special files', () => {
+  it('copies a FIFO, alone and inside a folder, as a FIFO; a change beside it reruns install', async () => {
+    execFileSync('mkfifo', [path.join(project.dir, 'pipe'), path.join(project.dir, 'tree/sub/pipe')]);
+    await project.configure({
+      contents: [
+        { source: 'pipe', target: '/run-once/pipe' },
+        { source: 'tree', target: '/srv/tree' },
+      ],
+    });
+    const build = await project.build();
+    expect(build.exitCode, build.stderr).toBe(0);
+    await withImportedPool(path.join(project.out, 'nixos.root.img'), POOL, MOUNTS, async (root) => {
+      expect((await lstat(path.join(root, 'run-once/pipe'))).isFIFO()).toBe(true);
+      expect((await lstat(path.join(root, 'srv/tree/sub/pipe'))).isFIFO()).toBe(true);
+    });
+    await writeFile(path.join(project.dir, 'tree/sub/file.txt'), 'changed beside the FIFO\n');
+    try {
+      const rebuilt = await project.build();
+      expect(rebuilt.exitCode, rebuilt.stderr).toBe(0);
+      expect(rebuilt.statuses['install']).toBe('ran');
+    } finally {
+      // the tests below use the same tree
+      await writeFile(path.join(project.dir, 'tree/sub/file.txt'), 'nested\n');
+      await rm(path.join(project.dir, 'tree/sub/pipe'));
+    }
   });
 });
 
