@@ -18,6 +18,7 @@ import { explain, plan, planStates } from './commands/plan.ts';
 import { openShell } from './commands/shell.ts';
 import { selection, withLock, type CliIo } from './common.ts';
 import { configBaseDir, readConfigFile } from './config-file.ts';
+import { checkFolderOptions } from './folder-options.ts';
 import { checkRequirements, formatDoctor } from './doctor.ts';
 import { toDot, toMermaid } from './graph-format.ts';
 
@@ -139,7 +140,7 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
       return 2;
     }
   }
-  await refuseFileWhereFolderGoes(args);
+  await checkFolderOptions(args);
   const store = openCache(args.cacheDir);
   const sweepers = [...(options.sweepers ?? []), ...options.plugins.flatMap((p) => p.sweepers ?? [])];
   // These work on the cache alone: a broken config or a missing ZFS must not stop them.
@@ -175,21 +176,6 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
       return withLock(store, args, io, signal, sweepers, () => runGraph(graph, ids, store, args, io, signal));
     }
   }
-}
-
-/**
- * `--cache-dir` and `--out` name folders: an existing file there is a usage error, before anything
- * is created. `--out` only where it is written (build, run): `./result` may well be nix-build's link.
- */
-async function refuseFileWhereFolderGoes(args: CliArgs): Promise<void> {
-  const problems: string[] = [];
-  const folders: (readonly [string, string])[] = [['--cache-dir', args.cacheDir]];
-  if (args.command === 'build' || args.command === 'run') folders.push(['--out', args.out]);
-  for (const [option, dir] of folders) {
-    const info = await stat(dir).catch(() => undefined);
-    if (info && !info.isDirectory()) problems.push(`${option} ${dir}: exists and is not a folder (give a folder, or a path that does not exist yet)`);
-  }
-  if (problems.length > 0) throw new ConfigError(problems);
 }
 
 async function runGraph(graph: Graph, ids: readonly string[], store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {

@@ -1,6 +1,6 @@
 // Bad input is kept out before anything is created: exit 2, the field named, no folder made, no command run.
 import { execa } from 'execa';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,6 +126,50 @@ describe('folders on the command line', () => {
     expect((await readdir(dir)).filter((n) => n === 'cache' || n === 'out')).toEqual([]);
     // only build and run write --out: a ./result that is nix-build's link to a file does not matter to the others
     expect((await cli('gc', '--cache-dir', 'no-cache', '--out', 'a-file')).exitCode).toBe(0);
+  });
+
+  it('refuses an output folder inside the cache folder (clean and gc would delete the images) or in the Nix store, creating nothing', async () => {
+    // an unknown task name: should the check ever miss, the command stops (exit 2) before writing anywhere
+    for (const out of ['k', 'k/sub', 'k/artifacts']) {
+      const result = await cli('build', 'no-such-task', '--cache-dir', 'k', '--out', out);
+      expect(result.exitCode).toBe(2);
+      expect(result.stderr).toBe(`error: --out ${out}: lies inside --cache-dir k, where \`clean\` and \`gc\` would delete the images (give a folder outside the cache)`);
+    }
+    // through a link too: the resolved paths are compared
+    await symlink(path.join(dir, 'k'), path.join(dir, 'k-link'));
+    const dangling = await cli('build', 'no-such-task', '--cache-dir', 'k-link', '--out', 'elsewhere');
+    expect(dangling.exitCode).toBe(2);
+    expect(dangling.stderr).toBe(`error: --cache-dir k-link: is a link to ${path.join(dir, 'k')}, which does not exist (create that folder, or give another)`);
+    await mkdir(path.join(dir, 'k'));
+    const linked = await cli('run', 'no-such-task', '--cache-dir', 'k-link', '--out', 'k/o');
+    expect(linked.exitCode).toBe(2);
+    expect(linked.stderr).toMatch(/^error: --out k\/o: lies inside --cache-dir k-link/);
+    await symlink('/nix/store', path.join(dir, 'store-result'));
+    const store = await cli('build', 'no-such-task', '--cache-dir', 'k', '--out', 'store-result');
+    expect(store.exitCode).toBe(2);
+    expect(store.stderr).toMatch(/^error: --out store-result: leads into the Nix store \(\/nix\/store\)/);
+    expect(await readdir(path.join(dir, 'k'))).toEqual([]);
+    expect((await readdir(dir)).filter((n) => n === 'elsewhere')).toEqual([]);
+  });
+
+  it('refuses a cache or output folder on a read-only file system by name, before anything is created', async () => {
+    const readOnly = path.join(dir, 'ro');
+    await mkdir(readOnly);
+    await execa('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', readOnly]);
+    try {
+      const cache = await cli('build', '--cache-dir', 'ro/cache', '--out', 'out');
+      expect(cache.exitCode).toBe(2);
+      expect(cache.stderr).toBe(`error: --cache-dir ro/cache: ${readOnly} cannot be written (read-only file system)`);
+      expect((await cli('gc', '--cache-dir', 'ro')).stderr).toBe(`error: --cache-dir ro: ${readOnly} cannot be written (read-only file system)`);
+      const out = await cli('build', '--cache-dir', 'cache', '--out', 'ro/out');
+      expect(out.exitCode).toBe(2);
+      expect(out.stderr).toMatch(/^error: --out ro\/out: .* cannot be written \(read-only file system\)/);
+      expect((await readdir(dir)).filter((n) => n === 'cache' || n === 'out')).toEqual([]);
+      // reading commands still work on it
+      expect((await cli('plan', '--cache-dir', 'ro')).exitCode).toBe(0);
+    } finally {
+      await execa('umount', [readOnly]);
+    }
   });
 
   it('explain on an empty cache says a stage inside the mount transaction was never built, and creates nothing', async () => {
