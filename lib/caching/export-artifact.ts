@@ -3,6 +3,12 @@ import path from 'node:path';
 import { copyDisk } from './disk-copy.ts';
 import { isAlive } from './lock.ts';
 
+/** One file to place at a user-facing path. */
+export interface ExportPair {
+  readonly source: string;
+  readonly destination: string;
+}
+
 /**
  * Puts a published artifact at a user-facing path (`<out>/nixos.root.img`) without ever
  * showing a partial file there: hard link (or sparse copy across file systems) to a hidden
@@ -10,27 +16,43 @@ import { isAlive } from './lock.ts';
  * stops a copy across file systems (Ctrl-C); its temporary is removed.
  */
 export async function exportArtifact(source: string, destination: string, signal?: AbortSignal): Promise<boolean> {
-  const [from, to] = await Promise.all([stat(source), stat(destination).catch(() => undefined)]);
-  if (to && to.ino === from.ino && to.dev === from.dev) return false;
-  const dir = path.dirname(destination);
-  await mkdir(dir, { recursive: true });
-  const prefix = `.${path.basename(destination)}.partial-`;
-  await removeDeadPartials(dir, prefix);
-  const temp = path.join(dir, `${prefix}${process.pid}`);
-  await rm(temp, { force: true });
+  return (await exportArtifacts([{ source, destination }], signal)).length > 0;
+}
+
+/**
+ * Places several artifacts as one set: every file is first linked or copied to its hidden
+ * temporary, and only once all are there are they renamed into place, in the order given (so the
+ * file that describes the others goes last). A failure or Ctrl-C while copying changes none of
+ * them. Returns the destinations that changed.
+ */
+export async function exportArtifacts(pairs: readonly ExportPair[], signal?: AbortSignal): Promise<string[]> {
+  const staged: { temp: string; destination: string }[] = [];
   try {
-    try {
-      await link(source, temp);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
-      await copyDisk(source, temp, signal);
+    for (const { source, destination } of pairs) {
+      const [from, to] = await Promise.all([stat(source), stat(destination).catch(() => undefined)]);
+      if (to && to.ino === from.ino && to.dev === from.dev) continue;
+      const dir = path.dirname(destination);
+      await mkdir(dir, { recursive: true });
+      const prefix = `.${path.basename(destination)}.partial-`;
+      await removeDeadPartials(dir, prefix);
+      const temp = path.join(dir, `${prefix}${process.pid}`);
+      await rm(temp, { force: true });
+      staged.push({ temp, destination });
+      try {
+        await link(source, temp);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
+        await copyDisk(source, temp, signal);
+      }
     }
-    await rename(temp, destination);
+    // renames only: the set changes within moments, never a copy's time apart
+    for (const { temp, destination } of staged) await rename(temp, destination);
+    return staged.map(({ destination }) => destination);
   } catch (error) {
-    await rm(temp, { force: true }); // a failed or stopped copy leaves nothing behind; a killed run's is removed next time
+    // a failed or stopped copy leaves nothing behind; a killed run's is removed next time
+    for (const { temp } of staged) await rm(temp, { force: true });
     throw error;
   }
-  return true;
 }
 
 /** Removes temporaries a killed run left (`kill -9` in the middle of a copy across file systems). */

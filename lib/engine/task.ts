@@ -105,8 +105,12 @@ export interface Task<I extends Json = Json> extends NodeBase<I> {
    * with the message as the reason.
    */
   checkCached?(values: Readonly<Record<string, Json>>): Promise<string | undefined>;
-  /** Artifacts also placed at user-facing paths (hard link or copy, then rename) whenever the task is fresh or ran. */
-  readonly exports?: readonly { readonly artifact: string; readonly to: string }[];
+  /**
+   * Artifacts also placed at user-facing paths (hard link or copy, then rename) whenever the task is
+   * fresh or ran: its own, or with `from` a dependency's. They are placed as one set (all copied,
+   * then all renamed, in this order), so a folder of outputs changes together or not at all.
+   */
+  readonly exports?: readonly { readonly artifact: string; readonly to: string; readonly from?: string }[];
   /** Returns the values of its `value` artifacts; file-like artifacts must be in `ctx.staging`. */
   run(ctx: TaskContext<I>): Promise<Record<string, Json> | void>;
 }

@@ -3,7 +3,7 @@ import { buildManifest, diffManifests, fingerprintOf, type Manifest } from '../c
 import type { HashMemo } from '../caching/file-hash.ts';
 import { sha256 } from '../caching/file-hash.ts';
 import { canonicalJson } from '../caching/canonical-json.ts';
-import { exportArtifact } from '../caching/export-artifact.ts';
+import { exportArtifacts } from '../caching/export-artifact.ts';
 import type { Graph } from '../engine/graph.ts';
 import { isResource, type DependencyOutputs, type GraphNode, type Json, type ResourceTask, type Task } from '../engine/task.ts';
 import type { Reporter, RunSummary, SummaryRow, TaskStatus } from '../logging/events.ts';
@@ -93,11 +93,12 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const exportOutputs = async (node: GraphNode, outcome: Outcome): Promise<Outcome> => {
     if (options.dryRun || isResource(node) || !node.exports || (outcome.status !== 'ran' && outcome.status !== 'cached')) return outcome;
     try {
-      for (const { artifact, to } of node.exports) {
-        const source = outcome.outputs?.paths[artifact];
-        if (!source) throw new Error(`no artifact "${artifact}" to export`);
-        if (await exportArtifact(source, to, signal)) reporter.event({ type: 'output', id: node.id, line: `wrote ${to}` });
-      }
+      const pairs = node.exports.map(({ artifact, to, from }) => {
+        const source = (from === undefined ? outcome : outcomes.get(from))?.outputs?.paths[artifact];
+        if (!source) throw new Error(`no artifact "${artifact}"${from === undefined ? '' : ` of ${from}`} to export`);
+        return { source, destination: to };
+      });
+      for (const to of await exportArtifacts(pairs, signal)) reporter.event({ type: 'output', id: node.id, line: `wrote ${to}` });
       return outcome;
     } catch (error) {
       return { status: 'failed', reason: `exporting outputs failed: ${(error as Error).message}` };

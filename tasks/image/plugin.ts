@@ -78,8 +78,8 @@ export function imageTasks(config: ImageConfig, outDir: string, layout: PoolLayo
     installTask(config),
     exportPoolTask(),
     installEspTask(),
-    convertTask('boot', config.format, outDir),
-    convertTask('root', config.format, outDir),
+    convertTask('boot', config.format),
+    convertTask('root', config.format),
     postVmTask(config, outDir, layout),
   ];
 }

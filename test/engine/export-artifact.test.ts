@@ -6,7 +6,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { exportArtifact } from '../../lib/caching/export-artifact.ts';
+import { exportArtifact, exportArtifacts } from '../../lib/caching/export-artifact.ts';
 
 let dir: string;
 let other: string | undefined;
@@ -82,5 +82,28 @@ describe('exportArtifact', () => {
       live.kill('SIGKILL');
       await live.catch(() => undefined);
     }
+  });
+});
+
+describe('exportArtifacts', () => {
+  it('changes a set of outputs together: when one cannot be placed, none of them changes', async () => {
+    const out = path.join(dir, 'out');
+    await mkdir(out);
+    for (const name of ['nixos.boot.img', 'nixos.root.img', 'image-info.json']) await writeFile(path.join(out, name), 'old');
+    const fresh = async (name: string) => {
+      await writeFile(path.join(dir, name), 'new');
+      return { source: path.join(dir, name), destination: path.join(out, name) };
+    };
+    const boot = await fresh('nixos.boot.img');
+    const root = await fresh('nixos.root.img');
+    // the description's source is gone: found only after both disks were staged
+    await expect(exportArtifacts([boot, root, { source: path.join(dir, 'missing.json'), destination: path.join(out, 'image-info.json') }])).rejects.toThrow(/missing\.json/);
+    expect((await readdir(out)).sort()).toEqual(['image-info.json', 'nixos.boot.img', 'nixos.root.img']);
+    for (const name of await readdir(out)) expect(await readFile(path.join(out, name), 'utf8')).toBe('old');
+    // all there: all change, and only what differs counts as written
+    const info = await fresh('image-info.json');
+    expect(await exportArtifacts([boot, root, info])).toEqual([boot.destination, root.destination, info.destination]);
+    for (const name of await readdir(out)) expect(await readFile(path.join(out, name), 'utf8')).toBe('new');
+    expect(await exportArtifacts([boot, root, info])).toEqual([]);
   });
 });

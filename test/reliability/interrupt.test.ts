@@ -106,4 +106,33 @@ describe('Ctrl-C and SIGTERM inside a stage', () => {
     expect(resumed.exitCode, resumed.stderr).toBe(0);
     expect(ran(resumed.statuses).sort()).toEqual(['convert:boot', 'convert:root', 'post-vm']);
   });
+
+  it('inside post-vm, after both converts: the output folder keeps the previous images and image-info.json, which match', async () => {
+    const before = await outputSet();
+    expect(before.matches).toBe(true);
+    await execa('sh', ['-c', `echo '# a new root disk' >> ${path.join(project.dir, 'configuration.nix')}`]);
+    const stopped = await interrupt('qemu-img', 'info', 'SIGINT');
+    expect(stopped.exitCode).toBe(1);
+    expect(stopped.stdout).toMatch(/^✔ convert:root: ran/m);
+    await expectNothingLeft();
+    expect(await outputSet()).toEqual(before);
+    const resumed = await project.build();
+    expect(resumed.exitCode, resumed.stderr).toBe(0);
+    const after = await outputSet();
+    expect(after.matches).toBe(true);
+    expect(after.recorded.root).not.toBe(before.recorded.root);
+  });
 });
+
+/** The sha256 image-info.json records for each disk, and whether the files in the output folder have them. */
+async function outputSet(): Promise<{ recorded: Record<string, string>; matches: boolean }> {
+  const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { disks: Record<string, { file: string; sha256: string }> };
+  const recorded: Record<string, string> = {};
+  let matches = true;
+  for (const [disk, { file, sha256 }] of Object.entries(info.disks)) {
+    recorded[disk] = sha256;
+    const actual = (await execa('sha256sum', [path.join(project.out, file)])).stdout.split(' ')[0];
+    if (actual !== sha256) matches = false;
+  }
+  return { recorded, matches };
+}

@@ -7,8 +7,11 @@ import type { ImageFormat } from '../config.ts';
 import { outputFileNames, qemuImgConvertArgs } from '../generators.ts';
 import { diskFile } from './create-disks.ts';
 
-/** `convert:<disk>`: qemu-img convert of the final raw disk, exported to `<out>/nixos.<disk>.<ext>`, with its sha256. */
-export function convertTask(disk: 'boot' | 'root', format: ImageFormat, outDir: string): Task {
+/**
+ * `convert:<disk>`: qemu-img convert of the final raw disk, with its sha256. post-vm places it in
+ * the output folder (`<out>/nixos.<disk>.<ext>`), together with the other disk and image-info.json.
+ */
+export function convertTask(disk: 'boot' | 'root', format: ImageFormat): Task {
   const source = disk === 'boot' ? 'install:esp' : 'export-pool';
   const name = outputFileNames(format)[disk];
   return {
@@ -26,7 +29,6 @@ export function convertTask(disk: 'boot' | 'root', format: ImageFormat, outDir: 
       { name, kind: 'disk' },
       { name: 'sha256', kind: 'value' },
     ],
-    exports: [{ artifact: name, to: path.join(outDir, name) }],
     async run(ctx) {
       const input = ctx.deps[source]!.paths[diskFile(disk)]!;
       const output = path.join(ctx.staging, name);

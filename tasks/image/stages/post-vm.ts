@@ -1,6 +1,6 @@
 import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { exportArtifact } from '../../../lib/caching/export-artifact.ts';
+import { exportArtifacts } from '../../../lib/caching/export-artifact.ts';
 import type { PoolLayout } from './pool-layout.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { ImageConfig } from '../config.ts';
@@ -28,7 +28,12 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
     version: 2,
     tools: ['qemu-img', 'bash'],
     artifacts: [{ name: 'image-info.json', kind: 'file' }],
-    exports: [{ artifact: 'image-info.json', to: path.join(outDir, 'image-info.json') }],
+    // one set, image-info.json last: an interrupted or failed build leaves the previous set whole
+    exports: [
+      { from: 'convert:boot', artifact: names.boot, to: path.join(outDir, names.boot) },
+      { from: 'convert:root', artifact: names.root, to: path.join(outDir, names.root) },
+      { artifact: 'image-info.json', to: path.join(outDir, 'image-info.json') },
+    ],
     async run(ctx) {
       // both disks at once: this task is the last on the critical path
       const describeDisk = async (disk: 'boot' | 'root'): Promise<Json> => {
@@ -62,9 +67,12 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
       const info = path.join(ctx.staging, 'image-info.json');
       await writeFile(info, `${JSON.stringify(description, null, 2)}\n`);
       if (config.postVM.trim() !== '') {
-        // postVM sees the new image-info.json (publishing keeps the inode, so the later export is a no-op);
-        // the disks are already in place: exports happen as soon as each task finishes.
-        await exportArtifact(info, path.join(outDir, 'image-info.json'));
+        // postVM sees the new set in place (publishing keeps the inodes, so the exports after it are no-ops)
+        await exportArtifacts([
+          { source: ctx.deps['convert:boot']!.paths[names.boot]!, destination: path.join(outDir, names.boot) },
+          { source: ctx.deps['convert:root']!.paths[names.root]!, destination: path.join(outDir, names.root) },
+          { source: info, destination: path.join(outDir, 'image-info.json') },
+        ], ctx.signal);
         await ctx.exec('bash', ['-e', '-c', config.postVM], {
           cwd: outDir,
           env: {
