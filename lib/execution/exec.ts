@@ -29,6 +29,16 @@ export function killGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/** True while any process is left in a process group. */
+function groupExists(pid: number): boolean {
+  try {
+    process.kill(-pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /**
  * Creates an exec helper: argv only, every line streamed to `onLine`, the child
  * in its own process group so an abort can kill it with all its descendants.
@@ -91,6 +101,14 @@ export function createExec(setup: ExecSetup = {}): Exec {
       );
     }
     signal?.addEventListener('abort', stop, { once: true });
+    if (options.endGroupOnExit && pid !== undefined) {
+      child.once('exit', () => {
+        if (stopping || !groupExists(pid)) return;
+        emit(`(the command exited but left processes running in its process group ${pid}; stopping them)`);
+        killGroup(pid, 'SIGTERM');
+        timers.push(setTimeout(() => killGroup(pid, 'SIGKILL'), grace));
+      });
+    }
     try {
       const settled = await Promise.race([child, gaveUp]);
       if (settled === 'gave-up') {

@@ -23,6 +23,12 @@ export interface ExecOptions {
    * undo a half-done step (export a pool, detach a loop device) before the task gives up.
    */
   readonly ignoreAbort?: boolean;
+  /**
+   * Once the command itself exits, stops what it left running in its process group (SIGTERM, then
+   * SIGKILL after the grace period) and says so in its output: a background job would otherwise
+   * hold its output open, and the task would wait for it without a word.
+   */
+  readonly endGroupOnExit?: boolean;
 }
 
 /** What a finished command produced. */

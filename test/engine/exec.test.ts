@@ -22,6 +22,29 @@ async function failureOf(promise: Promise<unknown>): Promise<CommandError> {
   throw new Error('the command succeeded');
 }
 
+describe('exec endGroupOnExit', () => {
+  it('stops a background job the command left holding its output, says so, and returns its status', async () => {
+    // the sleep's own argv carries the marker (a shell may exec its last command)
+    const marker = `sleep 29.${process.pid}`;
+    const lines: string[] = [];
+    const exec = createExec({ killGraceMs: 200, onLine: (line) => lines.push(line) });
+    try {
+      // without the option, exec would wait the 30 s for the sleep that holds stdout open
+      const result = await exec('bash', ['-e', '-c', `${marker} &\necho started`], { endGroupOnExit: true });
+      expect(result.exitCode).toBe(0);
+      expect(lines[0]).toBe('started');
+      expect(lines[1]).toMatch(/^\(the command exited but left processes running in its process group \d+; stopping them\)$/);
+      expect(processesWith(marker)).toEqual([]);
+      // a command that leaves nothing behind gets no such line
+      lines.length = 0;
+      await exec('bash', ['-c', 'echo alone'], { endGroupOnExit: true });
+      expect(lines).toEqual(['alone']);
+    } finally {
+      for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
+    }
+  });
+});
+
 describe('exec timeouts', () => {
   it('stops a command that runs past its timeout and says so', async () => {
     const exec = createExec({ killGraceMs: 200 });

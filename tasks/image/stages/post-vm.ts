@@ -74,6 +74,8 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
           { source: info, destination: path.join(outDir, 'image-info.json') },
         ], ctx.signal);
         await ctx.exec('bash', ['-e', '-c', config.postVM], {
+          // a background job it leaves would hold the build open: stopped, and the log says so
+          endGroupOnExit: true,
           cwd: outDir,
           env: {
             out: outDir,
