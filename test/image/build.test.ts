@@ -225,6 +225,30 @@ describe('incremental rebuilds', () => {
     await project.configure({ format: 'qcow2' }); // as the loop above left it, for the next test
   });
 
+  it('postVM sees the new disks and image-info.json in place; a background job it leaves is stopped and logged', async () => {
+    const marker = `sleep 29.${process.pid}`;
+    // what postVM sees is recorded beside the images: the sha256 of the disks against image-info.json
+    const hook = [
+      `${marker} &`,
+      `for f in "$bootDiskImage" "$rootDiskImage"; do sha256sum "$f" | cut -d' ' -f1; done > "$out/seen.txt"`,
+      `grep -o '"sha256": "[0-9a-f]*"' image-info.json | cut -d'"' -f4 > "$out/recorded.txt"`,
+    ].join('\n');
+    await project.configure({ postVM: hook });
+    try {
+      const result = await project.build();
+      expect(result.exitCode, result.stderr).toBe(0);
+      expect(ran(result.statuses)).toEqual(['post-vm']);
+      const seen = await readFile(path.join(project.out, 'seen.txt'), 'utf8');
+      expect(seen.trim().split('\n')).toHaveLength(2);
+      expect(seen).toBe(await readFile(path.join(project.out, 'recorded.txt'), 'utf8'));
+      expect((await execa('pgrep', ['-f', marker], { reject: false })).stdout).toBe('');
+      expect((await project.run('logs', 'post-vm')).stdout).toMatch(/left processes running in its process group \d+; stopping them/);
+    } finally {
+      await execa('pkill', ['-f', marker], { reject: false });
+      await project.configure({ postVM: '' });
+    }
+  });
+
   it('an expression in the folder that holds the cache and the output is not rehashed with them', async () => {
     // a config, its system.nix, ./cache and ./out in one folder, as a user's project would have them
     const expression = path.join(project.dir, 'system.nix');
