@@ -128,6 +128,16 @@ const datasetSchema = strict(
   'an object {mount?, properties?}',
 );
 
+/** Why install would overwrite (or trip over) what contents put at `target`, if it would. */
+function installOwnedProblem(target: string): string | undefined {
+  if (target === '/etc/NIXOS') return 'is written by install itself (an empty marker, after contents): what is copied there would be lost';
+  const inside = (dir: string): boolean => target === dir || target.startsWith(`${dir}/`);
+  if (inside('/nix/store') || inside('/nix/var/nix')) {
+    return 'lies in the Nix store or its database, which install fills from the system closure: put it elsewhere, or make it part of the system';
+  }
+  return undefined;
+}
+
 const octalMode = /^0?[0-7]{3,4}$/;
 const ownerName = /^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$/;
 const OWNER_RULE = 'must be a user or group name (letters, digits, _ . -, not starting with a digit or -) or a numeric id';
@@ -136,7 +146,7 @@ const contentSchema = strict(
   {
     source: z.string({ error: 'must be a string: the file or folder to copy' }).min(1, { error: 'must not be empty' }),
     target: checked(
-      (s) => (s === '/' ? 'must name a path inside the image, not "/" itself' : imagePathProblem(s)),
+      (s) => (s === '/' ? 'must name a path inside the image, not "/" itself' : (imagePathProblem(s) ?? installOwnedProblem(s))),
       `must be a string: ${IMAGE_PATH_RULE}`,
     ),
     mode: z
@@ -353,12 +363,35 @@ function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => Pa
       }
     });
   }
+  if (Array.isArray(raw['contents'])) issues.push(...nestedInNonFolder(raw['contents'], base, kindOf));
   check('configFile', raw['configFile'], 'Nix file', 'file');
   // only copied with includeChannel; otherwise it only has to exist, as before
   check('channelSource', raw['channelSource'], 'nixpkgs source', raw['includeChannel'] === false ? 'any' : 'folder');
   const system = raw['system'];
   // nix-build takes a file, or a folder holding default.nix
   if (isPlainObject(system)) check('system.expression', system['expression'], 'Nix file', 'any');
+  return issues;
+}
+
+// A target inside another entry's target needs that one to be a folder, whichever comes first.
+function nestedInNonFolder(items: readonly unknown[], base: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
+  const entries = items.map((item) =>
+    isPlainObject(item) && typeof item['target'] === 'string' && typeof item['source'] === 'string' && item['source'] !== ''
+      ? { target: item['target'], source: resolve(base, item['source']) }
+      : undefined,
+  );
+  const issues: ConfigIssue[] = [];
+  entries.forEach((inner, j) => {
+    entries.forEach((outer, i) => {
+      if (!inner || !outer || i === j || !inner.target.startsWith(`${outer.target}/`)) return;
+      const kind = kindOf(outer.source);
+      if (kind === 'folder' || kind === undefined) return;
+      issues.push({
+        path: `contents[${j}].target`,
+        message: `lies inside "${outer.target}", which contents[${i}] makes ${kind === 'file' ? 'a file' : 'neither a file nor a folder'} (from ${outer.source}): it must be a folder to hold anything`,
+      });
+    });
+  });
   return issues;
 }
 

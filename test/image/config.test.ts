@@ -257,6 +257,27 @@ describe('contents', () => {
     const twice = { contents: [{ source: 'a', target: '/etc/a' }, { source: 'b', target: '/etc/a' }] };
     expect(issueAt(twice, 'contents[1].target').message).toContain('already a target');
   });
+
+  it.each(['/etc/NIXOS', '/nix/store', '/nix/store/x-file', '/nix/var/nix/db/db.sqlite', '/nix/var/nix/profiles/system'])(
+    'refuses the target %j, which install itself writes after contents',
+    (target) => {
+      expect(issueAt(entry({ target }), 'contents[0].target').message).toMatch(/written by install itself|Nix store or its database/);
+    },
+  );
+
+  it.each(['/etc/nixos/configuration.nix', '/nix/custom', '/etc/NIXOS.d/x'])('accepts the target %j', (target) => {
+    expect(valid(entry({ target })).contents[0]?.target).toBe(target);
+  });
+
+  it('refuses a target inside another entry whose source is a file, in either order, naming both', () => {
+    const fileFirst = { contents: [{ source: 'motd', target: '/srv/t' }, { source: 'a-folder', target: '/srv/t/x' }] };
+    expect(issueAt(fileFirst, 'contents[1].target').message).toBe(`lies inside "/srv/t", which contents[0] makes a file (from ${baseDir}/motd): it must be a folder to hold anything`);
+    const fileLast = { contents: [{ source: 'other', target: '/srv/t/x/y' }, { source: 'motd', target: '/srv/t' }] };
+    expect(issueAt(fileLast, 'contents[0].target').message).toContain('which contents[1] makes a file');
+    // inside a folder entry, or beside a file with a common prefix: fine
+    expect(valid({ contents: [{ source: 'a-folder', target: '/srv/t' }, { source: 'motd', target: '/srv/t/x' }] }).contents).toHaveLength(2);
+    expect(valid({ contents: [{ source: 'motd', target: '/srv/t' }, { source: 'motd', target: '/srv/tx' }] }).contents).toHaveLength(2);
+  });
 });
 
 describe('contents owners', () => {
