@@ -18,8 +18,37 @@ export async function allocatedSize(file: string): Promise<number> {
  * ENOSPC half-way through a copy. `what` says what was about to be written.
  */
 export async function ensureFreeSpace(dir: string, needed: number, what: string): Promise<void> {
+  const short = await spaceShortfall(dir, needed, what);
+  if (short !== undefined) throw new Error(short);
+}
+
+/** "not enough space for `what` in `dir`: needs …, … free" when `dir` has less than `needed` bytes free. */
+export async function spaceShortfall(dir: string, needed: number, what: string): Promise<string | undefined> {
   const free = await freeBytes(dir);
-  if (free < needed) {
-    throw new Error(`not enough space for ${what} in ${path.resolve(dir)}: needs ${formatBytes(needed)}, ${formatBytes(free)} free`);
+  if (free >= needed) return undefined;
+  return `not enough space for ${what} in ${path.resolve(dir)}: needs ${formatBytes(needed)}, ${formatBytes(free)} free`;
+}
+
+/**
+ * Runs `write` unless `needed` bytes clearly cannot fit in `dir`. Where the destination compresses
+ * (`compression` other than `off`), a shortfall is only logged and the write is tried: text that
+ * compresses well fits where its size does not; if the write then fails, the error says it was short.
+ */
+export async function writeWithinFreeSpace(
+  dir: string,
+  needed: number,
+  what: string,
+  compression: string,
+  log: (line: string) => void,
+  write: () => Promise<void>,
+): Promise<void> {
+  const short = await spaceShortfall(dir, needed, what);
+  if (short !== undefined && compression === 'off') throw new Error(short);
+  if (short !== undefined) log(`${short} (before compression): copying anyway, since compression=${compression} may make it fit`);
+  try {
+    await write();
+  } catch (error) {
+    if (short === undefined) throw error;
+    throw new Error(`${short}, and it did not fit with compression=${compression} either (${(error as Error).message})`);
   }
 }

@@ -43,6 +43,22 @@ export function mountOrder(datasets: Datasets): MountedDataset[] {
   return inMountOrder(Object.entries(datasets).flatMap(([name, d]) => (d.mount === undefined ? [] : [{ name, mount: d.mount }])));
 }
 
+/**
+ * The `compression` a file at `imagePath` is written with: that of the mounted dataset holding the
+ * path (the longest mount that contains it), else inherited from its nearest configured parent
+ * dataset, else the pool's file-system property; `off` when none sets it.
+ */
+export function compressionAt(datasets: Datasets, poolProperties: Readonly<Record<string, string>>, imagePath: string): string {
+  const holder = mountOrder(datasets)
+    .filter(({ mount }) => mount === '/' || imagePath === mount || imagePath.startsWith(`${mount}/`))
+    .pop();
+  for (let name = holder?.name; name !== undefined && name.includes('/'); name = name.slice(0, name.lastIndexOf('/'))) {
+    const own = datasets[name]?.properties?.['compression'];
+    if (own !== undefined) return own;
+  }
+  return poolProperties['compression'] ?? 'off';
+}
+
 /** Datasets with a mount in unmount order: the exact reverse of {@link mountOrder}. */
 export function unmountOrder(datasets: Datasets): MountedDataset[] {
   return mountOrder(datasets).reverse();

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Datasets } from '../../tasks/image/generators.ts';
 import {
+  compressionAt,
   configurationNix,
   datasetCreationOrder,
   fileSystemsNix,
@@ -74,6 +75,32 @@ describe('mountOrder and unmountOrder', () => {
   it('unmounts in exactly the reverse order', () => {
     expect(unmountOrder(datasets)).toEqual([...mountOrder(datasets)].reverse());
     expect(unmountOrder(datasets).map((d) => d.mount)).toEqual(['/var/log/journal', '/var/log', '/home', '/nix', '/']);
+  });
+});
+
+describe('compressionAt', () => {
+  const datasets: Datasets = {
+    'tank/root': { mount: '/' },
+    'tank/root/var': { mount: '/var', properties: { compression: 'gzip' } },
+    'tank/root/var/log': { mount: '/var/log' },
+    'tank/root/var/cache': { mount: '/var/cache', properties: { compression: 'off' } },
+    'tank/nix': { mount: '/nix' },
+  };
+  const pool = { compression: 'lz4' };
+
+  it.each([
+    ['/etc/motd', 'lz4'], // the root dataset inherits the pool's
+    ['/var/lib/x', 'gzip'], // its own
+    ['/var/log/messages', 'gzip'], // inherited from tank/root/var
+    ['/var/cache/big', 'off'], // a child that turns it off
+    ['/variable', 'lz4'], // a prefix of the name, not of the path
+    ['/nix/store', 'lz4'],
+  ])('%s is written with %s', (imagePath, expected) => {
+    expect(compressionAt(datasets, pool, imagePath)).toBe(expected);
+  });
+
+  it('is off when nothing sets it', () => {
+    expect(compressionAt({ 'tank/root': { mount: '/' } }, {}, '/etc/motd')).toBe('off');
   });
 });
 

@@ -3,6 +3,7 @@
 // failure names the stage, the command, its status and its log's last lines; nothing stays
 // mounted or imported; once fixed, the rebuild reuses every checkpoint the failure did not touch.
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { execa } from 'execa';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -146,6 +147,34 @@ describe('a root disk too small for the closure', () => {
     expect(fixed.exitCode, fixed.stdout).toBe(0);
     for (const id of ['system', 'create-disks:boot', 'partition']) expect(fixed.statuses[id], id).toBe('cached');
     expect(withStatus(fixed.statuses, 'ran')).toEqual(expect.arrayContaining(['create-disks:root', 'create-pool', 'install', 'export-pool', 'convert:root']));
+    await expectReleased(project, pool);
+  });
+});
+
+describe('contents bigger than the free space, on a compressed dataset', () => {
+  it('copies text that compresses to fit (and says it tried), and names the shortfall when random data does not fit', async () => {
+    const { project, pool } = await newProject('relgzip');
+    // 96 MiB of text on a 64 MiB disk: gzip makes it a few hundred KiB
+    await execa('sh', ['-c', `yes 'a line of text that compresses well' | head -c ${96 * 1024 * 1024} > ${path.join(project.dir, 'text.log')}`]);
+    await project.configure({
+      rootSize: 64,
+      datasets: { [`${pool}/root`]: { mount: '/' }, [`${pool}/data`]: { mount: '/data', properties: { compression: 'gzip-1' } } },
+      contents: [{ source: 'text.log', target: '/data/text.log' }],
+    });
+    const fits = await project.build();
+    expect(fits.exitCode, fits.stdout + fits.stderr).toBe(0);
+    const log = (await project.run('logs', 'install')).stdout;
+    expect(log).toMatch(/not enough space for contents\[0\] \(\S+text\.log\) in \S+: needs 96\.0 MiB, [\d.]+ MiB free \(before compression\): copying anyway, since compression=gzip-1 may make it fit/);
+    await expectReleased(project, pool);
+
+    // random bytes do not compress: cp runs out of space, and the failure says why
+    await execa('head', ['-c', String(96 * 1024 * 1024), '/dev/urandom'], { stdout: { file: path.join(project.dir, 'random.bin') } });
+    await project.configure({ contents: [{ source: 'random.bin', target: '/data/random.bin' }] });
+    const full = await project.build();
+    expect(full.exitCode).toBe(1);
+    expect(finalEvents(full.stdout)['install']!.reason).toMatch(
+      /^not enough space for contents\[0\] \(\S+random\.bin\) in \S+: needs 96\.0 MiB, [\d.]+ MiB free, and it did not fit with compression=gzip-1 either \(cp .*: exit status 1\)$/,
+    );
     await expectReleased(project, pool);
   });
 });

@@ -2,7 +2,7 @@ import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import { formatBytes } from '../../../lib/logging/format.ts';
-import { ensureFreeSpace } from '../../../lib/caching/free-space.ts';
+import { writeWithinFreeSpace } from '../../../lib/caching/free-space.ts';
 
 /** Limits of one `cp` call: few processes for a closure of thousands of paths, progress still every 64 MiB. */
 export const BATCH_LIMITS = { paths: 200, bytes: 64 * 2 ** 20 } as const;
@@ -40,12 +40,23 @@ export function batchStorePaths(paths: readonly string[], sizes: readonly number
  * many paths and bytes of the total are done without one process per path. Paths already
  * present are skipped.
  */
-export async function copyClosure(ctx: TaskContext<any>, root: string, closure: readonly string[], sizes: readonly number[]): Promise<void> {
+export async function copyClosure(
+  ctx: TaskContext<any>,
+  root: string,
+  closure: readonly string[],
+  sizes: readonly number[],
+  compression = 'off',
+): Promise<void> {
   const store = path.join(root, 'nix/store');
   await mkdir(store, { recursive: true });
   const totalBytes = sizes.reduce((sum, n) => sum + n, 0);
-  // NAR sizes are close to what the files take; compression on the dataset only helps.
-  await ensureFreeSpace(store, totalBytes, `the closure (${closure.length} store paths)`);
+  // NAR sizes are close to what the files take; compression on the dataset (`compression`) only helps
+  await writeWithinFreeSpace(store, totalBytes, `the closure (${closure.length} store paths)`, compression, (line) => ctx.log(line), () =>
+    copyMissing(ctx, store, closure, sizes, totalBytes),
+  );
+}
+
+async function copyMissing(ctx: TaskContext<any>, store: string, closure: readonly string[], sizes: readonly number[], totalBytes: number): Promise<void> {
   const missing: string[] = [];
   const missingSizes: number[] = [];
   let bytes = 0;

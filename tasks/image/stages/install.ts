@@ -3,9 +3,9 @@ import path from 'node:path';
 import type { Json, Task, TaskContext } from '../../../lib/engine/task.ts';
 import { whichTool } from '../../../lib/caching/file-hash.ts';
 import { allocatedBytes } from '../../../lib/caching/cache-store.ts';
-import { ensureFreeSpace } from '../../../lib/caching/free-space.ts';
+import { writeWithinFreeSpace } from '../../../lib/caching/free-space.ts';
 import type { ImageConfig } from '../config.ts';
-import { configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
+import { compressionAt, configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
 import { copyClosure } from './copy-closure.ts';
 import { hostPathInImage, refuseLinksOn } from './in-image.ts';
 import type { MountedImage } from './mount.ts';
@@ -19,6 +19,9 @@ const INSTALL_WRITES = [
   // mount points of the boot loader step (and of nixos-enter and nixos-install): a mount follows a link
   '/dev', '/proc', '/sys', '/run', '/tmp',
 ];
+
+/** The compression of the dataset the store lands on. */
+const storeCompression = (config: ImageConfig): string => compressionAt(config.datasets, config.rootPoolFilesystemProperties, '/nix/store');
 
 /** Where a host path lands inside the mounted image. */
 const inImage = (root: string, target: string): string => path.join(root, target);
@@ -74,9 +77,9 @@ export function installTask(config: ImageConfig): Task {
         await mkdir(inImage(root, '/boot'), { recursive: true });
         await ctx.exec(nixosInstall, nixosInstallArgs(root, system.toplevel, channel), { env: { SYSTEMD_RELAX_ESP_CHECKS: '1' } });
       } else {
-        await copyClosure(ctx, root, system.closure, system.closureSizes);
+        await copyClosure(ctx, root, system.closure, system.closureSizes, storeCompression(config));
         await registerInImage(ctx, root, system.closure, system.toplevel, '/nix/var/nix/profiles/system');
-        if (config.includeChannel && config.channelSource) await installChannel(ctx, root, config.channelSource);
+        if (config.includeChannel && config.channelSource) await installChannel(ctx, root, config.channelSource, storeCompression(config));
         await mkdir(inImage(root, '/etc'), { recursive: true });
         await writeFile(inImage(root, '/etc/NIXOS'), '');
         await installBootLoader(ctx, root, system.toplevel);
@@ -110,9 +113,11 @@ async function installContents(ctx: TaskContext<any>, root: string, config: Imag
     // through the image's own links (an earlier entry may have put one in the way), never out of it
     const target = await hostPathInImage(root, item.target);
     await mkdir(path.dirname(target), { recursive: true });
-    await ensureFreeSpace(path.dirname(target), await allocatedBytes(item.source), `contents[${index}] (${item.source})`);
-    // replaces a link already in the image instead of writing through it
-    await ctx.exec('cp', ['-a', '--remove-destination', '--no-target-directory', '--', item.source, target]);
+    const compression = compressionAt(config.datasets, config.rootPoolFilesystemProperties, item.target);
+    await writeWithinFreeSpace(path.dirname(target), await allocatedBytes(item.source), `contents[${index}] (${item.source})`, compression, (line) => ctx.log(line), async () => {
+      // replaces a link already in the image instead of writing through it
+      await ctx.exec('cp', ['-a', '--remove-destination', '--no-target-directory', '--', item.source, target]);
+    });
     if (item.user || item.group) {
       // Names are looked up on the build host; numeric ids are taken as they are.
       await ctx.exec('chown', ['-h', `${item.user ?? ''}${item.group ? `:${item.group}` : ''}`, target]);
@@ -147,9 +152,9 @@ async function makeChannel(ctx: TaskContext<any>, source: string): Promise<strin
 }
 
 /** Copies the channel into the image, registers it and makes it root's `nixos` channel. */
-async function installChannel(ctx: TaskContext<any>, root: string, source: string): Promise<void> {
+async function installChannel(ctx: TaskContext<any>, root: string, source: string, compression: string): Promise<void> {
   const channel = await describeClosure(ctx.exec, await makeChannel(ctx, source));
-  await copyClosure(ctx, root, channel.closure, channel.closureSizes);
+  await copyClosure(ctx, root, channel.closure, channel.closureSizes, compression);
   await registerInImage(ctx, root, channel.closure, channel.toplevel, '/nix/var/nix/profiles/per-user/root/channels');
 }
 
