@@ -222,6 +222,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       }
       // a daemon that is there but hung must not be mistaken for none: starting another would fail on its lock
       if (error === hungDaemon) throw error;
+      // Ctrl-C is no answer either way: waiting on for the daemon would hold the build for its start-up limit
+      if ((error instanceof CommandError && error.failure.aborted) || (error as Error).name === 'AbortError') throw error;
       return false;
     }
   };
