@@ -1,9 +1,10 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../engine/config-error.ts';
+import { duplicateJsonKeys } from './json-duplicate-keys.ts';
 import { jsonErrorOffset } from './json-error-position.ts';
 
-/** Reads a JSON config file; a syntax error names the file, line and column. */
+/** Reads a JSON config file; a syntax error names the file, line and column, a key given twice its path. */
 export async function readConfigFile(file: string): Promise<unknown> {
   let text: string;
   try {
@@ -13,11 +14,17 @@ export async function readConfigFile(file: string): Promise<unknown> {
   }
   // a byte-order mark some editors write is not JSON, and would show as an invisible character
   if (text.startsWith('\uFEFF')) text = text.slice(1);
+  let config: unknown;
   try {
-    return JSON.parse(text) as unknown;
+    config = JSON.parse(text) as unknown;
   } catch (error) {
     throw new ConfigError([`--config ${file}: invalid JSON ${describeJsonError(text, (error as Error).message)}`]);
   }
+  const duplicates = duplicateJsonKeys(text);
+  if (duplicates.length > 0) {
+    throw new ConfigError(duplicates.map((key) => `config: ${key}: given more than once in the same object (JSON would keep only the last; remove or merge the others)`));
+  }
+  return config;
 }
 
 /** `at line L, column C: <reason>`, the position found by our own scan (runtimes word JSON.parse errors differently). */

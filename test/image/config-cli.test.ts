@@ -81,6 +81,13 @@ describe('config errors on the command line', () => {
     expect(result.created).toEqual([]);
   });
 
+  it('refuses a field given twice in one object, which JSON.parse would silently drop', async () => {
+    const result = await buildWith('{"name": "a", "format": "raw", "name": "b"}\n');
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toBe('error: config: name: given more than once in the same object (JSON would keep only the last; remove or merge the others)');
+    expect(result.created).toEqual([]);
+  });
+
   it('refuses a config file that holds null, instead of building the demo', async () => {
     const result = await buildWith('null\n');
     expect(result.exitCode).toBe(2);
