@@ -4,7 +4,8 @@ export type GraphError =
   | { readonly reason: 'unknown-dependency'; readonly id: string; readonly dependency: string }
   | { readonly reason: 'cycle'; readonly path: readonly string[] }
   | { readonly reason: 'unknown-target'; readonly target: string; readonly known: readonly string[] }
-  | { readonly reason: 'invalid-inputs'; readonly id: string; readonly message: string };
+  | { readonly reason: 'invalid-inputs'; readonly id: string; readonly message: string }
+  | { readonly reason: 'export-not-from-dependency'; readonly id: string; readonly from: string };
 
 /** Why one task did not produce its outputs. */
 export type TaskFailure =
@@ -35,6 +36,8 @@ export function describeGraphError(error: GraphError): string {
       return `unknown task or stage "${error.target}"; known: ${error.known.join(', ')}`;
     case 'invalid-inputs':
       return `task "${error.id}" has invalid inputs: ${error.message}`;
+    case 'export-not-from-dependency':
+      return `task "${error.id}" exports an artifact of "${error.from}", which is not one of its dependencies`;
   }
 }
 

@@ -22,6 +22,12 @@ export function buildGraph(list: readonly GraphNode[]): Result<Graph, GraphError
     for (const dep of node.deps) {
       if (!nodes.has(dep)) return fail({ reason: 'unknown-dependency', id: node.id, dependency: dep });
     }
+    // another task's artifact is only there, and settled, once that task is a dependency
+    for (const exported of ('exports' in node ? node.exports : undefined) ?? []) {
+      if (exported.from !== undefined && !node.deps.includes(exported.from)) {
+        return fail({ reason: 'export-not-from-dependency', id: node.id, from: exported.from });
+      }
+    }
     if (node.inputsSchema) {
       const parsed = node.inputsSchema.safeParse(node.inputs);
       if (!parsed.success) {

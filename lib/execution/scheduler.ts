@@ -386,7 +386,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const tasks = options.ids.map((id) => rows.get(id)!).filter(Boolean);
   // A signal that came once every task had finished (during the run's cleanups, such as stopping a
   // daemon) cut nothing short: the build is complete and says so.
-  const complete = tasks.every((t) => t.status === 'ran' || t.status === 'cached');
+  // a resource (the mount) is skipped, not cached, when every task that uses it is cached
+  const complete = tasks.every((t) => t.status === 'ran' || t.status === 'cached' || isResource(graph.nodes.get(t.id)!));
   const interrupted = signal.aborted && !complete;
   if (signal.aborted && complete && !options.dryRun) {
     reporter.event({ type: 'notice', level: 'info', message: 'the signal came after every task had finished: the build is complete' });

@@ -21,6 +21,11 @@ describe('graph checks', () => {
     expect(buildGraph([t('a', ['ghost'])])).toMatchObject({ ok: false, error: { reason: 'unknown-dependency', id: 'a', dependency: 'ghost' } });
     expect(buildGraph([t('a'), t('a')])).toMatchObject({ ok: false, error: { reason: 'duplicate-task' } });
   });
+  it("refuses an export of another task's artifact unless that task is a dependency", () => {
+    const exporting = (deps: string[]): Task => ({ ...t('b', deps), exports: [{ from: 'a', artifact: 'disk.raw', to: '/out/disk.raw' }] });
+    expect(buildGraph([t('a'), exporting([])])).toMatchObject({ ok: false, error: { reason: 'export-not-from-dependency', id: 'b', from: 'a' } });
+    expect(buildGraph([t('a'), exporting(['a'])]).ok).toBe(true);
+  });
   it('resolves stage names to all their tasks and takes the closure', () => {
     const graph = buildGraph([t('x:boot', [], 'x'), t('x:root', [], 'x'), t('y', ['x:root'])]);
     if (!graph.ok) throw new Error('graph');
