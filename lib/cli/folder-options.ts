@@ -1,5 +1,4 @@
-import { constants } from 'node:fs';
-import { access, lstat, readlink, realpath, stat } from 'node:fs/promises';
+import { lstat, mkdtemp, readlink, realpath, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ConfigError } from '../engine/config-error.ts';
 import type { CliArgs } from './args.ts';
@@ -29,35 +28,47 @@ export async function checkFolderOptions(args: CliArgs): Promise<void> {
       problems.push(`${option} ${dir}: exists and is not a folder (give a folder, or a path that does not exist yet)`);
       continue;
     }
+    // where it leads first: a nix-build result link on NixOS is read-only too, and this says why
+    const misplaced = option === '--out' ? await misplacedOutput(args) : undefined;
+    if (misplaced !== undefined) {
+      problems.push(misplaced);
+      continue;
+    }
     // clean, gc and verify create no missing cache folder: nothing to write then
     const written = option === '--out' || (WRITES_CACHE.includes(args.command) && (info !== undefined || !MAINTENANCE.includes(args.command)));
-    if (written) {
-      const problem = await unwritable(dir);
-      if (problem) problems.push(`${option} ${dir}: ${problem}`);
-    }
-  }
-  if (writesOut && problems.length === 0) {
-    const [out, cache] = await Promise.all([resolvedPath(args.out), resolvedPath(args.cacheDir)]);
-    if (out === cache || out.startsWith(`${cache}/`)) {
-      problems.push(`--out ${args.out}: lies inside --cache-dir ${args.cacheDir}, where \`clean\` and \`gc\` would delete the images (give a folder outside the cache)`);
-    } else if (out === '/nix/store' || out.startsWith('/nix/store/')) {
-      problems.push(`--out ${args.out}: leads into the Nix store (${out}), which is not for writing (a nix-build result link? give another folder)`);
-    }
+    const problem = written ? await unwritable(dir) : undefined;
+    if (problem) problems.push(`${option} ${dir}: ${problem}`);
   }
   if (problems.length > 0) throw new ConfigError(problems);
 }
 
-/** Why `dir` (or the folder it would be created in) cannot be written, if it cannot. */
+/** Why the output folder must not be where it is: inside the cache, or in the Nix store. */
+async function misplacedOutput(args: CliArgs): Promise<string | undefined> {
+  const [out, cache] = await Promise.all([resolvedPath(args.out), resolvedPath(args.cacheDir)]);
+  if (out === cache || out.startsWith(`${cache}/`)) {
+    return `--out ${args.out}: lies inside --cache-dir ${args.cacheDir}, where \`clean\` and \`gc\` would delete the images (give a folder outside the cache)`;
+  }
+  if (out === '/nix/store' || out.startsWith('/nix/store/')) {
+    return `--out ${args.out}: leads into the Nix store (${out}), which is not for writing (a nix-build result link? give another folder)`;
+  }
+  return undefined;
+}
+
+/**
+ * Why `dir` (or the folder it would be created in) cannot be written, if it cannot: found by
+ * making and removing a folder there, since access(2) answers differently under Deno (mode bits
+ * only: no root override, no read-only file system).
+ */
 async function unwritable(dir: string): Promise<string | undefined> {
   let existing = path.resolve(dir);
   while (!(await stat(existing).catch(() => undefined))) existing = path.dirname(existing);
   if (!(await stat(existing)).isDirectory()) return `${existing} is not a folder`;
   try {
-    await access(existing, constants.W_OK);
+    await rmdir(await mkdtemp(path.join(existing, '.write-check-')));
     return undefined;
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    return `${existing} cannot be written (${code === 'EROFS' ? 'read-only file system' : code === 'EACCES' ? 'permission denied' : code})`;
+    return `${existing} cannot be written (${code === 'EROFS' ? 'read-only file system' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code})`;
   }
 }
 

@@ -2,7 +2,7 @@
 // (A full image build on Deno is the README's `deno run -A Taskfile.ts build`; it is not repeated here.)
 import { execa } from 'execa';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -31,6 +31,31 @@ describe('Deno', () => {
       expect(await readdir(cache)).toEqual([]);
     } finally {
       await rm(cache, { recursive: true, force: true });
+    }
+  });
+
+  it('judges whether the output and cache folders can be written as Node does (root writes a folder it does not own; a read-only mount refuses)', async () => {
+    const scratch = await mkdtemp(path.join(tmpdir(), 'deno-folders-'));
+    const readOnly = path.join(scratch, 'ro');
+    try {
+      // owned by nobody, mode 0755: root may write it, though the mode bits alone say no
+      const foreign = path.join(scratch, 'foreign');
+      await mkdir(foreign);
+      await chown(foreign, 65534, 65534);
+      await chmod(foreign, 0o755);
+      // an unknown task stops the command right after the folder checks, before anything is written
+      const allowed = await deno(['Taskfile.ts', 'build', 'no-such-task', '--out', path.join(foreign, 'out'), '--cache-dir', path.join(foreign, 'cache')]);
+      expect(allowed.exitCode).toBe(2);
+      expect(allowed.stderr).toMatch(/unknown task or stage "no-such-task"/);
+      await mkdir(readOnly);
+      await execa('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', readOnly]);
+      const refused = await deno(['Taskfile.ts', 'build', 'no-such-task', '--out', path.join(readOnly, 'out'), '--cache-dir', path.join(foreign, 'cache')]);
+      expect(refused.exitCode).toBe(2);
+      expect(refused.stderr).toContain(`${readOnly} cannot be written (read-only file system)`);
+      expect(await readdir(foreign)).toEqual([]);
+    } finally {
+      await execa('umount', [readOnly], { reject: false });
+      await rm(scratch, { recursive: true, force: true });
     }
   });
 
