@@ -173,6 +173,27 @@ describe('zfs-fuse round trips and mount checks (recorded)', () => {
     expect(calls).toHaveLength(1);
   });
 
+  it.skipIf(noFuse)('gives up on a daemon start that hangs (Ctrl-C does not cut the start short, so a time limit does)', async () => {
+    const scratch = await mkdtemp(join(tmpdir(), 'zfs-fuse-start-'));
+    try {
+      // no daemon answers, and the start never returns: real programs, so the real exec stops them
+      await writeFile(join(scratch, 'zpool'), '#!/bin/sh\necho "connect: No such file or directory" >&2; exit 1\n', { mode: 0o755 });
+      await writeFile(join(scratch, 'zfs-fuse'), '#!/bin/sh\nsleep 30\n', { mode: 0o755 });
+      const driver = createZfsFuseDriver({
+        exec: createExec({ killGraceMs: 200 }),
+        daemon: join(scratch, 'zfs-fuse'),
+        zpool: join(scratch, 'zpool'),
+        startTimeoutMs: 300,
+        stopTimeoutMs: 0,
+        lock: { hold: (work) => work() },
+      });
+      await expect(driver.prepare()).rejects.toThrow(/^zfs-fuse did not start \(.*zfs-fuse --pidfile .*: no answer within 300 ms, stopped\)/);
+      expect(execFileSync('ps', ['-eo', 'args='], { encoding: 'utf8' })).not.toContain(`${scratch}/zfs-fuse`);
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  });
+
   it('refuses to go on when a dataset is not really mounted where the image needs it', async () => {
     // the daemon says yes to everything, but nothing appears in the kernel's mount table
     const calls: string[][] = [];

@@ -57,6 +57,8 @@ export interface ZfsFuseOptions {
   readonly readyTimeoutMs?: number;
   /** How long SIGTERM may take before SIGKILL (default 15 s; it takes about 5 s). */
   readonly stopTimeoutMs?: number;
+  /** How long the daemon's own start (its fork and first listen) may take; Ctrl-C does not cut it short. */
+  readonly startTimeoutMs?: number;
   /** Serialises zpool and zfs commands across builds (default: the host lock, {@link zfsFuseLock}). */
   readonly lock?: HostLock;
   /** How long a zpool or zfs command may go unanswered before the daemon counts as hung (default {@link zfsCommandTimeoutMs}). */
@@ -373,8 +375,9 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       try {
         // it forks, and the parent exits once the daemon is listening
         // no kstat mount: a killed daemon would leave /zfs-kstat mounted
-        // not cut short by Ctrl-C: a start stopped after the fork leaves a daemon no pid file names
-        await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount'], { ignoreAbort: true });
+        // not cut short by Ctrl-C: a start stopped after the fork leaves a daemon no pid file names;
+        // so a start that hangs (a stuck /dev/fuse) has a time limit instead
+        await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount'], { ignoreAbort: true, timeoutMs: options.startTimeoutMs ?? 30_000 });
         break;
       } catch (error) {
         // a daemon that forked before its start failed (a time limit) is stopped, not left behind
