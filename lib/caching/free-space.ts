@@ -32,7 +32,8 @@ export async function spaceShortfall(dir: string, needed: number, what: string):
 /**
  * Runs `write` unless `needed` bytes clearly cannot fit in `dir`. Where the destination compresses
  * (`compression` other than `off`), a shortfall is only logged and the write is tried: text that
- * compresses well fits where its size does not; if the write then fails, the error says it was short.
+ * compresses well fits where its size does not. If the write then runs out of space, a log line
+ * says it was short before the write's own error goes on unchanged (a failed command stays one).
  */
 export async function writeWithinFreeSpace(
   dir: string,
@@ -48,7 +49,14 @@ export async function writeWithinFreeSpace(
   try {
     await write();
   } catch (error) {
-    if (short === undefined) throw error;
-    throw new Error(`${short}, and it did not fit with compression=${compression} either (${(error as Error).message})`);
+    if (short !== undefined && outOfSpace(error)) log(`${short}, and it did not fit with compression=${compression} either`);
+    throw error;
   }
+}
+
+/** Whether an error is ENOSPC, or a command whose output said "No space left on device". */
+function outOfSpace(error: unknown): boolean {
+  if ((error as NodeJS.ErrnoException).code === 'ENOSPC') return true;
+  const tail = (error as { failure?: { tail?: readonly string[] } }).failure?.tail ?? [];
+  return tail.some((line) => line.includes('No space left on device'));
 }

@@ -172,8 +172,13 @@ describe('contents bigger than the free space, on a compressed dataset', () => {
     await project.configure({ contents: [{ source: 'random.bin', target: '/data/random.bin' }] });
     const full = await project.build();
     expect(full.exitCode).toBe(1);
-    expect(finalEvents(full.stdout)['install']!.reason).toMatch(
-      /^not enough space for contents\[0\] \(\S+random\.bin\) in \S+: needs 96\.0 MiB, [\d.]+ MiB free, and it did not fit with compression=gzip-1 either \(cp .*: exit status 1\)$/,
+    // still the failed command (for --json), and the last log lines say why
+    const install = finalEvents(full.stdout)['install']!;
+    expect(install.failure).toMatchObject({ reason: 'command-failed', exitCode: 1 });
+    expect(install.failure!.command).toMatch(/^cp -a --remove-destination --no-target-directory -- \S+random\.bin /);
+    expect(install.failure!.tail!.join('\n')).toMatch(/No space left on device/);
+    expect((await project.run('logs', 'install')).stdout).toMatch(
+      /not enough space for contents\[0\] \(\S+random\.bin\) in \S+: needs 96\.0 MiB, [\d.]+ MiB free, and it did not fit with compression=gzip-1 either/,
     );
     await expectReleased(project, pool);
   });
