@@ -1,4 +1,5 @@
-import { link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { link, mkdir, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
 import path from 'node:path';
 import { copyDisk } from './disk-copy.ts';
 import { isAlive } from './lock.ts';
@@ -30,7 +31,7 @@ export async function exportArtifacts(pairs: readonly ExportPair[], signal?: Abo
   try {
     for (const { source, destination } of pairs) {
       const [from, to] = await Promise.all([stat(source), stat(destination).catch(() => undefined)]);
-      if (to && to.ino === from.ino && to.dev === from.dev) continue;
+      if (to && isPlaced(from, to)) continue;
       const dir = path.dirname(destination);
       await mkdir(dir, { recursive: true });
       const prefix = `.${path.basename(destination)}.partial-`;
@@ -43,6 +44,8 @@ export async function exportArtifacts(pairs: readonly ExportPair[], signal?: Abo
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'EXDEV') throw error;
         await copyDisk(source, temp, signal);
+        // the artifact's mtime marks the copy as its own: a later export sees it is already there
+        await utimes(temp, from.atimeMs / 1000, from.mtimeMs / 1000);
       }
     }
     // renames only: the set changes within moments, never a copy's time apart
@@ -53,6 +56,17 @@ export async function exportArtifacts(pairs: readonly ExportPair[], signal?: Abo
     for (const { temp } of staged) await rm(temp, { force: true });
     throw error;
   }
+}
+
+/**
+ * Whether `to` already is the artifact `from`: the same inode, or, on another file system, a copy
+ * with its size and mtime (to the millisecond), so an unchanged
+ * multi-gigabyte image is not copied again by every build.
+ */
+function isPlaced(from: Stats, to: Stats): boolean {
+  if (to.dev === from.dev) return to.ino === from.ino;
+  // within a millisecond: setting a time rounds it through floating-point seconds
+  return to.size === from.size && Math.abs(to.mtimeMs - from.mtimeMs) < 1;
 }
 
 /** Removes temporaries a killed run left (`kill -9` in the middle of a copy across file systems). */

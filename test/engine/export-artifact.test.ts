@@ -44,6 +44,25 @@ describe('exportArtifact', () => {
     expect(await readdir(dir)).toEqual(['nixos.root.img']);
   });
 
+  it.skipIf(!existsSync('/dev/shm'))('does not copy an unchanged artifact across file systems again, but does once it changed', async (ctx) => {
+    other = await mkdtemp('/dev/shm/export-');
+    if ((await stat(other)).dev === (await stat(dir)).dev) return ctx.skip(); // one file system here
+    const source = path.join(other, 'artifact.raw');
+    await writeFile(source, 'disk one');
+    const out = path.join(dir, 'nixos.root.img');
+    expect(await exportArtifact(source, out)).toBe(true);
+    const copied = await stat(out);
+    expect(Math.abs(copied.mtimeMs - (await stat(source)).mtimeMs)).toBeLessThan(1);
+    // every cached build exports again: an unchanged copy stays as it is
+    expect(await exportArtifact(source, out)).toBe(false);
+    expect((await stat(out)).ino).toBe(copied.ino);
+    // a changed artifact (same size, new mtime) is copied again
+    await new Promise((later) => setTimeout(later, 20));
+    await writeFile(source, 'disk two');
+    expect(await exportArtifact(source, out)).toBe(true);
+    expect(await readFile(out, 'utf8')).toBe('disk two');
+  });
+
   it.skipIf(!existsSync('/dev/shm'))('stops a copy across file systems on abort, leaving nothing in the output folder', async (ctx) => {
     other = await mkdtemp('/dev/shm/export-');
     if ((await stat(other)).dev === (await stat(dir)).dev) return ctx.skip(); // one file system here
