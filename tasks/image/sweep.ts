@@ -46,11 +46,13 @@ export async function poolsUsing(exec: Exec, zpool: string, folders: readonly st
 /**
  * Releases what a killed build left in one of its working folders: the pool imported from a
  * disk in it (never any other pool), mounts under it (datasets, bound /dev, /proc, /sys), and
- * loop devices on its files. Returns one line per thing cleaned, for the run to print.
+ * loop devices on its files. Returns one line per thing cleaned, for the run to print, and keeps
+ * the folder when a pool imported from it could not be exported.
  */
 export function imageSweeper(exec: Exec = createExec()): Sweeper {
   return async ({ folder }) => {
     const report: string[] = [];
+    const busy: string[] = [];
     // the folder as given and as the kernel and losetup name it (the cache may be reached through a link)
     const folders = [...new Set([folder, await realpath(folder).catch(() => folder)])];
     const devices = await loopDevicesUnder(exec, folders);
@@ -67,8 +69,12 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
           () => zfsExec(zpool, ['export', '-f', pool], options).then(() => true, () => false),
         );
         report.push(exported ? `exported pool ${pool} left imported by a dead run` : `could not export pool ${pool} (imported from ${folder}); export it by hand`);
+        if (!exported) busy.push(`pool ${pool} is still imported from it`);
       }
     }
+    // a pool still imported from the folder keeps its mounts, loop devices and files: `clean` too
+    // then leaves the mounted folder alone
+    if (busy.length > 0) return { lines: report, keep: busy.join('; ') };
     // Deepest first, lazily: a bound /dev with submounts, or a FUSE mount whose daemon died.
     for (const mount of (await mountsUnder(folder)).sort((a, b) => b.length - a.length)) {
       const done = await exec('umount', ['--lazy', mount], { quiet: true }).then(() => true, () => false);
@@ -78,6 +84,6 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
       const done = await exec('losetup', ['--detach', device], { quiet: true }).then(() => true, () => false);
       report.push(done ? `detached loop device ${device} left by a dead run` : `could not detach ${device}`);
     }
-    return report;
+    return { lines: report };
   };
 }

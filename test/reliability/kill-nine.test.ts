@@ -156,6 +156,37 @@ describe('kill -9 of the runner', () => {
     expect(await entries(work())).toEqual([]);
   });
 
+  it("of a shell whose command keeps the pool busy: the next run keeps its folder (which holds the pool's disk) until the pool can be exported", async () => {
+    const marker = `sleep 317.${process.pid}`;
+    const shell = started.track(project.start('shell', 'install', '--', 'sh', '-c', `cd "$IMAGE_ROOT" && exec ${marker}`));
+    // anchored: the runner's own command line holds the marker too
+    await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the command inside the shell');
+    const dead = shell.pid!;
+    deadRuns.push(dead);
+    shell.kill('SIGKILL');
+    // not `await shell`: the command inside still holds the runner's output pipe
+    await until(async () => !(await running(dead)), 'the shell to die', 10_000);
+    try {
+      const kept = await project.run('gc');
+      expect(kept.exitCode, kept.stderr).toBe(0);
+      expect(kept.stderr).toMatch(new RegExp(`^cleanup: could not export pool ${POOL} .*; export it by hand$`, 'm'));
+      expect(kept.stderr).toMatch(new RegExp(`^cleanup: left \\S+/work/${dead}\\.shell\\.\\w+ in place: pool ${POOL} is still imported from it \\(release it by hand, then rerun\\)$`, 'm'));
+      expect(await importedPools()).toContain(POOL);
+      const [folder] = (await entries(work())).filter((name) => name.startsWith(`${dead}.shell.`));
+      expect(existsSync(path.join(work(), folder!, 'root.raw'))).toBe(true);
+    } finally {
+      await execa('pkill', ['-KILL', '-f', `^${marker}`], { reject: false });
+    }
+    await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 1, 'the command to die', 10_000);
+    await shell;
+    const cleaned = await project.run('gc');
+    expect(cleaned.stderr).toMatch(new RegExp(`^cleanup: exported pool ${POOL} left imported by a dead run$`, 'm'));
+    expect(cleaned.stderr).toMatch(new RegExp(`^cleanup: removed work/${dead}\\.shell\\.\\w+ left by dead run ${dead}$`, 'm'));
+    expect(await importedPools()).not.toContain(POOL);
+    expect(await entries(work())).toEqual([]);
+    expect(await leftovers(project.dir, [POOL])).toEqual({ pools: [], mounts: [], loops: [] });
+  });
+
   it('a zfs-fuse daemon the killed run started is stopped by the next build once nobody uses it', async (ctx) => {
     // Only when this file's daemon was the only one: another suite's daemon or ZFS user would keep it running.
     await daemon?.stop();
