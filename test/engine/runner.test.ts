@@ -192,6 +192,8 @@ describe('build, cache and resume', () => {
     expect(verified.exitCode).toBe(1);
     expect(verified.stdout).toMatch(/damaged: a [0-9a-f]{12}: out\.txt content changed since publish; evicted/);
     expect(verified.stdout).toMatch(/3 entries intact, 1 damaged/);
+    // explain says what plan says, not "never built"
+    expect((await toy.run('explain', 'a')).stdout).toBe(`a: cache entry evicted or lost in ${toy.cache}; nothing to compare with`);
     const rebuilt = await toy.run('build');
     expect(rebuilt.stdout).toMatch(/a: ran .*\(cache entry evicted or lost\)/);
   });

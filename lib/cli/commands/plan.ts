@@ -48,7 +48,9 @@ export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io
       continue;
     }
     if (!last) {
-      io.stdout(`${id}: never built in ${store.dir}\n`);
+      // plan's wording: gc, verify or a lost index entry is not "never built"
+      const why = (await store.hasBuilt(id)) ? 'cache entry evicted or lost' : 'never built';
+      io.stdout(`${id}: ${why} in ${store.dir}${why === 'never built' ? '' : '; nothing to compare with'}\n`);
       continue;
     }
     const changes = diffManifests(last.manifest, manifest);
