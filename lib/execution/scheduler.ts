@@ -267,7 +267,11 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     }
     const pendingDep = unit.deps.find((d) => outcomes.get(d)?.pending);
     if (options.dryRun && pendingDep) {
-      for (const id of unit.ids) await finish(graph.nodes.get(id)!, { status: 'ran', reason: `dependency ${pendingDep} will run`, pending: true });
+      for (const id of unit.ids) {
+        // explain shows each member's own changes too, beside the dependency that runs first
+        options.onManifest?.(id, await manifestOf(graph.nodes.get(id)!, new Map()));
+        await finish(graph.nodes.get(id)!, { status: 'ran', reason: `dependency ${pendingDep} will run`, pending: true });
+      }
       return;
     }
     // Decide every member with fingerprints chained inside the unit.

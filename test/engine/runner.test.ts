@@ -89,7 +89,7 @@ describe('build, cache and resume', () => {
   });
 
   it('explain names the changed field with old and new values', async () => {
-    expect((await toy.run('explain', 'b')).stdout).toBe(`b: never built in ${toy.cache}`);
+    expect((await toy.run('explain', 'b')).stdout).toBe(`b: dependency a will run; never built in ${toy.cache}`);
     await toy.run('build');
     await toy.configure({ text: 'changed' });
     const explained = await toy.run('explain', 'a');

@@ -18,6 +18,11 @@ beforeAll(async () => {
 });
 afterAll(() => project.cleanup());
 
+/** The project's config as the build reads it. */
+async function readConfig(): Promise<Record<string, unknown>> {
+  return JSON.parse(await readFile(project.configFile, 'utf8')) as Record<string, unknown>;
+}
+
 /** Every file under the cache with size, mtime and content hash (the lock and work folders excluded). */
 async function snapshot(root: string): Promise<Record<string, string>> {
   const out: Record<string, string> = {};
@@ -129,6 +134,28 @@ describe('logs, doctor, graph, plan and the summary', () => {
     const json = (await project.run('plan', '--json')).stdout.trim().split('\n').map((l) => JSON.parse(l) as { id: string; action: string; reason: string });
     expect(json.find((p) => p.id === 'post-vm')).toMatchObject({ action: 'run', reason: 'dependency convert:boot will run' });
     expect(json.find((p) => p.id === 'partition')).toMatchObject({ action: 'fresh' });
+  });
+
+  it('explain inside the mount transaction shows its own changes beside a rerunning create-pool, and agrees with plan on the mount', async () => {
+    const base = { datasets: (await readConfig())['datasets'], contents: (await readConfig())['contents'] };
+    // a new dataset reruns create-pool; the new contents entry is install's own change
+    await project.configure({
+      datasets: { ...(base.datasets as object), [`${POOL}/data`]: { mount: '/data' } },
+      contents: [...(base.contents as unknown[]), { source: 'motd', target: '/etc/motd.extra' }],
+    });
+    try {
+      const install = (await project.run('explain', 'install')).stdout;
+      expect(install).toMatch(/^install: \d+ field\(s\) differ from the last cached run/);
+      expect(install).toMatch(/^ {2}inputs\.contents: .*motd\.extra/m);
+      expect(install).toMatch(/^ {2}deps\.mount: /m);
+      const mount = (await project.run('explain', 'mount')).stdout.trim();
+      const planned = (await project.run('plan')).stdout.split('\n').find((line) => line.startsWith('mount '))!;
+      const reason = planned.replace(/^mount\s+run\s+/, '');
+      expect(reason).toBe('dependency create-pool will run');
+      expect(mount).toBe(`mount: ${reason}`);
+    } finally {
+      await project.configure(base);
+    }
   });
 
   it('the summary gives status, duration and bytes per stage, in text and in --json', async () => {

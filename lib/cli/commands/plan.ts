@@ -35,22 +35,29 @@ export async function plan(graph: Graph, store: CacheStore, args: CliArgs, io: C
 export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
   const ids = resolveTargets(graph, args.targets);
   if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
-  const { summary, manifests } = await dryRun(graph, store, selection(graph, args.targets), signal);
+  // a resource's verdict depends on the tasks that hold it: they are planned with it, as plan does
+  const planned = [...new Set([...selection(graph, args.targets), ...selection(graph, args.targets, { resourcesAsUsers: true })])];
+  const { summary, manifests } = await dryRun(graph, store, graph.order.filter((id) => planned.includes(id)), signal);
   for (const id of ids.value) {
     const row = summary.tasks.find((t) => t.id === id)!;
+    // a resource such as mount publishes nothing, so has no run to compare with: what plan says of it
+    if (isResource(graph.nodes.get(id)!)) {
+      io.stdout(`${id}: ${row.reason}\n`);
+      continue;
+    }
     const manifest = manifests.get(id);
     const last = await store.lastEntry(id);
     if (!manifest) {
       // its inputs are not known until a dependency has run; still say whether it was ever built
-      // (a resource such as mount publishes nothing: it is never "built")
-      const built = isResource(graph.nodes.get(id)!) || (await store.hasBuilt(id));
-      io.stdout(`${id}: ${row.reason}${built ? '' : `; never built in ${store.dir}`}\n`);
+      io.stdout(`${id}: ${row.reason}${(await store.hasBuilt(id)) ? '' : `; never built in ${store.dir}`}\n`);
       continue;
     }
     if (!last) {
       // plan's wording: gc, verify or a lost index entry is not "never built"
       const why = (await store.hasBuilt(id)) ? 'cache entry evicted or lost' : 'never built';
-      io.stdout(`${id}: ${why} in ${store.dir}${why === 'never built' ? '' : '; nothing to compare with'}\n`);
+      // a dependency that runs first is worth saying too, as plan does
+      const first = row.reason.startsWith('dependency ') ? `${row.reason}; ` : '';
+      io.stdout(`${id}: ${first}${why} in ${store.dir}${why === 'never built' ? '' : '; nothing to compare with'}\n`);
       continue;
     }
     const changes = diffManifests(last.manifest, manifest);
