@@ -72,6 +72,16 @@ describe('shell <stage> -- CMD', () => {
     expect(result.exitCode, result.stderr).toBe(0);
   });
 
+  it('tells a command that could not start (127) and one killed by a signal (128 + its number) from one that exited 1', async () => {
+    const missing = await project.run('shell', 'partition', '--', '/nonexistent/cmd');
+    expect(missing.exitCode).toBe(127);
+    expect(missing.stderr).toMatch(/^error: could not run \/nonexistent\/cmd: .*ENOENT/m);
+    const killed = await project.run('shell', 'partition', '--', 'sh', '-c', 'kill -TERM $$');
+    expect(killed.exitCode).toBe(143);
+    expect(killed.stderr).toContain('sh was killed by SIGTERM');
+    expect((await project.run('shell', 'partition', '--', 'false')).exitCode).toBe(1);
+  });
+
   it('refuses a stage that is not built yet', async () => {
     await project.configure({ rootSize: 144 });
     const result = await project.run('shell', 'create-pool', '--', 'true');

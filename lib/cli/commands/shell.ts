@@ -1,5 +1,6 @@
 import { execa } from 'execa';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import type { CacheStore } from '../../caching/cache-store.ts';
 import { fingerprintOf } from '../../caching/fingerprint.ts';
@@ -65,7 +66,14 @@ export async function openShell(
     const [command, ...rest] = args.rest.length > 0 ? args.rest : [process.env['SHELL'] || 'bash'];
     const child = await execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false });
     if (signal.aborted) io.stderr('releasing the stage (Ctrl-C went to the shell, not to a build)\n');
-    return child.exitCode ?? 1;
+    if (child.exitCode !== undefined) return child.exitCode;
+    // as a shell reports them: a signal as 128 + its number, a command that could not start as 127
+    if (child.signal) {
+      io.stderr(`${command} was killed by ${child.signal}\n`);
+      return 128 + (osConstants.signals[child.signal] ?? 0);
+    }
+    io.stderr(`error: could not run ${command}: ${child.shortMessage}\n`);
+    return 127;
   } finally {
     await opened.release();
     if ((await mountsUnder(workDir)).length === 0) await rm(workDir, { recursive: true, force: true });
