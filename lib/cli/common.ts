@@ -21,7 +21,7 @@ export interface CliIo {
 export function selection(graph: Graph, targets: readonly string[], options: { resourcesAsUsers?: boolean } = {}): string[] {
   const ids = resolveTargets(graph, targets);
   if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
-  // build, run and plan: a named resource means the tasks that hold it; explain and shell mean the resource
+  // build, run, plan and explain plan a named resource with the tasks that hold it; shell means the resource alone
   const named = options.resourcesAsUsers ? runnableTargets(graph, ids.value) : ids.value;
   return completeTransactions(graph, closure(graph, named));
 }

@@ -35,9 +35,8 @@ export async function plan(graph: Graph, store: CacheStore, args: CliArgs, io: C
 export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
   const ids = resolveTargets(graph, args.targets);
   if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
-  // a resource's verdict depends on the tasks that hold it: they are planned with it, as plan does
-  const planned = [...new Set([...selection(graph, args.targets), ...selection(graph, args.targets, { resourcesAsUsers: true })])];
-  const { summary, manifests } = await dryRun(graph, store, graph.order.filter((id) => planned.includes(id)), signal);
+  // a resource's verdict depends on the tasks that hold it: they are planned with it (and it with them), as plan does
+  const { summary, manifests } = await dryRun(graph, store, selection(graph, args.targets, { resourcesAsUsers: true }), signal);
   for (const id of ids.value) {
     const row = summary.tasks.find((t) => t.id === id)!;
     // a resource such as mount publishes nothing, so has no run to compare with: what plan says of it

@@ -9,6 +9,12 @@ import { outputFileNames } from '../generators.ts';
 /** `post-vm`: writes `<out>/image-info.json`, then runs the config's postVM shell code in bash. */
 export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayout): Task {
   const names = outputFileNames(config.format);
+  // one set, image-info.json last: an interrupted or failed build leaves the previous set whole
+  const outputs = [
+    { from: 'convert:boot', artifact: names.boot, to: path.join(outDir, names.boot) },
+    { from: 'convert:root', artifact: names.root, to: path.join(outDir, names.root) },
+    { artifact: 'image-info.json', to: path.join(outDir, 'image-info.json') },
+  ];
   return {
     id: 'post-vm',
     stage: 'post-vm',
@@ -28,12 +34,7 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
     version: 2,
     tools: ['qemu-img', 'bash'],
     artifacts: [{ name: 'image-info.json', kind: 'file' }],
-    // one set, image-info.json last: an interrupted or failed build leaves the previous set whole
-    exports: [
-      { from: 'convert:boot', artifact: names.boot, to: path.join(outDir, names.boot) },
-      { from: 'convert:root', artifact: names.root, to: path.join(outDir, names.root) },
-      { artifact: 'image-info.json', to: path.join(outDir, 'image-info.json') },
-    ],
+    exports: outputs,
     async run(ctx) {
       // both disks at once: this task is the last on the critical path
       const describeDisk = async (disk: 'boot' | 'root'): Promise<Json> => {
@@ -68,11 +69,8 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
       await writeFile(info, `${JSON.stringify(description, null, 2)}\n`);
       if (config.postVM.trim() !== '') {
         // postVM sees the new set in place (publishing keeps the inodes, so the exports after it are no-ops)
-        await exportArtifacts([
-          { source: ctx.deps['convert:boot']!.paths[names.boot]!, destination: path.join(outDir, names.boot) },
-          { source: ctx.deps['convert:root']!.paths[names.root]!, destination: path.join(outDir, names.root) },
-          { source: info, destination: path.join(outDir, 'image-info.json') },
-        ], ctx.signal);
+        const sources = outputs.map(({ from, artifact, to }) => ({ source: from ? ctx.deps[from]!.paths[artifact]! : info, destination: to }));
+        await exportArtifacts(sources, ctx.signal);
         await ctx.exec('bash', ['-e', '-c', config.postVM], {
           // a background job it leaves would hold the build open: stopped, and the log says so
           endGroupOnExit: true,

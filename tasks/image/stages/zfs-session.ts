@@ -3,7 +3,7 @@ import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver, ZfsSession } from '../zfs/driver.ts';
-import { stopZfsFuseProcess, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
+import { pidIn, stopZfsFuseProcess, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
@@ -110,7 +110,7 @@ const DRIVER_PID_FILE = /\/zfs-fuse-[^/]+\/zfs-fuse\.pid$/;
 async function removeDeadStartersFolder(newPidFile: string | undefined): Promise<void> {
   const { starter, pidFile } = await readStarter();
   if (!DRIVER_PID_FILE.test(pidFile) || pidFile === newPidFile || (starter > 0 && isAlive(starter))) return;
-  const daemon = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+  const daemon = await pidIn(pidFile);
   if (daemon > 0 && isAlive(daemon)) return;
   await rm(path.dirname(pidFile), { recursive: true, force: true });
 }
@@ -153,11 +153,6 @@ export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
   if (starter !== process.pid || pidFile === '') return false;
   // no SIGTERM first: a hung daemon does not act on it
   return (await stopZfsFuseProcess(await pidIn(pidFile), exec, 0)) !== 'not-running';
-}
-
-/** The pid a pid file holds; NaN when it is missing or unreadable. */
-async function pidIn(pidFile: string): Promise<number> {
-  return Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
 }
 
 /**

@@ -96,6 +96,11 @@ function signalProcess(pid: number, name: NodeJS.Signals): void {
   }
 }
 
+/** The pid a pid file holds; NaN when it is missing or unreadable. */
+export async function pidIn(pidFile: string): Promise<number> {
+  return Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+}
+
 /** Whether `pid` is a live zfs-fuse process: a pid file may be stale, and its pid reused. */
 async function isZfsFuseProcess(pid: number): Promise<boolean> {
   if (!(Number.isInteger(pid) && pid > 0)) return false;

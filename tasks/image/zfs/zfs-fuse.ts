@@ -40,6 +40,7 @@ import type {
 } from './driver.ts';
 import {
   ZFS_FUSE_FS_TYPE,
+  pidIn,
   stopZfsFuseProcess,
   zfsCommandTimeoutMs,
   zfsFuseLock,
@@ -381,7 +382,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         break;
       } catch (error) {
         // a daemon that forked before its start failed (a time limit) is stopped, not left behind
-        const stray = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+        const stray = await pidIn(pidFile);
         if (stray > 0) await stopZfsFuseProcess(stray, exec, 0);
         await rm(pidDir, { recursive: true, force: true });
         if (!(error instanceof CommandError) || error.failure.spawnError) throw error;
@@ -394,7 +395,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
     // do not leave a daemon nobody will stop
     const abandon = async (error: Error): Promise<never> => {
-      const stuck = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+      const stuck = await pidIn(pidFile);
       await stopZfsFuseProcess(stuck, exec, 0);
       await rm(pidDir, { recursive: true, force: true });
       throw error;
