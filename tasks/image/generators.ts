@@ -182,7 +182,10 @@ export function formatExtension(format: ImageFormat): string {
 /** Arguments to `qemu-img` that convert raw `src` to `dest`: `convert -f raw -O <fmt> [-c] <src> <dest>`. */
 export function qemuImgConvertArgs(format: ImageFormat, src: string, dest: string): string[] {
   const compressed = format === 'qcow2-compressed';
-  return ['convert', '-f', 'raw', '-O', compressed ? 'qcow2' : format, ...(compressed ? ['-c'] : []), fileArg(src), fileArg(dest)];
+  // without force_size a VHD rounds its size up to a CHS geometry, and the GPT backup header and
+  // ZFS's end labels are then no longer at the end of the disk
+  const options = format === 'vpc' ? ['-o', 'force_size=on'] : compressed ? ['-c'] : [];
+  return ['convert', '-f', 'raw', '-O', compressed ? 'qcow2' : format, ...options, fileArg(src), fileArg(dest)];
 }
 
 /** The names of the two output images in the output folder: nixos.boot.<ext> and nixos.root.<ext>. */

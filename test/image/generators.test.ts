@@ -132,7 +132,7 @@ describe('argv', () => {
   it('converts with qemu-img from raw, compressing only qcow2-compressed', () => {
     expect(qemuImgConvertArgs('qcow2', 'a.raw', 'b.qcow2')).toEqual(['convert', '-f', 'raw', '-O', 'qcow2', 'a.raw', 'b.qcow2']);
     expect(qemuImgConvertArgs('qcow2-compressed', 'a', 'b')).toEqual(['convert', '-f', 'raw', '-O', 'qcow2', '-c', 'a', 'b']);
-    expect(qemuImgConvertArgs('vpc', 'a', 'b')).toEqual(['convert', '-f', 'raw', '-O', 'vpc', 'a', 'b']);
+    expect(qemuImgConvertArgs('vpc', 'a', 'b')).toEqual(['convert', '-f', 'raw', '-O', 'vpc', '-o', 'force_size=on', 'a', 'b']);
     expect(qemuImgConvertArgs('raw', 'a', 'b')).toEqual(['convert', '-f', 'raw', '-O', 'raw', 'a', 'b']);
   });
 });

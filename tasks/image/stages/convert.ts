@@ -23,7 +23,7 @@ export function convertTask(disk: 'boot' | 'root', format: ImageFormat): Task {
     // post-vm records the sha256: a rerun with the same inputs (run --force, after gc) may write other
     // bytes (qemu-img's VDI and VHD headers carry a random UUID), and image-info.json must follow
     keyedByValues: true,
-    version: 2,
+    version: 3, // 3: vpc with force_size=on (its virtual size was rounded up to a CHS geometry)
     tools: ['qemu-img'],
     artifacts: [
       { name, kind: 'disk' },
