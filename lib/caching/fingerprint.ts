@@ -38,7 +38,7 @@ export async function buildManifest(
   for (const input of node.inputFiles ?? []) {
     const { path: file, ignore = [], follow = false } = typeof input === 'string' ? { path: input } : input;
     const target = follow ? await realpath(file).catch(() => file) : file;
-    files[file] = await hashInput(target, memo, ignore).catch(unhashable);
+    files[file] = await hashInput(target, memo, ignore).catch((error: NodeJS.ErrnoException) => unhashable(error, target));
   }
   const tools: Record<string, string> = {};
   for (const tool of node.tools ?? []) {
@@ -53,8 +53,11 @@ export async function buildManifest(
  * What stands for an input that could not be hashed. Only a missing one has a stable value: any
  * other error must never make a task look fresh, or a change behind it would go unnoticed.
  */
-function unhashable(error: NodeJS.ErrnoException): string {
-  if (error.code === 'ENOENT' || error.code === 'ENOTDIR') return 'missing';
+async function unhashable(error: NodeJS.ErrnoException, target: string): Promise<string> {
+  // a name inside a folder that cannot be opened by the name readdir gave (Deno hands out names
+  // that are not UTF-8 with their bad bytes replaced) is no missing input
+  const exists = await lstat(target).then(() => true, () => false);
+  if ((error.code === 'ENOENT' || error.code === 'ENOTDIR') && !exists) return 'missing';
   return `unreadable (${error.code ?? error.message}) ${randomUUID()}`;
 }
 

@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hashFileContent, hashPath } from '../../lib/caching/file-hash.ts';
+import { hashFileContent, hashPath, type StatHash } from '../../lib/caching/file-hash.ts';
 
 const MiB = 1 << 20;
 
@@ -37,6 +37,29 @@ describe('hashFileContent', () => {
 
   it('names the file when it cannot be read', async () => {
     await expect(hashFileContent(path.join(dir, 'missing'))).rejects.toThrow(/missing/);
+  });
+
+  it('sees every change in a folder holding names that are not UTF-8', async () => {
+    const tree = path.join(dir, 'latin1');
+    await mkdir(tree);
+    const bytesPath = (name: Buffer): Buffer => Buffer.concat([Buffer.from(`${tree}/`), name]);
+    const bad = Buffer.from([0x6e, 0xe9]); // "né" in Latin-1: not UTF-8
+    await writeFile(bytesPath(bad), 'one');
+    await writeFile(path.join(tree, 'plain.txt'), 'one');
+    const memo = new Map<string, StatHash>();
+    const before = await hashPath(tree, memo);
+    await writeFile(path.join(tree, 'plain.txt'), 'two');
+    const sibling = await hashPath(tree, memo);
+    expect(sibling).not.toBe(before);
+    await writeFile(bytesPath(bad), 'two');
+    const own = await hashPath(tree, memo);
+    expect(own).not.toBe(sibling);
+    // another name that decodes to the same replacement text is another tree
+    await rm(bytesPath(bad));
+    await writeFile(bytesPath(Buffer.from([0x6e, 0xe8])), 'two');
+    expect(await hashPath(tree, memo)).not.toBe(own);
+    // only paths that are text are remembered (the memo is stored as JSON)
+    expect([...memo.keys()]).toEqual([path.join(tree, 'plain.txt')]);
   });
 
   it('leaves out the ignored names at the top of a folder, and only there', async () => {
