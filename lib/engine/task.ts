@@ -1,5 +1,6 @@
 import type { z } from 'zod';
 import type { Exec } from '../execution/types.ts';
+import type { HashMemo } from '../caching/file-hash.ts';
 import type { Sweeper } from '../caching/sweep.ts';
 import type { Requirement } from './requirement.ts';
 import type { ShellProvider } from './shell.ts';
@@ -96,15 +97,16 @@ export interface Task<I extends Json = Json> extends NodeBase<I> {
   readonly volatile?: boolean;
   /**
    * Dependents fingerprint this task's output values rather than its fingerprint, so a rerun
-   * that produces the same values (the same system toplevel) leaves them fresh.
+   * that produces the same values (the same system toplevel) leaves them fresh. A list names the
+   * values that count; the others are the task's own bookkeeping (what `checkCached` compares).
    */
-  readonly keyedByValues?: boolean;
+  readonly keyedByValues?: boolean | readonly string[];
   /**
    * Checks a cached entry against what lies outside the cache before it is trusted (store paths the
-   * host's garbage collector may have removed since); a returned message makes the task run again,
-   * with the message as the reason.
+   * host's garbage collector may have removed since, files an evaluation read); a returned message
+   * makes the task run again, with the message as the reason. `memo` remembers file hashes by stat.
    */
-  checkCached?(values: Readonly<Record<string, Json>>): Promise<string | undefined>;
+  checkCached?(values: Readonly<Record<string, Json>>, memo?: HashMemo): Promise<string | undefined>;
   /**
    * Artifacts also placed at user-facing paths (hard link or copy, then rename) whenever the task is
    * fresh or ran: its own, or with `from` a dependency's. They are placed as one set (all copied,

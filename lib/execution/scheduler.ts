@@ -189,7 +189,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     if (options.force?.has(node.id)) return { manifest, fingerprint, why: 'forced' };
     const found = await store.lookup(fingerprint);
     if (found.ok) {
-      const gone = await node.checkCached?.(found.value.values);
+      const gone = await node.checkCached?.(found.value.values, options.memo);
       if (gone) return { manifest, fingerprint, why: `cache entry stale: ${gone}` };
       return { manifest, fingerprint, entry: found.value, why: 'fresh in cache' };
     }
@@ -203,8 +203,12 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     };
   };
 
-  const keyAfterRun = (node: Task<any>, fingerprint: string, values: Readonly<Record<string, Json>>): string =>
-    node.volatile || node.keyedByValues ? sha256(canonicalJson(values as Json)) : fingerprint;
+  const keyAfterRun = (node: Task<any>, fingerprint: string, values: Readonly<Record<string, Json>>): string => {
+    if (Array.isArray(node.keyedByValues)) {
+      return sha256(canonicalJson(Object.fromEntries(node.keyedByValues.filter((name) => name in values).map((name) => [name, values[name]!])) as Json));
+    }
+    return node.volatile || node.keyedByValues ? sha256(canonicalJson(values as Json)) : fingerprint;
+  };
 
   const runEnd = new Map<string, () => Promise<void> | void>();
   const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun => ({ store, reporter, signal, runEnd, ...run });

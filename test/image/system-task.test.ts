@@ -1,9 +1,12 @@
-// What the system task hashes for an expression: its folder, or the folder it is.
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+// What the system task hashes for an expression: its folder, or the folder it is; and the Nix files
+// its evaluation read elsewhere, checked before a cached entry is trusted (a real nix-build).
+import { execa } from 'execa';
+import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { systemTask } from '../../tasks/image/stages/system.ts';
+import { ROOT } from '../helpers/toy.ts';
 
 let dir: string;
 beforeAll(async () => {
@@ -35,5 +38,35 @@ describe('system task inputs', () => {
   it('hashes no files for a toplevel or a flake', () => {
     expect(systemTask({ toplevel: '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x' }).inputFiles).toBeUndefined();
     expect(systemTask({ flake: '.#demo' }).inputFiles).toBeUndefined();
+  });
+});
+
+describe('system from an expression that imports a file outside its folder', () => {
+  it('rebuilds when that file changes, and plan says which file', async () => {
+    const work = path.join(dir, 'outside');
+    await mkdir(path.join(work, 'sys'), { recursive: true });
+    await mkdir(path.join(work, 'common'));
+    const source = await readFile(path.join(ROOT, 'tasks/image/demo/system.nix'), 'utf8');
+    expect(source).toContain('label ? "demo"');
+    await writeFile(path.join(work, 'sys/system.nix'), source.replace('label ? "demo"', 'label ? import ../common/label.nix'));
+    await writeFile(path.join(work, 'common/label.nix'), '"outside-one"\n');
+    const config = path.join(work, 'sys/config.json');
+    await writeFile(config, JSON.stringify({ rootPoolName: 'outside', datasets: { 'outside/root': { mount: '/' } }, includeChannel: false, system: { expression: 'system.nix' } }));
+    const cli = (...args: string[]) =>
+      execa('node', ['bin/zfs-image.js', ...args, '--config', config, '--cache-dir', path.join(work, 'cache'), '--out', path.join(work, 'out')], { cwd: ROOT, reject: false, env: { CI: '1' } });
+    const toplevelOf = async () => {
+      const result = await cli('build', 'system', '--json');
+      expect(result.exitCode, result.stderr).toBe(0);
+      const task = result.stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string; id?: string; status?: string; reason?: string }).find((e) => e.type === 'task' && e.id === 'system' && e.status !== 'started')!;
+      const log = (await cli('logs', 'system')).stdout;
+      return { status: task.status, reason: task.reason, toplevel: /nixos-system-([a-z-]+)-25/.exec(log)?.[1] };
+    };
+    expect(await toplevelOf()).toMatchObject({ status: 'ran', toplevel: 'outside-one' });
+    expect(await toplevelOf()).toMatchObject({ status: 'cached' });
+    await writeFile(path.join(work, 'common/label.nix'), '"outside-two"\n');
+    const plan = await cli('plan');
+    expect(plan.stdout).toMatch(new RegExp(`^system\\s+run\\s+cache entry stale: ${path.join(work, 'common/label.nix')} changed since the last evaluation`, 'm'));
+    expect(await toplevelOf()).toMatchObject({ status: 'ran', toplevel: 'outside-two' });
+    expect(await toplevelOf()).toMatchObject({ status: 'cached' });
   });
 });

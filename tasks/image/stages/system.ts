@@ -1,6 +1,7 @@
 import { realpathSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import path from 'node:path';
+import { hashPath, type HashMemo } from '../../../lib/caching/file-hash.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { pathKind, type SystemSpec } from '../config.ts';
@@ -48,16 +49,36 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
   if ('expression' in system) {
     // The expression's whole folder is hashed: it may import its neighbours. The cache and output
     // folders are left out when they lie inside it (as ./cache and ./result do beside a config).
+    // Nix files the evaluation read elsewhere (../common, <nixpkgs>) are recorded with their hashes
+    // and checked before the entry is trusted.
+    const folder = expressionFolder(system.expression);
     return {
       ...base,
+      version: 3, // 3: records the files the evaluation read outside the expression's folder
+      keyedByValues: ['toplevel', 'closure', 'closureSizes'],
+      artifacts: [...base.artifacts, { name: 'evaluatedFiles', kind: 'value' as const }],
       title: `build system from ${path.basename(system.expression)}`,
       inputs: { expression: system.expression, attr: system.attr ?? null },
-      inputFiles: [{ path: expressionFolder(system.expression), ignore: notInputs, follow: true }],
+      inputFiles: [{ path: folder, ignore: notInputs, follow: true }],
       tools: ['nix-store', 'nix-build'],
+      checkCached: async (values, memo) => (await missingStorePath(values['closure'])) ?? (await changedEvaluatedFile(values['evaluatedFiles'], memo)),
       async run(ctx) {
         const attr = system.attr ? ['-A', system.attr] : [];
-        const built = await ctx.exec('nix-build', [system.expression, ...attr, '--no-out-link', ...nixOptions()]);
-        return describeClosure(ctx.exec, lastLine(built.stdout));
+        const evaluated = new Set<string>();
+        // -v makes Nix name every file it evaluates; those lines are collected, not logged
+        const built = await ctx.exec('nix-build', [system.expression, ...attr, '--no-out-link', '-v', ...nixOptions()], {
+          quiet: true,
+          onLine: (line) => {
+            const file = EVALUATING.exec(line)?.[1];
+            if (file) evaluated.add(file);
+            else ctx.log(line);
+          },
+        });
+        const outside = [...evaluated].filter((file) => !file.startsWith('/nix/store/') && !isInside(file, folder)).sort();
+        ctx.log(`the evaluation read ${evaluated.size} Nix file(s), ${outside.length} outside ${folder}`);
+        const evaluatedFiles: Record<string, string> = {};
+        for (const file of outside) evaluatedFiles[file] = await hashPath(file).catch(() => 'missing');
+        return { ...(await describeClosure(ctx.exec, lastLine(built.stdout))), evaluatedFiles };
       },
     };
   }
@@ -86,6 +107,24 @@ export async function missingStorePath(closure: Json | undefined): Promise<strin
   const missing = paths.filter((_p, i) => !present[i]);
   if (missing.length === 0) return undefined;
   return `${missing[0]}${missing.length > 1 ? ` and ${missing.length - 1} more closure path(s)` : ''} no longer in the Nix store (garbage-collected?)`;
+}
+
+/** The line Nix prints at -v for every file it evaluates. */
+const EVALUATING = /^evaluating file '(.+)'$/;
+
+function isInside(file: string, folder: string): boolean {
+  const relative = path.relative(folder, file);
+  return relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative);
+}
+
+/** The first file an earlier evaluation read that has changed since, as a reason; undefined when none has. */
+export async function changedEvaluatedFile(recorded: Json | undefined, memo?: HashMemo): Promise<string | undefined> {
+  if (recorded === undefined || recorded === null || typeof recorded !== 'object' || Array.isArray(recorded)) return undefined;
+  for (const [file, hash] of Object.entries(recorded)) {
+    const now = await hashPath(file, memo).catch(() => 'missing');
+    if (now !== hash) return `${file} ${now === 'missing' ? 'is gone' : 'changed'} since the last evaluation`;
+  }
+  return undefined;
 }
 
 function lastLine(text: string): string {
