@@ -5,7 +5,8 @@ export type GraphError =
   | { readonly reason: 'cycle'; readonly path: readonly string[] }
   | { readonly reason: 'unknown-target'; readonly target: string; readonly known: readonly string[] }
   | { readonly reason: 'invalid-inputs'; readonly id: string; readonly message: string }
-  | { readonly reason: 'export-not-from-dependency'; readonly id: string; readonly from: string };
+  | { readonly reason: 'export-not-from-dependency'; readonly id: string; readonly from: string }
+  | { readonly reason: 'content-key-invalid'; readonly id: string; readonly dependency: string; readonly artifact?: string };
 
 /** Why one task did not produce its outputs. */
 export type TaskFailure =
@@ -38,6 +39,10 @@ export function describeGraphError(error: GraphError): string {
       return `task "${error.id}" has invalid inputs: ${error.message}`;
     case 'export-not-from-dependency':
       return `task "${error.id}" exports an artifact of "${error.from}", which is not one of its dependencies`;
+    case 'content-key-invalid':
+      return error.artifact === undefined
+        ? `task "${error.id}" is keyed on the content of "${error.dependency}", which is not one of its dependencies`
+        : `task "${error.id}" is keyed on "${error.dependency}"'s artifact "${error.artifact}", which is not a file or folder artifact of that task`;
   }
 }
 

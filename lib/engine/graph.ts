@@ -36,6 +36,16 @@ export function buildGraph(list: readonly GraphNode[]): Result<Graph, GraphError
       }
     }
   }
+  for (const node of list) {
+    for (const [dependency, names] of Object.entries(('keyedOnContent' in node ? node.keyedOnContent : undefined) ?? {})) {
+      const producer = nodes.get(dependency);
+      if (!node.deps.includes(dependency) || !producer) return fail({ reason: 'content-key-invalid', id: node.id, dependency });
+      // disks carry no content hash (they are never hashed at publish)
+      const hashed = isResource(producer) ? [] : producer.artifacts.filter((a) => a.kind === 'file' || a.kind === 'folder').map((a) => a.name);
+      const artifact = names.find((name) => !hashed.includes(name));
+      if (artifact !== undefined) return fail({ reason: 'content-key-invalid', id: node.id, dependency, artifact });
+    }
+  }
   const cycle = findCycle(list, nodes);
   if (cycle) return fail({ reason: 'cycle', path: cycle });
   const order: string[] = [];

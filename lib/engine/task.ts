@@ -102,6 +102,13 @@ export interface Task<I extends Json = Json> extends NodeBase<I> {
    */
   readonly keyedByValues?: boolean | readonly string[];
   /**
+   * Dependencies this task reads only through some of their file or folder artifacts: it is keyed
+   * on those artifacts' content (the sha256 recorded when they were published) instead of the
+   * dependency's fingerprint, so a rerun of the dependency that publishes the same content leaves
+   * it fresh (install:esp reads only install's `esp` folder).
+   */
+  readonly keyedOnContent?: Readonly<Record<string, readonly string[]>>;
+  /**
    * Checks a cached entry against what lies outside the cache before it is trusted (store paths the
    * host's garbage collector may have removed since, files an evaluation read); a returned message
    * makes the task run again, with the message as the reason. `memo` remembers file hashes by stat.

@@ -37,6 +37,8 @@ interface Outcome {
   readonly reason: string;
   readonly key?: string;
   readonly outputs?: DependencyOutputs;
+  /** sha256 of each file and folder artifact, as recorded at publish (for `keyedOnContent`). */
+  readonly hashes?: Readonly<Record<string, string>>;
   /** Plan mode: the node would run, so dependents cannot know their fingerprint yet. */
   readonly pending?: boolean;
 }
@@ -147,8 +149,16 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
 
   const manifestOf = async (node: GraphNode, keys: Map<string, string>): Promise<Manifest> => {
     const depKeys: Record<string, string> = {};
-    for (const dep of node.deps) depKeys[dep] = keys.get(dep) ?? outcomes.get(dep)?.key ?? PENDING_KEY;
+    for (const dep of node.deps) depKeys[dep] = contentKey(node, dep) ?? keys.get(dep) ?? outcomes.get(dep)?.key ?? PENDING_KEY;
     return buildManifest(node, depKeys, options.memo);
+  };
+
+  /** The key of a dependency the node is keyed on by content: the hashes of the artifacts it names. */
+  const contentKey = (node: GraphNode, dep: string): string | undefined => {
+    const names = 'keyedOnContent' in node ? node.keyedOnContent?.[dep] : undefined;
+    const hashes = outcomes.get(dep)?.hashes;
+    if (!names || !hashes || names.some((name) => hashes[name] === undefined)) return undefined;
+    return sha256(canonicalJson({ content: Object.fromEntries(names.map((name) => [name, hashes[name]!])) }));
   };
 
   /** Explains a miss by comparing with the last published run of the same task. */
@@ -160,6 +170,12 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     if (changes.length === 0) return 'cache entry missing';
     const shown = changes.slice(0, 3).join(', ');
     return `changed: ${shown}${changes.length > 3 ? ` and ${changes.length - 3} more` : ''}`;
+  };
+
+  const hashesOf = (entry: CacheEntry): Record<string, string> => {
+    const hashes: Record<string, string> = {};
+    for (const [name, artifact] of Object.entries(entry.artifacts)) if (artifact.sha256) hashes[name] = artifact.sha256;
+    return hashes;
   };
 
   const outputsOf = (entry: CacheEntry): DependencyOutputs => {
@@ -227,7 +243,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       if (!options.dryRun) await store.touch(decision.fingerprint);
       return finish(
         node,
-        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), outputs: outputsOf(decision.entry) },
+        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), outputs: outputsOf(decision.entry), hashes: hashesOf(decision.entry) },
         { fingerprint: decision.fingerprint },
       );
     }
@@ -255,7 +271,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     const entry = result.entry;
     await finish(
       node,
-      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), outputs: entry ? outputsOf(entry) : { values: result.values, paths: {} } },
+      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), outputs: entry ? outputsOf(entry) : { values: result.values, paths: {} }, hashes: entry ? hashesOf(entry) : undefined },
       { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint: decision.fingerprint },
     );
   };
@@ -294,7 +310,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       for (const user of users) {
         const decision = decisions.get(user.id)!;
         if (!options.dryRun) await store.touch(decision.fingerprint);
-        await finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, outputs: outputsOf(decision.entry!) }, { fingerprint: decision.fingerprint });
+        await finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, outputs: outputsOf(decision.entry!), hashes: hashesOf(decision.entry!) }, { fingerprint: decision.fingerprint });
       }
       return;
     }

@@ -21,6 +21,14 @@ describe('graph checks', () => {
     expect(buildGraph([t('a', ['ghost'])])).toMatchObject({ ok: false, error: { reason: 'unknown-dependency', id: 'a', dependency: 'ghost' } });
     expect(buildGraph([t('a'), t('a')])).toMatchObject({ ok: false, error: { reason: 'duplicate-task' } });
   });
+  it('refuses a key on the content of a task that is not a dependency, or of an artifact without a content hash', () => {
+    const producer: Task = { ...t('a'), artifacts: [{ name: 'esp', kind: 'folder' }, { name: 'disk.raw', kind: 'disk' }] };
+    const keyed = (deps: string[], names: string[]): Task => ({ ...t('b', deps), keyedOnContent: { a: names } });
+    expect(buildGraph([producer, keyed(['a'], ['esp'])]).ok).toBe(true);
+    expect(buildGraph([producer, keyed([], ['esp'])])).toMatchObject({ ok: false, error: { reason: 'content-key-invalid', id: 'b', dependency: 'a' } });
+    expect(buildGraph([producer, keyed(['a'], ['disk.raw'])])).toMatchObject({ ok: false, error: { reason: 'content-key-invalid', artifact: 'disk.raw' } });
+    expect(buildGraph([producer, keyed(['a'], ['nothing'])])).toMatchObject({ ok: false, error: { reason: 'content-key-invalid', artifact: 'nothing' } });
+  });
   it("refuses an export of another task's artifact unless that task is a dependency", () => {
     const exporting = (deps: string[]): Task => ({ ...t('b', deps), exports: [{ from: 'a', artifact: 'disk.raw', to: '/out/disk.raw' }] });
     expect(buildGraph([t('a'), exporting([])])).toMatchObject({ ok: false, error: { reason: 'export-not-from-dependency', id: 'b', from: 'a' } });

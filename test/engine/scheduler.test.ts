@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -26,6 +26,40 @@ const task = (id: string, deps: string[], run: Task['run']): Task => ({
 });
 
 describe('scheduler', () => {
+  it('keeps a task keyed on a dependency\'s content fresh when the dependency reruns and publishes the same content', async () => {
+    const store = openCache(path.join(dir, 'cache'));
+    const runs: string[] = [];
+    const build = async (version: number, content: string): Promise<Record<string, string>> => {
+      const producer: Task = {
+        ...task('producer', [], async (ctx) => {
+          runs.push('producer');
+          await mkdir(path.join(ctx.staging, 'tree'));
+          await writeFile(path.join(ctx.staging, 'tree/file'), content);
+        }),
+        version, // a new version: the producer reruns
+        artifacts: [{ name: 'tree', kind: 'folder' }],
+      };
+      const reader: Task = { ...task('reader', ['producer'], async () => void runs.push('reader')), artifacts: [], keyedOnContent: { producer: ['tree'] } };
+      const graph = buildGraph([producer, reader]);
+      if (!graph.ok) throw new Error('bad graph');
+      const statuses: Record<string, string> = {};
+      const reporter: Reporter = {
+        begin: () => undefined,
+        event: (event: RunEvent) => {
+          if (event.type === 'task' && event.status !== 'started') statuses[event.id] = event.status;
+        },
+        end: () => undefined,
+      };
+      await schedule({ graph: graph.value, ids: ['producer', 'reader'], store, reporter, concurrency: 2, signal: new AbortController().signal });
+      return statuses;
+    };
+    expect(await build(1, 'same')).toEqual({ producer: 'ran', reader: 'ran' });
+    expect(await build(2, 'same')).toEqual({ producer: 'ran', reader: 'cached' });
+    expect(await build(3, 'other')).toEqual({ producer: 'ran', reader: 'ran' });
+    expect(await build(3, 'other')).toEqual({ producer: 'cached', reader: 'cached' });
+    expect(runs).toEqual(['producer', 'reader', 'producer', 'producer', 'reader']);
+  });
+
   it('runs the run-end cleanups even when the engine itself fails mid-run, then reports that failure', async () => {
     const cleaned: string[] = [];
     const graph = buildGraph([

@@ -10,8 +10,11 @@ export function installEspTask(): Task {
     stage: 'install',
     title: 'write /boot into the ESP',
     deps: ['partition', 'install'],
+    // only install's /boot counts: a change to the root disk alone (contents, datasets, rootSize)
+    // leaves the boot disk as it is, byte for byte (mcopy would stamp new FAT times)
+    keyedOnContent: { install: ['esp'] },
     inputs: {},
-    version: 1,
+    version: 2, // 2: keyed on the content of install's esp, not on install
     tools: ['mcopy'],
     artifacts: [{ name: diskFile('boot'), kind: 'disk' }],
     async run(ctx) {
