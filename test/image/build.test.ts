@@ -146,6 +146,19 @@ describe('incremental rebuilds', () => {
     expect(again.statuses['create-pool']).toBe('cached');
   });
 
+  it('asking for exactly the file system properties zfs-fuse sets reruns only post-vm (image-info.json drops its warnings)', async () => {
+    const dropped = async () => (JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { pool: { droppedByDriver: string[] } }).pool.droppedByDriver;
+    expect(await dropped()).not.toEqual([]);
+    await project.configure({ rootPoolFilesystemProperties: { atime: 'off', compression: 'on', mountpoint: 'legacy' } });
+    const explicit = await project.build();
+    expect(explicit.exitCode, explicit.stderr).toBe(0);
+    expect(ran(explicit.statuses)).toEqual(['post-vm']);
+    expect(await dropped()).toEqual([]);
+    await project.configure({ rootPoolFilesystemProperties: undefined });
+    const back = await project.build();
+    expect(ran(back.statuses)).toEqual([]);
+  });
+
   it('a format change reruns only convert and post-vm', async () => {
     await project.configure({ format: 'qcow2' });
     const result = await project.build();

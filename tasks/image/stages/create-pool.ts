@@ -13,7 +13,13 @@ export function createPoolTask(config: ImageConfig, layout: PoolLayout): Task {
     stage: 'create-pool',
     title: `create pool ${config.rootPoolName} and ${Object.keys(config.datasets).length} dataset(s)`,
     deps: ['create-disks:root'],
-    inputs: { driver: layout.driver, pool: config.rootPoolName, properties: layout.properties as unknown as Json },
+    // what the driver sets, not the warnings about what it dropped: asking for exactly the properties
+    // zfs-fuse sets makes the same pool (only image-info.json's droppedByDriver changes, in post-vm)
+    inputs: {
+      driver: layout.driver,
+      pool: config.rootPoolName,
+      properties: { pool: layout.properties.pool, filesystem: layout.properties.filesystem, datasets: layout.properties.datasets } as unknown as Json,
+    },
     version: 1,
     tools: layout.tools,
     artifacts: [{ name: diskFile('root'), kind: 'disk' }],

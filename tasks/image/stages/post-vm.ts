@@ -29,6 +29,7 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
       driver: layout.driver,
       // what the driver really set (zfs-fuse drops some defaults), not what was asked for
       properties: { pool: layout.properties.pool, filesystem: layout.properties.filesystem, datasets: layout.properties.datasets },
+      droppedByDriver: [...layout.properties.warnings],
       datasets: config.datasets as unknown as Json,
     },
     version: 2,
