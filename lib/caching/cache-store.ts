@@ -55,6 +55,11 @@ export interface CacheStore {
   lastEntry(taskId: string): Promise<CacheEntry | undefined>;
   /** Makes a published entry the one `lastEntry` returns for its task (gc, after evicting the last one). */
   setLastEntry(taskId: string, fingerprint: string): Promise<void>;
+  /**
+   * Records that a build used this cached entry, so that `lastEntry` (what plan's and explain's
+   * "changed:" compare with) is the entry the previous build used, not the last one published.
+   */
+  markUsed(taskId: string, fingerprint: string): Promise<void>;
   /** Whether a task id was ever published in this cache (its entry may since be evicted). */
   hasBuilt(taskId: string): Promise<boolean>;
   /** Makes a fresh, private staging folder for a run of a task. */
@@ -135,6 +140,11 @@ export function openCache(dir: string): CacheStore {
 
     async setLastEntry(taskId, fingerprint) {
       await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
+    },
+
+    async markUsed(taskId, fingerprint) {
+      const pointer = (await readEntry(lastKey(taskId)).catch(() => undefined)) as unknown as { fingerprint: string } | undefined;
+      if (pointer?.fingerprint !== fingerprint) await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
     },
 
     async hasBuilt(taskId) {

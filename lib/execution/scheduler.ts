@@ -226,6 +226,14 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     return node.volatile || node.keyedByValues ? sha256(canonicalJson(values as Json)) : fingerprint;
   };
 
+  // what plan and explain compare with next time: the entries this build used (in the background;
+  // the pointers are written by the end of the run)
+  const pointerUpdates: Promise<void>[] = [];
+  const markUsed = async (id: string, fingerprint: string): Promise<void> => {
+    await store.touch(fingerprint);
+    pointerUpdates.push(store.markUsed(id, fingerprint).catch(() => undefined));
+  };
+
   const runEnd = new Map<string, () => Promise<void> | void>();
   const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun => ({ store, reporter, signal, runEnd, ...run });
 
@@ -240,7 +248,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     }
     const decision = await decide(node, new Map());
     if (decision.entry) {
-      if (!options.dryRun) await store.touch(decision.fingerprint);
+      if (!options.dryRun) await markUsed(node.id, decision.fingerprint);
       return finish(
         node,
         { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), outputs: outputsOf(decision.entry), hashes: hashesOf(decision.entry) },
@@ -309,7 +317,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       await finish(resource, { status: 'skipped', reason: 'not needed: every task using it is cached', key: keys.get(resource.id)! });
       for (const user of users) {
         const decision = decisions.get(user.id)!;
-        if (!options.dryRun) await store.touch(decision.fingerprint);
+        if (!options.dryRun) await markUsed(user.id, decision.fingerprint);
         await finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, outputs: outputsOf(decision.entry!), hashes: hashesOf(decision.entry!) }, { fingerprint: decision.fingerprint });
       }
       return;
@@ -398,6 +406,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   };
   // every unit settles before the run's cleanups, even when one threw: a daemon the run started is stopped either way
   const settled = await Promise.allSettled(units.map(startUnit));
+  await Promise.all(pointerUpdates);
   for (const [key, fn] of [...runEnd].reverse()) {
     try {
       await fn();

@@ -26,6 +26,29 @@ const task = (id: string, deps: string[], run: Task['run']): Task => ({
 });
 
 describe('scheduler', () => {
+  it('explains a miss against the entry the previous build used, not the last one published', async () => {
+    const store = openCache(path.join(dir, 'cache'));
+    const build = async (inputs: { x: number; y: number }): Promise<{ status: string; reason: string }> => {
+      const graph = buildGraph([{ ...task('t', [], async () => ({ out: 1 })), inputs }]);
+      if (!graph.ok) throw new Error('bad graph');
+      let seen = { status: '', reason: '' };
+      const reporter: Reporter = {
+        begin: () => undefined,
+        event: (event: RunEvent) => {
+          if (event.type === 'task' && event.status !== 'started') seen = { status: event.status, reason: event.reason ?? '' };
+        },
+        end: () => undefined,
+      };
+      await schedule({ graph: graph.value, ids: ['t'], store, reporter, concurrency: 1, signal: new AbortController().signal });
+      return seen;
+    };
+    await build({ x: 1, y: 1 });
+    expect(await build({ x: 2, y: 1 })).toEqual({ status: 'ran', reason: 'changed: inputs.x' });
+    expect((await build({ x: 1, y: 1 })).status).toBe('cached');
+    // only y differs from what the last build used (x=1), though the last entry published had x=2
+    expect(await build({ x: 1, y: 2 })).toEqual({ status: 'ran', reason: 'changed: inputs.y' });
+  });
+
   it('keeps a task keyed on a dependency\'s content fresh when the dependency reruns and publishes the same content', async () => {
     const store = openCache(path.join(dir, 'cache'));
     const runs: string[] = [];
