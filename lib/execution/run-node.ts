@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
-import { copyDisk } from '../caching/disk-copy.ts';
+import { copyDisk, copyDiskArgs } from '../caching/disk-copy.ts';
 import { allocatedSize, ensureFreeSpace } from '../caching/free-space.ts';
 import { formatBytes } from '../logging/format.ts';
 import { mountsUnder } from './mount-table.ts';
@@ -216,8 +216,14 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
           () => undefined,
         );
       }, 500);
+      // in the log as a command, like those run through exec
+      logWrite(`$ ${formatCommand('cp', copyDiskArgs(source, destination))}\n`);
       try {
         await copyDisk(source, destination, controller.signal);
+        logWrite(`# exit 0 after ${Date.now() - started} ms\n`);
+      } catch (error) {
+        logWrite(`# failed (${(error as Error).message.split('\n')[0]}) after ${Date.now() - started} ms\n`);
+        throw error;
       } finally {
         clearInterval(timer);
       }

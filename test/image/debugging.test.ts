@@ -98,6 +98,8 @@ describe('logs, doctor, graph, plan and the summary', () => {
     expect(result.stdout).toMatch(/^==> .*logs\/partition\/.*\.log <==/);
     expect(result.stdout).toContain('$ parted --script');
     expect(result.stdout).toContain('mkfs.fat');
+    // the disk copy is logged as a command too (a raw convert is nothing else)
+    expect(result.stdout).toMatch(/^\$ cp --reflink=auto --sparse=always -- \S+boot\.raw \S+boot\.raw\n# exit 0 after \d+ ms$/m);
   });
 
   it('doctor lists every tool with its version', async () => {
