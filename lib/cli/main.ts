@@ -1,3 +1,5 @@
+// first: under Deno, stops with a clear message when permissions are missing (see the module)
+import './deno-permissions.ts';
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';

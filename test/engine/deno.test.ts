@@ -21,6 +21,13 @@ afterEach(async () => {
 });
 
 describe('Deno', () => {
+  it('without -A says which permissions are missing and exits 2, without a stack trace or a prompt', async () => {
+    const result = await execa(DENO, ['run', '--allow-env', 'Taskfile.ts', '--help'], { cwd: ROOT, reject: false, stdin: 'ignore' });
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain('error: Deno needs these permissions for a build: --allow-read --allow-write --allow-run --allow-sys; run it with -A');
+    expect(result.stderr).not.toMatch(/Uncaught|\bat /);
+  });
+
   it('plans the demo image without writing anything', async () => {
     const cache = await mkdtemp(path.join(tmpdir(), 'deno-plan-'));
     try {
