@@ -60,6 +60,8 @@ export interface CacheStore {
    * "changed:" compare with) is the entry the previous build used, not the last one published.
    */
   markUsed(taskId: string, fingerprint: string): Promise<void>;
+  /** The task id an index record names, read without checking its artifacts (for messages about damaged entries). */
+  recordedTaskId(fingerprint: string): Promise<string | undefined>;
   /** Whether a task id was ever published in this cache (its entry may since be evicted). */
   hasBuilt(taskId: string): Promise<boolean>;
   /** Makes a fresh, private staging folder for a run of a task. */
@@ -140,6 +142,11 @@ export function openCache(dir: string): CacheStore {
 
     async setLastEntry(taskId, fingerprint) {
       await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
+    },
+
+    async recordedTaskId(fingerprint) {
+      const entry = await readEntry(entryKey(fingerprint)).catch(() => undefined);
+      return typeof entry?.taskId === 'string' ? entry.taskId : undefined;
     },
 
     async markUsed(taskId, fingerprint) {

@@ -50,7 +50,8 @@ export async function collectGarbage(store: CacheStore, maxBytes?: number): Prom
   const evicted: GcReport['evicted'][number][] = [];
   for (const entry of victims) {
     await store.evict(entry.fingerprint);
-    evicted.push({ fingerprint: entry.fingerprint, taskId: owners.get(entry.fingerprint) ?? '(damaged)', bytes: entry.bytes });
+    const recorded = owners.has(entry.fingerprint) ? undefined : await store.recordedTaskId(entry.fingerprint);
+    evicted.push({ fingerprint: entry.fingerprint, taskId: owners.get(entry.fingerprint) ?? `${recorded ?? '(unknown task)'} (damaged)`, bytes: entry.bytes });
   }
   await repointLastEntries(store, entries, owners, new Set(evicted.map((e) => e.fingerprint)));
   const left = before - evicted.reduce((sum, e) => sum + e.bytes, 0);

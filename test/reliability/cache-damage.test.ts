@@ -89,7 +89,7 @@ describe('a damaged cache under an image build', () => {
     const verified = await verify();
     expect(verified.exitCode).toBe(1);
     expect(verified.stdout).toContain(
-      `damaged: ${short('create-pool')}: artifact "root.raw": file has size 1048576, published with ${size} (a miss: the next build redoes it)`,
+      `damaged: create-pool ${short('create-pool')}: artifact "root.raw": file has size 1048576, published with ${size} (a miss: the next build redoes it)`,
     );
     expect(verified.stdout).toMatch(new RegExp(`^${ENTRIES - 1} entries intact, 1 damaged$`, 'm'));
 

@@ -79,7 +79,8 @@ async function verify(store: CacheStore, io: CliIo): Promise<number> {
     const found = await store.lookup(fingerprint);
     if (!found.ok) {
       damaged += 1;
-      io.stdout(`damaged: ${fingerprint.slice(0, 12)}: ${found.error.reason === 'damaged' ? found.error.detail : 'index record lost'} (a miss: the next build redoes it)\n`);
+      const owner = owners.get(fingerprint) ?? (await store.recordedTaskId(fingerprint));
+      io.stdout(`damaged: ${owner ? `${owner} ` : ''}${fingerprint.slice(0, 12)}: ${found.error.reason === 'damaged' ? found.error.detail : 'index record lost'} (a miss: the next build redoes it)\n`);
       continue;
     }
     const entry = found.value;
