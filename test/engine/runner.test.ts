@@ -232,6 +232,10 @@ describe('build, cache and resume', () => {
     // the task's last run was evicted: explain compares with the entry that was kept
     const explained = await toy.run('explain', 'disk');
     expect(explained.stdout).toMatch(/inputs\.size: 64 -> 66/);
+    // with nothing to evict, gc reports what it measured, the same before and after (it reported an
+    // emptied cache growing by the folders and the stamp file its index check wrote)
+    expect((await toy.run('clean')).exitCode).toBe(0);
+    expect((await toy.run('gc')).stdout).toContain('gc: 0 B -> 0 B; evicted 0 entries');
   });
 });
 
