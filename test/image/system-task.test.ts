@@ -52,8 +52,9 @@ describe('system from an expression that imports a file outside its folder', () 
     await writeFile(path.join(work, 'common/label.nix'), '"outside-one"\n');
     const config = path.join(work, 'sys/config.json');
     await writeFile(config, JSON.stringify({ rootPoolName: 'outside', datasets: { 'outside/root': { mount: '/' } }, includeChannel: false, system: { expression: 'system.nix' } }));
+    let nixPath = process.env['NIX_PATH'] ?? '';
     const cli = (...args: string[]) =>
-      execa('node', ['bin/zfs-image.js', ...args, '--config', config, '--cache-dir', path.join(work, 'cache'), '--out', path.join(work, 'out')], { cwd: ROOT, reject: false, env: { CI: '1' } });
+      execa('node', ['bin/zfs-image.js', ...args, '--config', config, '--cache-dir', path.join(work, 'cache'), '--out', path.join(work, 'out')], { cwd: ROOT, reject: false, env: { CI: '1', NIX_PATH: nixPath } });
     const toplevelOf = async () => {
       const result = await cli('build', 'system', '--json');
       expect(result.exitCode, result.stderr).toBe(0);
@@ -68,5 +69,8 @@ describe('system from an expression that imports a file outside its folder', () 
     expect(plan.stdout).toMatch(new RegExp(`^system\\s+run\\s+cache entry stale: ${path.join(work, 'common/label.nix')} changed since the last evaluation`, 'm'));
     expect(await toplevelOf()).toMatchObject({ status: 'ran', toplevel: 'outside-two' });
     expect(await toplevelOf()).toMatchObject({ status: 'cached' });
+    // <nixpkgs> resolves through NIX_PATH: another one (a pinned store path, say) evaluates again
+    nixPath = `nixpkgs=${work}`;
+    expect(await toplevelOf()).toMatchObject({ status: 'ran', reason: expect.stringContaining('inputs.nixPath') });
   });
 });

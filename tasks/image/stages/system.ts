@@ -58,7 +58,8 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
       keyedByValues: ['toplevel', 'closure', 'closureSizes'],
       artifacts: [...base.artifacts, { name: 'evaluatedFiles', kind: 'value' as const }],
       title: `build system from ${path.basename(system.expression)}`,
-      inputs: { expression: system.expression, attr: system.attr ?? null },
+      // <nixpkgs> and the like resolve through NIX_PATH: another entry (a pinned store path) is another system
+      inputs: { expression: system.expression, attr: system.attr ?? null, nixPath: process.env['NIX_PATH'] ?? null },
       inputFiles: [{ path: folder, ignore: notInputs, follow: true }],
       tools: ['nix-store', 'nix-build'],
       checkCached: async (values, memo) => (await missingStorePath(values['closure'])) ?? (await changedEvaluatedFile(values['evaluatedFiles'], memo)),
