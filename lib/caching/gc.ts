@@ -1,5 +1,5 @@
 import cacache from 'cacache';
-import { readdir, rm, stat } from 'node:fs/promises';
+import { lstat, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { allocatedBytes, type CacheStore } from './cache-store.ts';
 
@@ -53,16 +53,20 @@ export async function collectGarbage(store: CacheStore, maxBytes?: number): Prom
   const victims = maxBytes === undefined ? superseded(entries, owners) : leastRecentlyUsed(entries, before, maxBytes);
   const evicted: GcReport['evicted'][number][] = [];
   for (const entry of victims) {
-    await store.evict(entry.fingerprint);
+    // read before evicting: evict removes the index record that names the task
     const recorded = owners.has(entry.fingerprint) ? undefined : await store.recordedTaskId(entry.fingerprint);
+    await store.evict(entry.fingerprint);
     evicted.push({ fingerprint: entry.fingerprint, taskId: owners.get(entry.fingerprint) ?? `${recorded ?? '(unknown task)'} (damaged)`, bytes: entry.bytes });
   }
   await repointLastEntries(store, entries, owners, new Set(evicted.map((e) => e.fingerprint)));
   const left = before - evicted.reduce((sum, e) => sum + e.bytes, 0);
   if (maxBytes === undefined || left > maxBytes) await dropOldLogs(store.logsDir);
-  // drops content no index entry points to; with nothing evicted there is none, and verify would
-  // only add its own stamp file (gc then reported the cache growing)
-  if (evicted.length > 0 || orphans > 0) await cacache.verify(store.indexDir);
+  // drops content no index entry points to (superseded pointers and records, interrupted writes);
+  // on a cache without an index it would only create one, and its stamp file is not the cache's
+  if (await exists(store.indexDir)) {
+    await cacache.verify(store.indexDir);
+    await rm(path.join(store.indexDir, '_lastverified'), { force: true });
+  }
   return { before: measuredBefore, after: await measure(), evicted, orphans };
 }
 
@@ -125,4 +129,8 @@ async function dropOldLogs(logsDir: string): Promise<void> {
     const logs = (await readdir(path.join(logsDir, folder)).catch(() => [] as string[])).sort();
     for (const old of logs.slice(0, -1)) await rm(path.join(logsDir, folder, old), { force: true });
   }
+}
+
+async function exists(file: string): Promise<boolean> {
+  return lstat(file).then(() => true, () => false);
 }

@@ -61,6 +61,8 @@ export async function dryRun(graph: Graph, store: CacheStore, ids: readonly stri
     reporter: silent,
     concurrency: 1,
     signal,
+    // read, never saved: plan writes nothing, but need not reread files whose size, mtime and inode held
+    memo: await store.loadHashMemo(),
     dryRun: true,
     onManifest: (id, manifest) => manifests.set(id, manifest),
   });

@@ -177,6 +177,18 @@ describe('build, cache and resume', () => {
     expect((await toy.runs()).filter((id) => id === 'a')).toHaveLength(2);
   });
 
+  it('gc evicts an entry whose artifact changed size, naming its task', async () => {
+    await toy.run('build');
+    const artifacts = path.join(toy.cache, 'artifacts');
+    for (const entry of await readdir(artifacts)) {
+      const file = path.join(artifacts, entry, 'out.txt');
+      if ((await readFile(file, 'utf8').catch(() => '')) === 'hello') await writeFile(file, 'hello, damaged');
+    }
+    const gc = await toy.run('gc');
+    expect(gc.exitCode, gc.stderr).toBe(0);
+    expect(gc.stdout).toMatch(/^ {2}evicted a \(damaged\) [0-9a-f]{12} /m);
+  });
+
   it('verify rehashes artifacts and finds a change that kept size and mtime', async () => {
     await toy.run('build');
     expect((await toy.run('verify')).exitCode).toBe(0);

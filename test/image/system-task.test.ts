@@ -5,7 +5,7 @@ import { mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { systemTask } from '../../tasks/image/stages/system.ts';
+import { resolvedNixPath, systemTask } from '../../tasks/image/stages/system.ts';
 import { ROOT } from '../helpers/toy.ts';
 
 let dir: string;
@@ -35,6 +35,20 @@ describe('system task inputs', () => {
     expect(task.inputFiles).toEqual([{ path: path.join(dir, 'machine'), ignore: [], follow: true }]);
   });
 
+  it('keys an expression on the search path with each path resolved, so a channel update (a moved link) counts', async () => {
+    await mkdir(path.join(dir, 'channel-1'));
+    await mkdir(path.join(dir, 'channel-2'));
+    const link = path.join(dir, 'channels');
+    await symlink(path.join(dir, 'channel-1'), link);
+    const before = resolvedNixPath(`nixpkgs=${link}:${link}`);
+    expect(before).toBe(`nixpkgs=${path.join(dir, 'channel-1')}:${path.join(dir, 'channel-1')}`);
+    await rm(link);
+    await symlink(path.join(dir, 'channel-2'), link);
+    expect(resolvedNixPath(`nixpkgs=${link}:${link}`)).not.toBe(before);
+    // unset: Nix's default, the user's channels then root's
+    expect(resolvedNixPath(undefined, '/home/x')).toMatch(/^\/home\/x\/\.nix-defexpr\/channels:nixpkgs=/);
+  });
+
   it('hashes no files for a toplevel or a flake', () => {
     expect(systemTask({ toplevel: '/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-x' }).inputFiles).toBeUndefined();
     expect(systemTask({ flake: '.#demo' }).inputFiles).toBeUndefined();
@@ -48,7 +62,9 @@ describe('system from an expression that imports a file outside its folder', () 
     await mkdir(path.join(work, 'common'));
     const source = await readFile(path.join(ROOT, 'tasks/image/demo/system.nix'), 'utf8');
     expect(source).toContain('label ? "demo"');
-    await writeFile(path.join(work, 'sys/system.nix'), source.replace('label ? "demo"', 'label ? import ../common/label.nix'));
+    // through a link inside the folder: the folder's hash sees only the link, so the file counts as outside
+    await symlink('../common', path.join(work, 'sys/shared'));
+    await writeFile(path.join(work, 'sys/system.nix'), source.replace('label ? "demo"', 'label ? import ./shared/label.nix'));
     await writeFile(path.join(work, 'common/label.nix'), '"outside-one"\n');
     const config = path.join(work, 'sys/config.json');
     await writeFile(config, JSON.stringify({ rootPoolName: 'outside', datasets: { 'outside/root': { mount: '/' } }, includeChannel: false, system: { expression: 'system.nix' } }));
@@ -66,7 +82,7 @@ describe('system from an expression that imports a file outside its folder', () 
     expect(await toplevelOf()).toMatchObject({ status: 'cached' });
     await writeFile(path.join(work, 'common/label.nix'), '"outside-two"\n');
     const plan = await cli('plan');
-    expect(plan.stdout).toMatch(new RegExp(`^system\\s+run\\s+cache entry stale: ${path.join(work, 'common/label.nix')} changed since the last evaluation`, 'm'));
+    expect(plan.stdout).toMatch(new RegExp(`^system\\s+run\\s+cache entry stale: ${path.join(work, 'sys/shared/label.nix')} changed since the last evaluation`, 'm'));
     expect(await toplevelOf()).toMatchObject({ status: 'ran', toplevel: 'outside-two' });
     expect(await toplevelOf()).toMatchObject({ status: 'cached' });
     // <nixpkgs> resolves through NIX_PATH: another one (a pinned store path, say) evaluates again

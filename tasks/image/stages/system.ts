@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import path from 'node:path';
@@ -52,33 +53,39 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
     // Nix files the evaluation read elsewhere (../common, <nixpkgs>) are recorded with their hashes
     // and checked before the entry is trusted.
     const folder = expressionFolder(system.expression);
+    const realFolder = realpathOr(folder);
     return {
       ...base,
       version: 3, // 3: records the files the evaluation read outside the expression's folder
       keyedByValues: ['toplevel', 'closure', 'closureSizes'],
       artifacts: [...base.artifacts, { name: 'evaluatedFiles', kind: 'value' as const }],
       title: `build system from ${path.basename(system.expression)}`,
-      // <nixpkgs> and the like resolve through NIX_PATH: another entry (a pinned store path) is another system
-      inputs: { expression: system.expression, attr: system.attr ?? null, nixPath: process.env['NIX_PATH'] ?? null },
+      // <nixpkgs> resolves through the search path: a channel update or another pin is another system
+      inputs: { expression: system.expression, attr: system.attr ?? null, nixPath: resolvedNixPath() },
       inputFiles: [{ path: folder, ignore: notInputs, follow: true }],
       tools: ['nix-store', 'nix-build'],
       checkCached: async (values, memo) => (await missingStorePath(values['closure'])) ?? (await changedEvaluatedFile(values['evaluatedFiles'], memo)),
       async run(ctx) {
         const attr = system.attr ? ['-A', system.attr] : [];
-        const evaluated = new Set<string>();
-        // -v makes Nix name every file it evaluates; those lines are collected, not logged
+        const hashes = new Map<string, Promise<string>>();
+        let evaluated = 0;
+        // -v makes Nix name every file it evaluates. Each one outside the folder is hashed as its line
+        // arrives, before the build phase, so an edit made while the build runs is not recorded as built.
         const built = await ctx.exec('nix-build', [system.expression, ...attr, '--no-out-link', '-v', ...nixOptions()], {
           quiet: true,
           onLine: (line) => {
             const file = EVALUATING.exec(line)?.[1];
-            if (file) evaluated.add(file);
-            else ctx.log(line);
+            if (!file) return ctx.log(line);
+            evaluated += 1;
+            const real = realpathOr(file);
+            // the store never changes; the folder is hashed as an input file already
+            if (real.startsWith('/nix/store/') || isInside(real, realFolder) || hashes.has(file)) return;
+            hashes.set(file, evaluatedFileHash(file));
           },
         });
-        const outside = [...evaluated].filter((file) => !file.startsWith('/nix/store/') && !isInside(file, folder)).sort();
-        ctx.log(`the evaluation read ${evaluated.size} Nix file(s), ${outside.length} outside ${folder}`);
+        ctx.log(`the evaluation read ${evaluated} Nix file(s), ${hashes.size} of them outside ${folder} and the Nix store`);
         const evaluatedFiles: Record<string, string> = {};
-        for (const file of outside) evaluatedFiles[file] = await hashPath(file).catch(() => 'missing');
+        for (const file of [...hashes.keys()].sort()) evaluatedFiles[file] = await hashes.get(file)!;
         return { ...(await describeClosure(ctx.exec, lastLine(built.stdout))), evaluatedFiles };
       },
     };
@@ -118,14 +125,51 @@ function isInside(file: string, folder: string): boolean {
   return relative !== '' && !relative.startsWith('..') && !path.isAbsolute(relative);
 }
 
+function realpathOr(file: string): string {
+  try {
+    return realpathSync(file);
+  } catch {
+    return file;
+  }
+}
+
+/** A file's hash; only a missing file has a stable stand-in: an unreadable one must never look unchanged. */
+async function evaluatedFileHash(file: string, memo?: HashMemo): Promise<string> {
+  return hashPath(file, memo).catch((error: NodeJS.ErrnoException) =>
+    error.code === 'ENOENT' || error.code === 'ENOTDIR' ? 'missing' : `unreadable (${error.code ?? error.message}) ${randomUUID()}`,
+  );
+}
+
 /** The first file an earlier evaluation read that has changed since, as a reason; undefined when none has. */
 export async function changedEvaluatedFile(recorded: Json | undefined, memo?: HashMemo): Promise<string | undefined> {
   if (recorded === undefined || recorded === null || typeof recorded !== 'object' || Array.isArray(recorded)) return undefined;
-  for (const [file, hash] of Object.entries(recorded)) {
-    const now = await hashPath(file, memo).catch(() => 'missing');
-    if (now !== hash) return `${file} ${now === 'missing' ? 'is gone' : 'changed'} since the last evaluation`;
+  const entries = Object.entries(recorded);
+  // a few at a time: an evaluation of NixOS from a checkout reads thousands of files
+  for (let i = 0; i < entries.length; i += 32) {
+    const batch = entries.slice(i, i + 32);
+    const now = await Promise.all(batch.map(([file]) => evaluatedFileHash(file, memo)));
+    const changed = batch.findIndex(([, hash], j) => now[j] !== hash);
+    if (changed >= 0) return `${batch[changed]![0]} ${now[changed] === 'missing' ? 'is gone' : 'changed'} since the last evaluation`;
   }
   return undefined;
+}
+
+/**
+ * The search path `<nixpkgs>` resolves through, each path resolved: NIX_PATH, or Nix's default
+ * (the user's and root's channels) when it is unset. A channel update moves the profile links, so
+ * the resolved paths change even when the text of NIX_PATH does not.
+ */
+export function resolvedNixPath(nixPath = process.env['NIX_PATH'], home = process.env['HOME'] ?? '/root'): string {
+  const entries = nixPath !== undefined
+    ? nixPath.split(':').filter(Boolean)
+    : [`${home}/.nix-defexpr/channels`, 'nixpkgs=/nix/var/nix/profiles/per-user/root/channels/nixpkgs', '/nix/var/nix/profiles/per-user/root/channels'];
+  return entries
+    .map((entry) => {
+      const at = entry.indexOf('=');
+      const [prefix, target] = at >= 0 ? [entry.slice(0, at + 1), entry.slice(at + 1)] : ['', entry];
+      return /^[a-z]+:\/\//.test(target) ? entry : `${prefix}${realpathOr(target)}`;
+    })
+    .join(':');
 }
 
 function lastLine(text: string): string {
