@@ -51,7 +51,7 @@ export interface CacheStore {
   readonly workDir: string;
   readonly logsDir: string;
   lookup(fingerprint: string): Promise<Result<CacheEntry, CacheMiss>>;
-  /** The last entry published for a task id (for `explain` and `shell`). */
+  /** The entry of a task id the last build used or published (for `explain`, plan's reasons and `shell`). */
   lastEntry(taskId: string): Promise<CacheEntry | undefined>;
   /** Makes a published entry the one `lastEntry` returns for its task (gc, after evicting the last one). */
   setLastEntry(taskId: string, fingerprint: string): Promise<void>;

@@ -129,7 +129,7 @@ Commands:
   build [task|stage...]   bring the image (or the named tasks) up to date (default)
   plan [task|stage...]    show what build would do and why; reads only
   run <task|stage>        run one stage from its cached inputs (--force: even when fresh)
-  explain <task|stage>    which inputs differ from the stage's last cached run
+  explain <task|stage>    which inputs differ from what the last build used
   logs <task|stage>       print the stage's last log
   shell <stage> [-- CMD]  a shell (or one command) on a copy of the state the stage produced:
                           pool imported, datasets mounted, ESP files at hand; all undone on exit

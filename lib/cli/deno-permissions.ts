@@ -13,7 +13,7 @@ const deno = (globalThis as { Deno?: DenoPermissions }).Deno;
 if (deno) {
   const missing = NEEDED.filter((name) => deno.permissions.querySync({ name }).state !== 'granted');
   if (missing.length > 0) {
-    console.error(`error: Deno needs these permissions for a build: ${missing.map((name) => `--allow-${name}`).join(' ')}; run it with -A (deno run -A Taskfile.ts ...)`);
+    console.error(`error: Deno needs these permissions: ${missing.map((name) => `--allow-${name}`).join(' ')}; run it with -A (deno run -A Taskfile.ts ...)`);
     deno.exit(2);
   }
 }

@@ -6,7 +6,8 @@ export type GraphError =
   | { readonly reason: 'unknown-target'; readonly target: string; readonly known: readonly string[] }
   | { readonly reason: 'invalid-inputs'; readonly id: string; readonly message: string }
   | { readonly reason: 'export-not-from-dependency'; readonly id: string; readonly from: string }
-  | { readonly reason: 'content-key-invalid'; readonly id: string; readonly dependency: string; readonly artifact?: string };
+  | { readonly reason: 'content-key-invalid'; readonly id: string; readonly dependency: string; readonly artifact?: string; readonly resource?: string }
+  | { readonly reason: 'keyed-values-invalid'; readonly id: string; readonly value: string };
 
 /** Why one task did not produce its outputs. */
 export type TaskFailure =
@@ -39,7 +40,12 @@ export function describeGraphError(error: GraphError): string {
       return `task "${error.id}" has invalid inputs: ${error.message}`;
     case 'export-not-from-dependency':
       return `task "${error.id}" exports an artifact of "${error.from}", which is not one of its dependencies`;
+    case 'keyed-values-invalid':
+      return `task "${error.id}" keys its dependents on value "${error.value}", which is not one of its value artifacts`;
     case 'content-key-invalid':
+      if (error.resource !== undefined) {
+        return `task "${error.id}" is keyed on the content of "${error.dependency}", which runs in the same ${error.resource} transaction (its content is known only when that ends)`;
+      }
       return error.artifact === undefined
         ? `task "${error.id}" is keyed on the content of "${error.dependency}", which is not one of its dependencies`
         : `task "${error.id}" is keyed on "${error.dependency}"'s artifact "${error.artifact}", which is not a file or folder artifact of that task`;

@@ -37,9 +37,19 @@ export function buildGraph(list: readonly GraphNode[]): Result<Graph, GraphError
     }
   }
   for (const node of list) {
-    for (const [dependency, names] of Object.entries(('keyedOnContent' in node ? node.keyedOnContent : undefined) ?? {})) {
+    if (isResource(node)) continue;
+    // a key from no values at all would never change, and dependents would never rerun
+    const values = node.artifacts.filter((a) => a.kind === 'value').map((a) => a.name);
+    if (Array.isArray(node.keyedByValues)) {
+      const value = node.keyedByValues.length === 0 ? '(none named)' : node.keyedByValues.find((name) => !values.includes(name));
+      if (value !== undefined) return fail({ reason: 'keyed-values-invalid', id: node.id, value });
+    }
+    for (const [dependency, names] of Object.entries(node.keyedOnContent ?? {})) {
       const producer = nodes.get(dependency);
       if (!node.deps.includes(dependency) || !producer) return fail({ reason: 'content-key-invalid', id: node.id, dependency });
+      // inside one transaction the dependency publishes only at its end: its content is not known yet
+      const shared = node.deps.find((dep) => nodes.get(dep) !== undefined && isResource(nodes.get(dep)!) && producer.deps.includes(dep));
+      if (shared !== undefined) return fail({ reason: 'content-key-invalid', id: node.id, dependency, resource: shared });
       // disks carry no content hash (they are never hashed at publish)
       const hashed = isResource(producer) ? [] : producer.artifacts.filter((a) => a.kind === 'file' || a.kind === 'folder').map((a) => a.name);
       const artifact = names.find((name) => !hashed.includes(name));

@@ -222,7 +222,11 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
         await copyDisk(source, destination, controller.signal);
         logWrite(`# exit 0 after ${Date.now() - started} ms\n`);
       } catch (error) {
-        logWrite(`# failed (${(error as Error).message.split('\n')[0]}) after ${Date.now() - started} ms\n`);
+        // cp's own words (No space left on device …), then its status as exec logs it
+        const failed = error as { code?: unknown; stderr?: unknown; message: string };
+        for (const line of String(failed.stderr ?? '').split('\n').filter(Boolean)) logWrite(`${line}\n`);
+        const status = typeof failed.code === 'number' ? `exit ${failed.code}` : `failed (${failed.message.split('\n')[0]})`;
+        logWrite(`# ${status} after ${Date.now() - started} ms\n`);
         throw error;
       } finally {
         clearInterval(timer);

@@ -22,9 +22,10 @@ afterEach(async () => {
 
 describe('Deno', () => {
   it('without -A says which permissions are missing and exits 2, without a stack trace or a prompt', async () => {
-    const result = await execa(DENO, ['run', '--allow-env', 'Taskfile.ts', '--help'], { cwd: ROOT, reject: false, stdin: 'ignore' });
+    // no flags at all: a package reads the environment as it loads, which crashed before the check existed
+    const result = await execa(DENO, ['run', 'Taskfile.ts', '--help'], { cwd: ROOT, reject: false, stdin: 'ignore' });
     expect(result.exitCode).toBe(2);
-    expect(result.stderr).toContain('error: Deno needs these permissions for a build: --allow-read --allow-write --allow-run --allow-sys; run it with -A');
+    expect(result.stderr).toContain('error: Deno needs these permissions: --allow-env --allow-read --allow-write --allow-run --allow-sys; run it with -A');
     expect(result.stderr).not.toMatch(/Uncaught|\bat /);
   });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { buildGraph, closure, resolveTargets, runnableTargets } from '../../lib/engine/graph.ts';
-import type { Task } from '../../lib/engine/task.ts';
+import type { GraphNode, Task } from '../../lib/engine/task.ts';
 
 const t = (id: string, deps: string[] = [], stage = id): Task => ({
   id, stage, title: id, deps, inputs: {}, version: 1, artifacts: [], run: async () => undefined,
@@ -28,6 +28,17 @@ describe('graph checks', () => {
     expect(buildGraph([producer, keyed([], ['esp'])])).toMatchObject({ ok: false, error: { reason: 'content-key-invalid', id: 'b', dependency: 'a' } });
     expect(buildGraph([producer, keyed(['a'], ['disk.raw'])])).toMatchObject({ ok: false, error: { reason: 'content-key-invalid', artifact: 'disk.raw' } });
     expect(buildGraph([producer, keyed(['a'], ['nothing'])])).toMatchObject({ ok: false, error: { reason: 'content-key-invalid', artifact: 'nothing' } });
+    // inside one transaction the producer publishes only when it ends
+    const mount: GraphNode = { kind: 'resource', id: 'm', stage: 'm', title: 'm', deps: [], inputs: {}, version: 1, acquire: async () => undefined, release: async () => undefined } as unknown as GraphNode;
+    const inTransaction = (id: string, deps: string[]): Task => ({ ...producer, id, deps });
+    expect(buildGraph([mount, inTransaction('a', ['m']), { ...keyed(['a', 'm'], ['esp']) }])).toMatchObject({ ok: false, error: { reason: 'content-key-invalid', resource: 'm' } });
+  });
+
+  it('refuses keying dependents on values a task does not have, or on none', () => {
+    const valued = (names: string[]): Task => ({ ...t('a'), artifacts: [{ name: 'toplevel', kind: 'value' }, { name: 'esp', kind: 'folder' }], keyedByValues: names });
+    expect(buildGraph([valued(['toplevel'])]).ok).toBe(true);
+    expect(buildGraph([valued(['esp'])])).toMatchObject({ ok: false, error: { reason: 'keyed-values-invalid', value: 'esp' } });
+    expect(buildGraph([valued([])])).toMatchObject({ ok: false, error: { reason: 'keyed-values-invalid', value: '(none named)' } });
   });
   it("refuses an export of another task's artifact unless that task is a dependency", () => {
     const exporting = (deps: string[]): Task => ({ ...t('b', deps), exports: [{ from: 'a', artifact: 'disk.raw', to: '/out/disk.raw' }] });

@@ -157,7 +157,7 @@ describe('logs, doctor, graph, plan and the summary', () => {
     });
     try {
       const install = (await project.run('explain', 'install')).stdout;
-      expect(install).toMatch(/^install: \d+ field\(s\) differ from the last cached run/);
+      expect(install).toMatch(/^install: \d+ field\(s\) differ from the entry the last build used \(published /);
       expect(install).toMatch(/^ {2}inputs\.contents: .*motd\.extra/m);
       expect(install).toMatch(/^ {2}deps\.mount: /m);
       const mount = (await project.run('explain', 'mount')).stdout.trim();

@@ -31,7 +31,7 @@ export async function plan(graph: Graph, store: CacheStore, args: CliArgs, io: C
   return 0;
 }
 
-/** `explain`: the manifest fields that differ from the task's last cached run. */
+/** `explain`: the manifest fields that differ from the task's entry the last build used. */
 export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io: CliIo, signal: AbortSignal): Promise<number> {
   const ids = resolveTargets(graph, args.targets);
   if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
@@ -61,10 +61,10 @@ export async function explain(graph: Graph, store: CacheStore, args: CliArgs, io
     }
     const changes = diffManifests(last.manifest, manifest);
     if (changes.length === 0) {
-      io.stdout(`${id}: ${row.status === 'cached' ? 'fresh' : row.reason}; nothing differs from the last cached run (${last.publishedAt})\n`);
+      io.stdout(`${id}: ${row.status === 'cached' ? 'fresh' : row.reason}; nothing differs from the entry the last build used (published ${last.publishedAt})\n`);
       continue;
     }
-    io.stdout(`${id}: ${changes.length} field(s) differ from the last cached run (${last.publishedAt}):\n`);
+    io.stdout(`${id}: ${changes.length} field(s) differ from the entry the last build used (published ${last.publishedAt}):\n`);
     for (const c of changes) io.stdout(`  ${c.field}: ${c.before ?? '(absent)'} -> ${c.after ?? '(absent)'}\n`);
   }
   return 0;

@@ -19,11 +19,12 @@ export function convertTask(disk: 'boot' | 'root', format: ImageFormat): Task {
     stage: 'convert',
     title: `convert the ${disk} disk to ${format}`,
     deps: [source],
-    inputs: { format },
+    // vpc's force_size came later: only vpc entries made without it must convert again
+    inputs: format === 'vpc' ? { format, forceSize: true } : { format },
     // post-vm records the sha256: a rerun with the same inputs (run --force, after gc) may write other
     // bytes (qemu-img's VDI and VHD headers carry a random UUID), and image-info.json must follow
     keyedByValues: true,
-    version: 3, // 3: vpc with force_size=on (its virtual size was rounded up to a CHS geometry)
+    version: 2,
     tools: ['qemu-img'],
     artifacts: [
       { name, kind: 'disk' },

@@ -5,6 +5,7 @@ import { datasetCreationOrder } from '../generators.ts';
 import { diskFile } from './create-disks.ts';
 import { ensureZfs } from './zfs-session.ts';
 import type { PoolLayout } from './pool-layout.ts';
+import { propertiesSet } from '../zfs/driver.ts';
 
 /** `create-pool`: the pool on the whole root disk, then the datasets, parents first; published exported. */
 export function createPoolTask(config: ImageConfig, layout: PoolLayout): Task {
@@ -18,7 +19,7 @@ export function createPoolTask(config: ImageConfig, layout: PoolLayout): Task {
     inputs: {
       driver: layout.driver,
       pool: config.rootPoolName,
-      properties: { pool: layout.properties.pool, filesystem: layout.properties.filesystem, datasets: layout.properties.datasets } as unknown as Json,
+      properties: propertiesSet(layout.properties) as unknown as Json,
     },
     version: 1,
     tools: layout.tools,

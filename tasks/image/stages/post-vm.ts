@@ -2,6 +2,7 @@ import { stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { exportArtifacts } from '../../../lib/caching/export-artifact.ts';
 import type { PoolLayout } from './pool-layout.ts';
+import { propertiesSet } from '../zfs/driver.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { ImageConfig } from '../config.ts';
 import { outputFileNames } from '../generators.ts';
@@ -28,7 +29,7 @@ export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayo
       pool: config.rootPoolName,
       driver: layout.driver,
       // what the driver really set (zfs-fuse drops some defaults), not what was asked for
-      properties: { pool: layout.properties.pool, filesystem: layout.properties.filesystem, datasets: layout.properties.datasets },
+      properties: propertiesSet(layout.properties) as unknown as Json,
       droppedByDriver: [...layout.properties.warnings],
       datasets: config.datasets as unknown as Json,
     },

@@ -40,6 +40,12 @@ export interface AdaptedProperties extends PropertyRequest {
   readonly refused: readonly string[];
 }
 
+/** What the driver sets, without its remarks: what the pool is keyed on and image-info.json records. */
+export function propertiesSet(adapted: AdaptedProperties): PropertyRequest {
+  const { warnings: _warnings, refused: _refused, ...set } = adapted;
+  return set;
+}
+
 /** A pool imported (or just created) by a driver. Plain data, so a later stage can release it. */
 export interface PoolHandle {
   readonly driver: ZfsDriverName;
