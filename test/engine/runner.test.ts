@@ -64,6 +64,16 @@ describe('build, cache and resume', () => {
     expect(counts).toEqual({ a: 1, b: 2, c: 1, d: 1 });
   });
 
+  it('logs a disk copy as a command, and a failed one with cp\'s own message and status', async () => {
+    await toy.configure({ diskMiB: 64 });
+    expect((await toy.run('build', 'disk-copy')).exitCode).toBe(0);
+    expect((await toy.run('logs', 'disk-copy')).stdout).toMatch(/^\$ cp --reflink=auto --sparse=always -- \S+disk\.raw \S+disk\.raw\n# exit 0 after \d+ ms$/m);
+    await toy.configure({ diskMiB: 64, copyFolder: true });
+    expect((await toy.run('build', 'disk-copy')).exitCode).toBe(1);
+    const log = (await toy.run('logs', 'disk-copy')).stdout;
+    expect(log).toMatch(/^cp: -r not specified; omitting directory '\S+'\n# exit 1 after \d+ ms$/m);
+  });
+
   it('run --force reruns one fresh task and nothing else', async () => {
     await toy.run('build');
     const forced = await toy.run('run', 'b', '--force');
