@@ -107,6 +107,13 @@ export function openCache(dir: string): CacheStore {
     return data ? (JSON.parse(data.data.toString('utf8')) as CacheEntry) : undefined;
   };
 
+  // the "last" pointer of a task: which of its entries plan, explain and shell compare with or open
+  const readLast = async (taskId: string): Promise<string | undefined> =>
+    ((await readEntry(lastKey(taskId))) as unknown as { fingerprint: string } | undefined)?.fingerprint;
+  const writeLast = async (taskId: string, fingerprint: string): Promise<void> => {
+    await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
+  };
+
   const store: CacheStore = {
     dir: root,
     indexDir,
@@ -133,15 +140,15 @@ export function openCache(dir: string): CacheStore {
 
     async lastEntry(taskId) {
       try {
-        const pointer = (await readEntry(lastKey(taskId))) as unknown as { fingerprint: string } | undefined;
-        return pointer ? await readEntry(entryKey(pointer.fingerprint)) : undefined;
+        const fingerprint = await readLast(taskId);
+        return fingerprint ? await readEntry(entryKey(fingerprint)) : undefined;
       } catch {
         return undefined;
       }
     },
 
     async setLastEntry(taskId, fingerprint) {
-      await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
+      await writeLast(taskId, fingerprint);
     },
 
     async recordedTaskId(fingerprint) {
@@ -150,8 +157,7 @@ export function openCache(dir: string): CacheStore {
     },
 
     async markUsed(taskId, fingerprint) {
-      const pointer = (await readEntry(lastKey(taskId)).catch(() => undefined)) as unknown as { fingerprint: string } | undefined;
-      if (pointer?.fingerprint !== fingerprint) await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
+      if ((await readLast(taskId).catch(() => undefined)) !== fingerprint) await writeLast(taskId, fingerprint);
     },
 
     async hasBuilt(taskId) {
@@ -191,7 +197,7 @@ export function openCache(dir: string): CacheStore {
         bytes,
       };
       await cacache.put(indexDir, entryKey(fingerprint), JSON.stringify(entry));
-      await cacache.put(indexDir, lastKey(taskId), JSON.stringify({ fingerprint }));
+      await writeLast(taskId, fingerprint);
       return entry;
     },
 

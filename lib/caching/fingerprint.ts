@@ -53,7 +53,7 @@ export async function buildManifest(
  * What stands for an input that could not be hashed. Only a missing one has a stable value: any
  * other error must never make a task look fresh, or a change behind it would go unnoticed.
  */
-async function unhashable(error: NodeJS.ErrnoException, target: string): Promise<string> {
+export async function unhashable(error: NodeJS.ErrnoException, target: string): Promise<string> {
   // a name inside a folder that cannot be opened by the name readdir gave (Deno hands out names
   // that are not UTF-8 with their bad bytes replaced) is no missing input
   const exists = await lstat(target).then(() => true, () => false);

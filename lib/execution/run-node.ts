@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
-import { copyDisk, copyDiskArgs } from '../caching/disk-copy.ts';
+import { copyDiskArgs } from '../caching/disk-copy.ts';
 import { allocatedSize, ensureFreeSpace } from '../caching/free-space.ts';
 import { formatBytes } from '../logging/format.ts';
 import { mountsUnder } from './mount-table.ts';
@@ -216,18 +216,9 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
           () => undefined,
         );
       }, 500);
-      // in the log as a command, like those run through exec
-      logWrite(`$ ${formatCommand('cp', copyDiskArgs(source, destination))}\n`);
       try {
-        await copyDisk(source, destination, controller.signal);
-        logWrite(`# exit 0 after ${Date.now() - started} ms\n`);
-      } catch (error) {
-        // cp's own words (No space left on device …), then its status as exec logs it
-        const failed = error as { code?: unknown; stderr?: unknown; message: string };
-        for (const line of String(failed.stderr ?? '').split('\n').filter(Boolean)) logWrite(`${line}\n`);
-        const status = typeof failed.code === 'number' ? `exit ${failed.code}` : `failed (${failed.message.split('\n')[0]})`;
-        logWrite(`# ${status} after ${Date.now() - started} ms\n`);
-        throw error;
+        // through the task's exec: logged as a command with its status and time, stopped on abort
+        await loggedExec('cp', copyDiskArgs(source, destination));
       } finally {
         clearInterval(timer);
       }

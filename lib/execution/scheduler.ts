@@ -172,16 +172,15 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     return `changed: ${shown}${changes.length > 3 ? ` and ${changes.length - 3} more` : ''}`;
   };
 
-  const hashesOf = (entry: CacheEntry): Record<string, string> => {
-    const hashes: Record<string, string> = {};
-    for (const [name, artifact] of Object.entries(entry.artifacts)) if (artifact.sha256) hashes[name] = artifact.sha256;
-    return hashes;
-  };
-
-  const outputsOf = (entry: CacheEntry): DependencyOutputs => {
+  /** What dependents get from an entry: its values and artifact paths, and the artifacts' content hashes. */
+  const fromEntry = (entry: CacheEntry): { outputs: DependencyOutputs; hashes: Record<string, string> } => {
     const paths: Record<string, string> = {};
-    for (const name of Object.keys(entry.artifacts)) paths[name] = store.artifactPath(entry.fingerprint, name);
-    return { values: entry.values, paths };
+    const hashes: Record<string, string> = {};
+    for (const [name, artifact] of Object.entries(entry.artifacts)) {
+      paths[name] = store.artifactPath(entry.fingerprint, name);
+      if (artifact.sha256) hashes[name] = artifact.sha256;
+    }
+    return { outputs: { values: entry.values, paths }, hashes };
   };
 
   const depOutputs = (node: GraphNode): Record<string, DependencyOutputs> => {
@@ -251,7 +250,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       if (!options.dryRun) await markUsed(node.id, decision.fingerprint);
       return finish(
         node,
-        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), outputs: outputsOf(decision.entry), hashes: hashesOf(decision.entry) },
+        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), ...fromEntry(decision.entry) },
         { fingerprint: decision.fingerprint },
       );
     }
@@ -279,7 +278,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     const entry = result.entry;
     await finish(
       node,
-      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), outputs: entry ? outputsOf(entry) : { values: result.values, paths: {} }, hashes: entry ? hashesOf(entry) : undefined },
+      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), ...(entry ? fromEntry(entry) : { outputs: { values: result.values, paths: {} } }) },
       { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint: decision.fingerprint },
     );
   };
@@ -318,7 +317,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       for (const user of users) {
         const decision = decisions.get(user.id)!;
         if (!options.dryRun) await markUsed(user.id, decision.fingerprint);
-        await finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, outputs: outputsOf(decision.entry!), hashes: hashesOf(decision.entry!) }, { fingerprint: decision.fingerprint });
+        await finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, ...fromEntry(decision.entry!) }, { fingerprint: decision.fingerprint });
       }
       return;
     }

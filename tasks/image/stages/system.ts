@@ -1,8 +1,8 @@
-import { randomUUID } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { hashPath, type HashMemo } from '../../../lib/caching/file-hash.ts';
+import { unhashable } from '../../../lib/caching/fingerprint.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { pathKind, type SystemSpec } from '../config.ts';
@@ -133,11 +133,9 @@ function realpathOr(file: string): string {
   }
 }
 
-/** A file's hash; only a missing file has a stable stand-in: an unreadable one must never look unchanged. */
+/** A file's hash, or the stand-in inputs get: stable only for a missing file, never for an unreadable one. */
 async function evaluatedFileHash(file: string, memo?: HashMemo): Promise<string> {
-  return hashPath(file, memo).catch((error: NodeJS.ErrnoException) =>
-    error.code === 'ENOENT' || error.code === 'ENOTDIR' ? 'missing' : `unreadable (${error.code ?? error.message}) ${randomUUID()}`,
-  );
+  return hashPath(file, memo).catch((error: NodeJS.ErrnoException) => unhashable(error, file));
 }
 
 /** The first file an earlier evaluation read that has changed since, as a reason; undefined when none has. */
@@ -193,9 +191,5 @@ export async function describeClosure(exec: Exec, toplevel: string): Promise<{ t
  */
 function expressionFolder(expression: string): string {
   if (pathKind(expression) === 'folder') return expression;
-  try {
-    return path.dirname(realpathSync(expression));
-  } catch {
-    return path.dirname(expression);
-  }
+  return path.dirname(realpathOr(expression));
 }
