@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, ran, type ImageProject } from '../helpers/image.ts';
-import { cleanupSteps, uniquePool, zfsFuseDaemons } from '../helpers/reliability.ts';
+import { cleanupSteps, jsonEvents, uniquePool, until, zfsFuseDaemons } from '../helpers/reliability.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 
 const POOL = uniquePool('rint');
@@ -121,6 +121,56 @@ describe('Ctrl-C and SIGTERM inside a stage', () => {
     const after = await outputSet();
     expect(after.matches).toBe(true);
     expect(after.recorded.root).not.toBe(before.recorded.root);
+  });
+});
+
+describe('a build paused inside a stage', () => {
+  /** Starts `build --json` that pauses in `tool verb`; resolves once it is there, with its events so far. */
+  async function pausedBuild(tool: string, verb: string) {
+    await shims.pause(tool, verb);
+    const child = project.start('build', '--json');
+    let stdout = '';
+    child.stdout?.on('data', (chunk: Buffer | string) => {
+      stdout += chunk.toString();
+    });
+    await shims.waitPaused();
+    // only complete lines: a chunk may end mid-event
+    const events = () => jsonEvents(stdout.slice(0, stdout.lastIndexOf('\n') + 1));
+    return { child, events };
+  }
+
+  it('the boot branch runs to its end while create-pool is held inside zpool create', async () => {
+    await project.configure({ bootSize: 44, rootSize: 140 }); // both branches start from new disks
+    const { child, events } = await pausedBuild('zpool', 'create');
+    try {
+      const status = (id: string) => events().filter((e) => e.type === 'task' && e.id === id).map((e) => e.status);
+      await until(() => status('partition').includes('ran'), 'partition to finish while create-pool waits');
+      expect(status('create-pool')).toEqual(['started']);
+    } finally {
+      await shims.unpause();
+    }
+    const result = await child;
+    expect(result.exitCode, String(result.stderr)).toBe(0);
+    await expectNothingLeft();
+  });
+
+  it('install runs its chroot with /dev, /proc and /sys bound into the image root, and unbinds them', async () => {
+    await execa('sh', ['-c', `echo '# bind check' >> ${path.join(project.dir, 'configuration.nix')}`]);
+    const { child } = await pausedBuild('chroot', 'ANY');
+    let mounts: string[][];
+    try {
+      // /proc/mounts fields: source, mount point, type, ...
+      mounts = (await readFile('/proc/mounts', 'utf8')).split('\n').map((line) => line.split(' '));
+    } finally {
+      await shims.unpause();
+    }
+    const bound = mounts.filter(([, at]) => at?.startsWith(project.dir) && /\/(dev|proc|sys)$/.test(at)).map(([, at, type]) => `${path.basename(at!)} ${type}`);
+    // the host's own file systems, as bind mounts show them
+    const host = ['dev', 'proc', 'sys'].map((name) => `${name} ${mounts.find(([, at]) => at === `/${name}`)?.[2]}`);
+    expect(bound.sort()).toEqual(host);
+    const result = await child;
+    expect(result.exitCode, String(result.stderr)).toBe(0);
+    await expectNothingLeft();
   });
 });
 
