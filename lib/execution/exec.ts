@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import type { Exec, ExecOptions, ExecResult } from './types.ts';
 import { CommandError } from './command-error.ts';
-import { LineSplitter } from './line-splitter.ts';
+import { lineSplitter } from './line-splitter.ts';
 
 /** How a runner's exec helper reports and stops its children. */
 export interface ExecSetup {
@@ -70,10 +70,10 @@ export function createExec(setup: ExecSetup = {}): Exec {
       maxBuffer: 256 * 1024 * 1024,
     });
     const pid = child.pid;
-    const splitOut = new LineSplitter(emit);
-    const splitErr = new LineSplitter(emit);
-    child.stdout?.on('data', (chunk: Buffer | string) => splitOut.push(chunk.toString()));
-    child.stderr?.on('data', (chunk: Buffer | string) => splitErr.push(chunk.toString()));
+    const splitOut = lineSplitter(emit);
+    const splitErr = lineSplitter(emit);
+    child.stdout?.on('data', (chunk: Buffer | string) => splitOut.push(chunk));
+    child.stderr?.on('data', (chunk: Buffer | string) => splitErr.push(chunk));
     // Stopping: SIGTERM, SIGKILL after the grace, and after one more grace stop waiting: a process
     // stuck in the kernel (a hung FUSE daemon's client) never exits and must not hang the build.
     const timers: NodeJS.Timeout[] = [];

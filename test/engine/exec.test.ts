@@ -140,3 +140,15 @@ describe('commands that undo a half-done step', () => {
     expect((await exec2('sh', ['-c', 'sleep 0.3; echo kept'], { ignoreAbort: true })).stdout).toBe('kept\n');
   });
 });
+
+describe('exec output lines', () => {
+  it('keeps a UTF-8 character whole when it falls across two pipe reads', async () => {
+    const lines: string[] = [];
+    const exec = createExec({ onLine: (line) => lines.push(line) });
+    // 2-byte characters after one ASCII byte: a 64 KiB pipe read ends mid-character
+    const script = "import sys; sys.stdout.write('x' + 'é' * 70000 + '\\n' + 'ünïcode path /tmp/ä.nix\\n')";
+    const result = await exec('python3', ['-c', script]);
+    expect(lines).toEqual([`x${'é'.repeat(70000)}`, 'ünïcode path /tmp/ä.nix']);
+    expect(result.stdout).not.toContain('\uFFFD');
+  });
+});
