@@ -50,6 +50,8 @@ export interface CacheStore {
   readonly stagingDir: string;
   readonly workDir: string;
   readonly logsDir: string;
+  /** The folder holding a task's run logs. */
+  logDir(taskId: string): string;
   lookup(fingerprint: string): Promise<Result<CacheEntry, CacheMiss>>;
   /** The entry of a task id the last build used or published (for `explain`, plan's reasons and `shell`). */
   lastEntry(taskId: string): Promise<CacheEntry | undefined>;
@@ -121,6 +123,7 @@ export function openCache(dir: string): CacheStore {
     stagingDir,
     workDir,
     logsDir,
+    logDir: (taskId) => path.join(logsDir, safeName(taskId)),
 
     async lookup(fingerprint) {
       let entry: CacheEntry | undefined;
@@ -306,6 +309,7 @@ export function wholeMs(mtimeMs: number): number {
   return Math.floor(mtimeMs);
 }
 
-function safeName(label: string): string {
+/** A task id or label as one file name (ids may hold `/` or `:`). */
+export function safeName(label: string): string {
   return label.replace(/[^A-Za-z0-9_.-]+/g, '_');
 }

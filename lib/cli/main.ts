@@ -99,7 +99,11 @@ export async function main(options: TaskfileOptions, argv: readonly string[], io
       io.stderr(`${error.problems.map((p) => `error: ${p}`).join('\n')}\n`);
       return 2;
     }
-    throw error;
+    // anything else (a cache folder that cannot be written, say) is one line like every other
+    // error; the stack only with --verbose
+    io.stderr(`error: ${error instanceof Error ? error.message : String(error)}\n`);
+    if ('verbose' in args && args.verbose && error instanceof Error && error.stack) io.stderr(`${error.stack}\n`);
+    return 1;
   }
 }
 

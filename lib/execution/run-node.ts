@@ -1,7 +1,7 @@
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
+import { safeName, type CacheEntry, type CacheStore } from '../caching/cache-store.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
 import { copyDiskArgs } from '../caching/disk-copy.ts';
 import { allocatedSize, ensureFreeSpace } from '../caching/free-space.ts';
@@ -54,7 +54,6 @@ interface Session {
   readonly ctx: TaskContext<any>;
   readonly logFile: string;
   readonly tail: string[];
-  readonly controller: AbortController;
   runCleanups(): Promise<string[]>;
   /** From now on commands run even though the run was aborted (release, cleanups). */
   cleanupMode(): void;
@@ -64,8 +63,9 @@ interface Session {
 /** Runs a task in a fresh staging folder and publishes it on success (unless it is volatile). */
 export async function runTask(node: Task<any>, run: NodeRun): Promise<TaskRun> {
   const started = Date.now();
-  const staging = await run.store.makeStaging(node.id);
-  const session = await openSession(node, run, staging);
+  const prepared = await prepare(() => run.store.makeStaging(node.id), (staging) => openSession(node, run, staging), node.id);
+  if (!prepared.ok) return { ok: false, error: prepared.error, durationMs: Date.now() - started };
+  const { staging, session } = prepared.value;
   let values: Record<string, Json> = {};
   let error: TaskFailure | undefined;
   try {
@@ -109,7 +109,9 @@ export async function runTask(node: Task<any>, run: NodeRun): Promise<TaskRun> {
 /** Acquires a resource; the returned release runs the resource's release and its cleanups. */
 export async function holdResource(node: ResourceTask<any, any>, run: NodeRun): Promise<ResourceHold> {
   const startedAt = Date.now();
-  const session = await openSession(node, run, undefined);
+  const prepared = await prepare(async () => undefined, (staging) => openSession(node, run, staging), node.id);
+  if (!prepared.ok) return { ok: false, error: prepared.error, durationMs: Date.now() - startedAt };
+  const { session } = prepared.value;
   let handle: unknown;
   try {
     handle = await node.acquire(session.ctx);
@@ -142,9 +144,29 @@ export async function holdResource(node: ResourceTask<any, any>, run: NodeRun): 
   return { ok: true, handle, startedAt, release, close };
 }
 
+/**
+ * Makes a task's staging folder and session. A cache folder that cannot be written fails the task
+ * as data, like any other failure, and leaves no staging folder behind.
+ */
+async function prepare<S extends string | undefined>(
+  makeStaging: () => Promise<S>,
+  open: (staging: S) => Promise<Session>,
+  id: string,
+): Promise<Result<{ staging: S; session: Session }, TaskFailure>> {
+  let staging: S | undefined;
+  try {
+    staging = await makeStaging();
+    return ok({ staging, session: await open(staging) });
+  } catch (thrown) {
+    if (staging !== undefined) await rm(staging, { recursive: true, force: true }).catch(() => undefined);
+    const message = thrown instanceof Error ? thrown.message : String(thrown);
+    return fail({ reason: 'threw', message: `could not prepare ${id}'s folders in the cache: ${message}`, tail: [] });
+  }
+}
+
 async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRun, staging: string | undefined): Promise<Session> {
   const { store, reporter } = run;
-  const logDir = path.join(store.logsDir, node.id.replace(/[^A-Za-z0-9_.-]+/g, '_'));
+  const logDir = store.logDir(node.id);
   await mkdir(logDir, { recursive: true });
   await pruneLogs(logDir);
   const logFile = path.join(logDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}.log`);
@@ -154,8 +176,8 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
     if (!log.writableEnded) log.write(text);
   };
   await mkdir(store.workDir, { recursive: true });
-  const scratch = await mkdtemp(path.join(store.workDir, `${process.pid}.${node.id.replace(/[^A-Za-z0-9_.-]+/g, '_')}.`));
-  // A task gets its own signal: the run's abort reaches it, and the task can be stopped alone.
+  const scratch = await mkdtemp(path.join(store.workDir, `${process.pid}.${safeName(node.id)}.`));
+  // The task's own signal: the run's abort reaches it until the session closes.
   const controller = new AbortController();
   const onAbort = (): void => controller.abort();
   if (run.signal.aborted) controller.abort();
@@ -240,7 +262,6 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
     ctx,
     logFile,
     tail,
-    controller,
     cleanupMode() {
       exec = unabortable;
     },

@@ -8,7 +8,7 @@ import type { Graph } from '../engine/graph.ts';
 import { isResource, type DependencyOutputs, type GraphNode, type Json, type ResourceTask, type Task } from '../engine/task.ts';
 import type { Reporter, RunSummary, SummaryRow, TaskStatus } from '../logging/events.ts';
 import { holdResource, runTask, type NodeRun, type TaskRun } from './run-node.ts';
-import { describeTaskFailure } from '../engine/failure.ts';
+import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
 
 /** Stands for a dependency's fingerprint in plan mode while that dependency would still run. */
 export const PENDING_KEY = '(rebuilt first)';
@@ -317,7 +317,9 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       for (const user of users) {
         const decision = decisions.get(user.id)!;
         if (!options.dryRun) await markUsed(user.id, decision.fingerprint);
-        await finish(user, { status: 'cached', reason: decision.why, key: decision.fingerprint, ...fromEntry(decision.entry!) }, { fingerprint: decision.fingerprint });
+        // the key dependents see is the same whether the member ran or was found (keyedByValues included)
+        const key = keyAfterRun(user, decision.fingerprint, decision.entry!.values);
+        await finish(user, { status: 'cached', reason: decision.why, key, ...fromEntry(decision.entry!) }, { fingerprint: decision.fingerprint });
       }
       return;
     }
@@ -397,8 +399,19 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     if (promise) return promise;
     promise = (async () => {
       await Promise.all(unit.deps.map((dep) => startUnit(unitOf.get(dep)!)));
-      if (unit.resource) await runTransaction(unit);
-      else await runTaskUnit(unit, graph.nodes.get(unit.ids[0]!) as Task<any>);
+      try {
+        if (unit.resource) await runTransaction(unit);
+        else await runTaskUnit(unit, graph.nodes.get(unit.ids[0]!) as Task<any>);
+      } catch (thrown) {
+        // an error of the engine itself (a cache record that cannot be written, a checkCached that
+        // threw) fails this unit's tasks like any failure: the others go on, the summary still comes
+        const message = thrown instanceof Error ? thrown.message : String(thrown);
+        for (const id of unit.ids) {
+          if (rows.has(id)) continue;
+          const failure: TaskFailure = { reason: 'threw', message, tail: [] };
+          await finish(graph.nodes.get(id)!, { status: 'failed', reason: message }, { failure });
+        }
+      }
     })();
     unitDone.set(unit, promise);
     return promise;

@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { alive, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
@@ -172,6 +172,36 @@ describe('build, cache and resume', () => {
     expect(disks).toBe(2); // the checkpoint and its restored working copy
     expect(total).toBeGreaterThanOrEqual(16 * 1024 * 1024); // the data is really there
     expect(total).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('an error of the engine itself fails that task as data: the other branch goes on, --json ends with its summary', async () => {
+    expect((await toy.run('build')).exitCode).toBe(0);
+    await toy.configure({ checkThrows: 'c' });
+    const result = await toy.run('build', '--json');
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toBe(''); // no stack trace
+    const events = lines(result.stdout).filter(Boolean).map((l) => JSON.parse(l) as { type: string; id?: string; status?: string; reason?: string });
+    const final = Object.fromEntries(events.filter((e) => e.type === 'task' && e.status !== 'started').map((e) => [e.id, `${e.status}: ${e.reason}`]));
+    expect(final).toEqual({
+      a: 'cached: fresh in cache',
+      b: 'cached: fresh in cache',
+      c: 'failed: the cache check of c broke',
+      d: 'skipped: dependency c failed',
+    });
+    expect(events.at(-1)).toMatchObject({ type: 'summary', ok: false });
+  });
+
+  it('a cache folder that cannot be written fails the tasks that must run, with the reason, and leaves nothing behind', async () => {
+    expect((await toy.run('build')).exitCode).toBe(0);
+    await rm(path.join(toy.cache, 'staging'), { recursive: true, force: true });
+    await writeFile(path.join(toy.cache, 'staging'), 'not a folder');
+    await toy.configure({ text: 'changed' }); // every task must run
+    const result = await toy.run('build');
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toBe('');
+    expect(result.stdout).toMatch(/^✖ a: failed .*could not prepare a's folders in the cache: ENOTDIR/m);
+    expect(result.stdout).toMatch(/^failed in .*: 0 ran, 0 cached, 2 skipped, 2 failed$/m);
+    expect(await readdir(path.join(toy.cache, 'work')).catch(() => [])).toEqual([]);
   });
 
   it('a damaged cache entry is a miss, never a crash', async () => {

@@ -13,7 +13,7 @@ export async function logs(graph: Graph, store: CacheStore, args: CliArgs, io: C
   if (!ids.ok) throw new ConfigError([describeGraphError(ids.error)]);
   let found = false;
   for (const id of ids.value) {
-    const folder = path.join(store.logsDir, id.replace(/[^A-Za-z0-9_.-]+/g, '_'));
+    const folder = store.logDir(id);
     const names = (await readdir(folder).catch(() => [] as string[])).filter((n) => n.endsWith('.log')).sort();
     const last = names.at(-1);
     if (!last) {
