@@ -173,9 +173,11 @@ async function installBootLoader(ctx: TaskContext<any>, root: string, toplevel: 
     SYSTEMD_RELAX_ESP_CHECKS: '1',
     PATH: '/run/current-system/sw/bin:/usr/bin:/bin',
   };
-  if (await whichTool('nixos-enter')) {
-    await ctx.exec('nixos-enter', ['--root', root, '--', `${toplevel}/activate`], { env });
-    await ctx.exec('nixos-enter', ['--root', root, '--', `${toplevel}/bin/switch-to-configuration`, 'boot'], { env });
+  // by its full path: the environment's PATH below is the image's, where the host's tool is not
+  const nixosEnter = await whichTool('nixos-enter');
+  if (nixosEnter) {
+    await ctx.exec(nixosEnter, ['--root', root, '--', `${toplevel}/activate`], { env });
+    await ctx.exec(nixosEnter, ['--root', root, '--', `${toplevel}/bin/switch-to-configuration`, 'boot'], { env });
     return;
   }
   const bound: string[] = [];
