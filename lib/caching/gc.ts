@@ -30,7 +30,8 @@ export async function collectGarbage(store: CacheStore, maxBytes?: number): Prom
     (await allocatedBytes(store.indexDir)) + (await allocatedBytes(store.artifactsDir)) + (await allocatedBytes(store.logsDir));
   const measuredBefore = await measure();
   const indexed = new Set<string>();
-  for (const key of Object.keys(await cacache.ls(store.indexDir).catch(() => ({})))) {
+  // an index that cannot be read is an error, not an empty index: every artifact would look orphaned
+  for (const key of Object.keys(await cacache.ls(store.indexDir))) {
     if (key.startsWith('entry/')) indexed.add(key.slice('entry/'.length));
   }
   const entries: Candidate[] = [];

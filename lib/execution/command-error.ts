@@ -40,3 +40,13 @@ export class CommandError extends Error {
 function formatSeconds(ms: number): string {
   return ms < 1000 ? `${ms} ms` : `${Math.round(ms / 100) / 10} s`;
 }
+
+/**
+ * Whether a command ran and exited non-zero on its own: its answer, unlike a time limit, an
+ * abort, a signal or a program that did not start, which prove nothing about what it was asked.
+ */
+export function ranAndFailed(error: unknown): boolean {
+  if (!(error instanceof CommandError)) return false;
+  const { timedOutAfterMs, spawnError, aborted, signal } = error.failure;
+  return timedOutAfterMs === undefined && spawnError === undefined && !aborted && !signal;
+}

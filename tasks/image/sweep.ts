@@ -1,4 +1,6 @@
 import { realpath } from 'node:fs/promises';
+import { fail, ok, type Result } from '../../lib/engine/result.ts';
+import { ranAndFailed } from '../../lib/execution/command-error.ts';
 import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import type { Sweeper } from '../../lib/caching/sweep.ts';
@@ -29,18 +31,23 @@ export function statusUsesVdev(status: string, folders: readonly string[], devic
 }
 
 /**
- * Imported pools with a vdev under one of `folders` or on one of `devices` (parsed from `zpool status`).
- * `exec` should set a time limit: a hung daemon must not hang the sweep at the start of every build.
+ * Imported pools with a vdev under one of `folders` or on one of `devices` (parsed from `zpool status`),
+ * or why that is not known. `zpool` exiting non-zero means no daemon or module answers, so no pools;
+ * a time limit or a signal proves nothing. `exec` should set a time limit: a hung daemon must not
+ * hang the sweep at the start of every build.
  */
-export async function poolsUsing(exec: Exec, zpool: string, folders: readonly string[], devices: readonly string[]): Promise<string[]> {
+export async function poolsUsing(exec: Exec, zpool: string, folders: readonly string[], devices: readonly string[]): Promise<Result<string[], string>> {
   const options = { quiet: true };
-  const names = await exec(zpool, ['list', '-H', '-o', 'name'], options).catch(() => undefined);
+  const ask = (args: string[]) => exec(zpool, args, options).then((r) => ok(r.stdout), (error: unknown) => (ranAndFailed(error) ? ok('') : fail((error as Error).message)));
+  const names = await ask(['list', '-H', '-o', 'name']);
+  if (!names.ok) return names;
   const pools: string[] = [];
-  for (const pool of (names?.stdout ?? '').split('\n').filter(Boolean)) {
-    const status = await exec(zpool, ['status', pool], options).catch(() => undefined);
-    if (statusUsesVdev(status?.stdout ?? '', folders, devices)) pools.push(pool);
+  for (const pool of names.value.split('\n').filter(Boolean)) {
+    const status = await ask(['status', pool]);
+    if (!status.ok) return status;
+    if (statusUsesVdev(status.value, folders, devices)) pools.push(pool);
   }
-  return pools;
+  return ok(pools);
 }
 
 /**
@@ -62,7 +69,10 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
       const zfsExec: Exec = zfsModuleLoaded()
         ? (file, args, options) => exec(file, args, { ...options, timeoutMs: zfsCommandTimeoutMsOrDefault() })
         : zfsFuseRequests(exec);
-      for (const pool of await poolsUsing(zfsExec, zpool, folders, devices)) {
+      const using = await poolsUsing(zfsExec, zpool, folders, devices);
+      // a pool may still be imported from the folder: deleting under it would lose the pool's disk
+      if (!using.ok) return { lines: [...report, `could not ask zfs which pools use ${folder} (${using.error}); left it in place`], keep: `zfs did not answer (${using.error})` };
+      for (const pool of using.value) {
         const options = { quiet: true };
         const exported = await zfsExec(zpool, ['export', pool], options).then(
           () => true,

@@ -1,5 +1,10 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { statusUsesVdev } from '../../tasks/image/sweep.ts';
+import { CommandError } from '../../lib/execution/command-error.ts';
+import type { Exec } from '../../lib/execution/types.ts';
+import { imageSweeper, poolsUsing, statusUsesVdev } from '../../tasks/image/sweep.ts';
 
 // `zpool status` as OpenZFS 2.2 prints it for a pool on a loop device: the short partition name
 const OPENZFS = `  pool: nixos-zfs-image-123
@@ -44,5 +49,42 @@ describe('which imported pools a dead run left behind', () => {
 
   it('leaves a pool on a folder beside the run\'s alone', () => {
     expect(statusUsesVdev(ZFS_FUSE, ['/real/cache/work/4242.mount.ab1'], [])).toBe(false);
+  });
+});
+
+describe('asking zfs which pools a dead run left behind', () => {
+  // zpool's answers stand in for a daemon in a given state: what is judged here is what an answer means
+  const zpoolThat = (fails: () => CommandError, status = ''): Exec => async (file, args) => {
+    if (args[0] === 'list') throw fails();
+    return { command: `${file} ${args.join(' ')}`, exitCode: 0, stdout: status, stderr: '' };
+  };
+  const exited = () => new CommandError({ command: 'zpool list', exitCode: 1, tail: ['connect: No such file or directory'] });
+  const timedOut = () => new CommandError({ command: 'zpool list', exitCode: -1, signal: 'SIGTERM', tail: [], timedOutAfterMs: 100 });
+  const noProgram = () => new CommandError({ command: 'zpool list', exitCode: -1, tail: [], spawnError: 'spawn zpool ENOENT' });
+
+  it('zpool exiting non-zero (no daemon) means no pools', async () => {
+    expect(await poolsUsing(zpoolThat(exited), 'zpool', ['/x'], [])).toEqual({ ok: true, value: [] });
+  });
+
+  it('a zpool that did not answer in time, or did not start, leaves it unknown: never "no pools"', async () => {
+    for (const fails of [timedOut, noProgram]) {
+      const asked = await poolsUsing(zpoolThat(fails), 'zpool', ['/x'], []);
+      expect(asked.ok).toBe(false);
+    }
+  });
+
+  it('the sweeper keeps a dead run\'s folder when zfs cannot say whether a pool uses it', async () => {
+    const folder = await mkdtemp(path.join(tmpdir(), 'sweep-unknown-'));
+    try {
+      const losetupOk: Exec = async (file, args) => {
+        if (file.endsWith('zpool')) throw timedOut();
+        return { command: `${file} ${args.join(' ')}`, exitCode: 0, stdout: '', stderr: '' };
+      };
+      const result = await imageSweeper(losetupOk)({ folder, pid: 1 });
+      expect(result.keep).toMatch(/^zfs did not answer \(zpool list: no answer within 100 ms, stopped\)$/);
+      expect(result.lines).toEqual([expect.stringMatching(/^could not ask zfs which pools use .* left it in place$/)]);
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
   });
 });

@@ -4,7 +4,7 @@ import { isAlive } from '../../../lib/caching/lock.ts';
 import type { TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver, ZfsSession } from '../zfs/driver.ts';
 import { pidIn, stopZfsFuseProcess, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
-import { CommandError } from '../../../lib/execution/command-error.ts';
+import { CommandError, ranAndFailed } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 
@@ -171,7 +171,7 @@ async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void, pidFil
       return false;
     }
     // only "no daemon answers" (zpool ran and failed) means no pools; anything else proves nothing
-    if (!failure || failure.spawnError !== undefined || failure.aborted || failure.signal) {
+    if (!ranAndFailed(error)) {
       log(`left zfs-fuse running: could not ask it for its pools (${(error as Error).message})`);
       return false;
     }
