@@ -124,7 +124,6 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
     const notInputs = [env.cacheDir, env.outDir, ...(env.configFile ? [env.configFile] : [])].map((p) => path.resolve(p));
     return imageTasks(config, path.resolve(env.outDir), layout, notInputs);
   };
-  // After a kill -9: export the pool, unmount and detach what the dead run held in its folders.
   // Not checked here: a bad ZFS_DRIVER fails build, plan and run with exit 2 (above), while help,
   // doctor and the cache commands, which use no driver, still work (doctor then lists auto's tools).
   const requirements = imageRequirements(asDriverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto') ?? 'auto');
@@ -133,6 +132,7 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
     if (!shell) throw new Error('the image config was not loaded');
     return shell(request);
   };
+  // After a kill -9: export the pool, unmount and detach what the dead run held in its folders.
   return Object.assign(plugin, { sweepers: [imageSweeper()], requirements, shell: openShell });
 }
 

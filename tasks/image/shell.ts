@@ -59,7 +59,7 @@ export function imageShell(config: ImageConfig, layout: PoolLayout): ShellProvid
       }
       const esp = path.join(workDir, 'esp');
       const offset = outputs['partition']?.values['espOffset'];
-      if (bootTask && bootTask !== 'create-disks:boot' && typeof offset === 'number') {
+      if (bootTask && typeof offset === 'number') {
         await mkdir(esp);
         const image = mtoolsImage(outputs[bootTask]!.paths[diskFile('boot')]!, offset);
         const listing = await exec('mdir', ['-b', '-i', image, '::/'], { env: MTOOLS_ENV, quiet: true });

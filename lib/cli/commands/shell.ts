@@ -8,7 +8,7 @@ import type { Sweeper } from '../../caching/sweep.ts';
 import { mountsUnder } from '../../execution/mount-table.ts';
 import type { Graph } from '../../engine/graph.ts';
 import type { ShellProvider, ShellSession } from '../../engine/shell.ts';
-import type { DependencyOutputs } from '../../engine/task.ts';
+import { isResource, type DependencyOutputs } from '../../engine/task.ts';
 import { createExec } from '../../execution/exec.ts';
 import type { CliArgs } from '../args.ts';
 import { dryRun, selection, withLock, type CliIo } from '../common.ts';
@@ -26,7 +26,7 @@ export async function openShell(
   const stage = args.targets[0]!;
   const ids = selection(graph, [stage]);
   const { summary, manifests } = await dryRun(graph, store, ids, signal);
-  const stale = summary.tasks.filter((t) => t.status !== 'cached' && !graph.nodes.get(t.id)!.kind);
+  const stale = summary.tasks.filter((t) => t.status !== 'cached' && !isResource(graph.nodes.get(t.id)!));
   if (stale.length > 0) {
     io.stderr(`error: ${stale.map((t) => `${t.id} (${t.reason})`).join(', ')} not fresh in the cache; run \`build ${stage}\` first\n`);
     return 1;

@@ -10,7 +10,8 @@ import { outputFileNames } from '../generators.ts';
 /** `post-vm`: writes `<out>/image-info.json`, then runs the config's postVM shell code in bash. */
 export function postVmTask(config: ImageConfig, outDir: string, layout: PoolLayout): Task {
   const names = outputFileNames(config.format);
-  // one set, image-info.json last: an interrupted or failed build leaves the previous set whole
+  // one set, image-info.json last: a build stopped before the set is placed leaves the previous set
+  // whole; postVM runs after it is placed, so a failing hook leaves the new set, which matches too
   const outputs = [
     { from: 'convert:boot', artifact: names.boot, to: path.join(outDir, names.boot) },
     { from: 'convert:root', artifact: names.root, to: path.join(outDir, names.root) },

@@ -113,7 +113,11 @@ export interface ImportPoolOptions {
 
 /** Options for releasing a pool after a failure. */
 export interface ReleaseOptions {
-  /** Cleanup after a failure: keep going past errors (throwing the first at the end) and `zpool export -f`. */
+  /**
+   * Cleanup after a failure: runs even after Ctrl-C, unmounting keeps going past errors (throwing
+   * the first at the end), and the export is `zpool export -f`. A failed export still stops the
+   * release: the pool's disk and folders must stay while it is imported.
+   */
   readonly force?: boolean;
 }
 
