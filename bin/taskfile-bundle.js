@@ -7,7 +7,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 /** Changes whenever the bundle's layout or this file's rules change. */
 const FORMAT = 1;
@@ -102,7 +102,7 @@ async function buildBundle(entry, cacheDir, stampFile) {
     .map((file) => path.resolve(root, file))
     .filter((file) => !file.includes(`${path.sep}node_modules${path.sep}`));
   // npm rewrites this on every install: dependencies changed, so the bundle is rebuilt
-  inputs.push(path.join(root, 'node_modules', '.package-lock.json'), new URL(import.meta.url).pathname);
+  inputs.push(path.join(root, 'node_modules', '.package-lock.json'), fileURLToPath(import.meta.url));
   /** @type {Stamp} */
   const stamp = { format: FORMAT, entry, bundle, inputs: inputs.map(stampOf) };
   const temporary = `${stampFile}.${process.pid}`;
@@ -123,16 +123,18 @@ function stampOf(file) {
 }
 
 /**
- * Older bundles of this entry; a process still running one keeps it open, so removing it is safe.
+ * Removes older bundles of this entry. Only those over a minute old: a command started at the same
+ * moment may have just built one and not yet imported it (a running one has it loaded already).
  * @param {string} cacheDir
  * @param {string} name
  * @param {string} keep
  */
 function removeOldBundles(cacheDir, name, keep) {
+  const cutoff = Date.now() - 60_000;
   for (const file of readdirSync(cacheDir)) {
-    if (file.startsWith(`${name}.`) && file.endsWith('.mjs') && path.join(cacheDir, file) !== keep) {
-      rmSync(path.join(cacheDir, file), { force: true });
-    }
+    const full = path.join(cacheDir, file);
+    if (!file.startsWith(`${name}.`) || !file.endsWith('.mjs') || full === keep) continue;
+    if ((statSync(full, { throwIfNoEntry: false })?.mtimeMs ?? 0) < cutoff) rmSync(full, { force: true });
   }
 }
 

@@ -1,6 +1,6 @@
 // bin/zfs-image.js runs a Taskfile from an esbuild bundle; these check it never runs stale code.
 import { execa } from 'execa';
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -50,6 +50,8 @@ describe('the bundled Taskfile launcher', () => {
   it('rebuilds when an imported source changes, even to the same size, and drops the old bundle', async () => {
     await launch();
     const [old] = await bundles();
+    const past = new Date(Date.now() - 120_000); // built two minutes ago
+    await utimes(path.join(cacheDir, old!), past, past);
     await writeFile(path.join(dir, 'greeting.ts'), "export const greeting: string = 'salut';\n");
     const edited = await launch();
     expect(edited.stdout).toBe(`salut from ${dir} with build --json`);
@@ -58,6 +60,16 @@ describe('the bundled Taskfile launcher', () => {
     expect(now[0]).not.toBe(old);
     const stamp = JSON.parse(await readFile(path.join(cacheDir, 'Taskfile.stamp.json'), 'utf8')) as { inputs: [string][] };
     expect(stamp.inputs.map(([file]) => file)).toEqual(expect.arrayContaining([entry, path.join(dir, 'greeting.ts')]));
+  });
+
+  it('keeps a bundle built moments ago, which a command started at the same time may be about to import', async () => {
+    await launch();
+    const [own] = await bundles();
+    const other = 'Taskfile.4242.1.mjs'; // another command's, just written
+    await copyFile(path.join(cacheDir, own!), path.join(cacheDir, other));
+    await writeFile(path.join(dir, 'greeting.ts'), "export const greeting: string = 'hi';\n");
+    expect((await launch()).stdout).toBe(`hi from ${dir} with build --json`);
+    expect(await bundles()).toContain(other);
   });
 
   it('ZFS_IMAGE_SOURCES=1 runs the sources through tsx and builds no bundle', async () => {
