@@ -44,6 +44,7 @@ export function parseCli(argv: readonly string[], defaultConcurrency: number): R
       args: [...head],
       allowPositionals: true,
       strict: true,
+      tokens: true,
       options: {
         config: { type: 'string', short: 'c' },
         out: { type: 'string', short: 'o' },
@@ -61,7 +62,15 @@ export function parseCli(argv: readonly string[], defaultConcurrency: number): R
   } catch (error) {
     return fail((error as Error).message);
   }
-  const { values, positionals } = parsed;
+  const { values, positionals, tokens } = parsed;
+  // `--config "$CFG"` with CFG unset must not quietly build the demo; a second --config must not win silently
+  const seen = new Set<string>();
+  for (const token of tokens) {
+    if (token.kind !== 'option') continue;
+    if (token.value === '') return fail(`${token.rawName} needs a value, not an empty string`);
+    if (seen.has(token.name) && token.value !== undefined) return fail(`${token.rawName} is given more than once`);
+    seen.add(token.name);
+  }
   const word = positionals[0] ?? 'build';
   if (values.help || word === 'help' || word === '--help') return ok(defaults('help'));
   if (!(COMMANDS as readonly string[]).includes(word)) return fail(`unknown command "${word}"; commands: ${COMMANDS.join(', ')}`);

@@ -130,6 +130,13 @@ describe('build, cache and resume', () => {
     const format = await toy.run('build', '--format', 'dot');
     expect(format.exitCode).toBe(2);
     expect(format.stderr).toMatch(/^error: --format applies to `graph` only/);
+    // an empty variable (`--cache-dir "$DIR"`) or a second value is refused, never defaulted or overridden
+    const empty = await toy.run('build', '--cache-dir', '');
+    expect(empty.exitCode).toBe(2);
+    expect(empty.stderr).toMatch(/^error: --cache-dir needs a value, not an empty string/);
+    const twice = await toy.run('build', '--cache-dir', path.join(toy.dir, 'other'));
+    expect(twice.exitCode).toBe(2);
+    expect(twice.stderr).toMatch(/^error: --cache-dir is given more than once/);
     await expect(stat(toy.cache)).rejects.toThrow(); // refused before the build made anything
   });
 
