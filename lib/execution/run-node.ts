@@ -97,7 +97,7 @@ export async function runTask(node: Task<any>, run: NodeRun): Promise<TaskRun> {
         durationMs: Date.now() - started,
       });
     } catch (thrown) {
-      error = { reason: 'threw', message: `publishing failed: ${(thrown as Error).message}`, tail: [], logFile: session.logFile };
+      error = { reason: 'threw', message: `publishing failed: ${(thrown as Error).message}`, tail: session.tail.slice(-20), logFile: session.logFile };
     }
   }
   await session.close();
@@ -132,7 +132,7 @@ export async function holdResource(node: ResourceTask<any, any>, run: NodeRun): 
         error = toFailure(thrown, session, new AbortController().signal);
       }
       const cleanupErrors = await session.runCleanups();
-      if (!error && cleanupErrors.length > 0) error = { reason: 'threw', message: `cleanup failed: ${cleanupErrors[0]}`, tail: session.tail.slice(-20) };
+      if (!error && cleanupErrors.length > 0) error = { reason: 'threw', message: `cleanup failed: ${cleanupErrors[0]}`, tail: session.tail.slice(-20), logFile: session.logFile };
       return error ? fail(error) : ok(undefined);
     })();
     return released;

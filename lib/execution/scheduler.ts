@@ -230,7 +230,12 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const pointerUpdates: Promise<void>[] = [];
   const markUsed = async (id: string, fingerprint: string): Promise<void> => {
     await store.touch(fingerprint);
-    pointerUpdates.push(store.markUsed(id, fingerprint).catch(() => undefined));
+    // not fatal (the build used the entry either way), but plan and explain would compare with another one
+    pointerUpdates.push(
+      store.markUsed(id, fingerprint).catch((error: unknown) => {
+        reporter.event({ type: 'notice', level: 'warn', message: `${id}: could not record the entry this build used (${(error as Error).message}); plan and explain may compare with an older one` });
+      }),
+    );
   };
 
   const runEnd = new Map<string, () => Promise<void> | void>();

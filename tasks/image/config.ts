@@ -1,7 +1,7 @@
 // The image config: the seed's arguments as a JSON file, checked before anything runs.
 import { spawnSync } from 'node:child_process';
 import { lstatSync, statSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import * as z from 'zod';
 import { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
 
@@ -37,7 +37,7 @@ const PROPERTY_NAME_RULE =
 const PROPERTY_VALUE_RULE =
   'a property value is 1 to 8191 characters among letters, digits and _ - . : , / @ + = % (no whitespace, quotes or shell metacharacters)';
 const IMAGE_PATH_RULE =
-  'must be an absolute, normal path in the image (starts with "/", no "." or ".." or empty components, no trailing "/", no control characters)';
+  'an absolute, normal path in the image (starts with "/", no "." or ".." or empty components, no trailing "/", no control characters)';
 
 /** Why `name` cannot be a pool name for `zpool create`, or undefined when it can. */
 export function poolNameProblem(name: string): string | undefined {
@@ -72,15 +72,78 @@ export function propertyValueProblem(value: string): string | undefined {
   return value.length <= 8191 && /^[A-Za-z0-9_.:,/@+=%-]+$/.test(value) ? undefined : PROPERTY_VALUE_RULE;
 }
 
+/** Where a property is set: `zpool create -o` (pool) or a file system (`-O`, `zfs create -o`). */
+export type PropertyScope = 'pool' | 'filesystem';
+
+/** What values one native property takes: a test, and the words a message uses for it. */
+type ValueRule = { allows: (value: string) => boolean; rule: string };
+
+/** Bytes in a ZFS size ("512", "1.5G", "128K", "10GiB"), as `zfs` reads it; undefined when it is not one. */
+export function zfsSizeBytes(value: string): number | undefined {
+  // zfs takes one of B K M G T P E Z, and K… also as KB or KiB
+  const match = /^(\d+(?:\.\d*)?|\.\d+)(?:([BKMGTPEZ])|([KMGTPEZ])I?B)?$/i.exec(value);
+  if (!match) return undefined;
+  const unit = (match[2] ?? match[3] ?? 'B').toUpperCase();
+  return Number(match[1]) * 1024 ** 'BKMGTPEZ'.indexOf(unit);
+}
+
+const oneOf = (...values: string[]): ValueRule => ({ allows: (v) => values.includes(v), rule: `one of ${values.join(', ')}` });
+const sizeOr = (...words: string[]): ValueRule => ({
+  allows: (v) => words.includes(v) || zfsSizeBytes(v) !== undefined,
+  rule: `a size like "10G", "512M" or a number of bytes, or ${words.join(' or ')}`,
+});
+const ON_OFF = oneOf('on', 'off');
+
+/**
+ * Values of common native properties whose values are a fixed set or a size, as OpenZFS takes them
+ * (a driver may refuse more, like zfs-fuse's xattr=sa). Any other property, and every user
+ * property (with a colon), is checked only by the character rule.
+ */
+const PROPERTY_VALUES: Readonly<Record<PropertyScope, Readonly<Record<string, ValueRule>>>> = {
+  pool: { autoexpand: ON_OFF, autoreplace: ON_OFF, listsnapshots: ON_OFF },
+  filesystem: {
+    atime: ON_OFF,
+    relatime: ON_OFF,
+    readonly: ON_OFF,
+    exec: ON_OFF,
+    setuid: ON_OFF,
+    devices: ON_OFF,
+    xattr: oneOf('on', 'off', 'sa', 'dir'),
+    canmount: oneOf('on', 'off', 'noauto'),
+    sync: oneOf('standard', 'always', 'disabled'),
+    quota: sizeOr('none'),
+    refquota: sizeOr('none'),
+    reservation: sizeOr('none'),
+    refreservation: sizeOr('none', 'auto'),
+    recordsize: {
+      allows: (v) => {
+        const bytes = zfsSizeBytes(v);
+        return bytes !== undefined && bytes >= 512 && bytes <= 1024 * 1024 && Number.isInteger(Math.log2(bytes));
+      },
+      rule: 'a power of two from 512 to 1M, like "128K" or "1M"',
+    },
+    // the image's fileSystems are legacy mounts at each dataset's "mount"; none is for a dataset never mounted
+    mountpoint: { allows: (v) => v === 'legacy' || v === 'none', rule: 'legacy (or none, for a dataset that is never mounted): the image mounts datasets as legacy mounts where "mount" says' },
+  },
+};
+
+/** Why `value` is not a value the native property `name` takes where `scope` says, or undefined when it is (or the property is not in the table). */
+export function propertyValueRuleProblem(scope: PropertyScope, name: string, value: string): string | undefined {
+  const table = PROPERTY_VALUES[scope];
+  // hasOwn: a property named like an Object method ("constructor") is not in the table
+  const rule = Object.hasOwn(table, name) ? table[name] : undefined;
+  return rule === undefined || rule.allows(value) ? undefined : `must be ${rule.rule}`;
+}
+
 const utf8 = new TextEncoder();
 
 /** Why `path` is not an absolute, normal path ("/" included), or undefined when it is. */
 export function imagePathProblem(path: string): string | undefined {
   if (path === '/') return undefined;
-  if (!path.startsWith('/') || /[\x00-\x1f\x7f]/.test(path)) return IMAGE_PATH_RULE;
+  if (!path.startsWith('/') || /[\x00-\x1f\x7f]/.test(path)) return `must be ${IMAGE_PATH_RULE}`;
   const parts = path.slice(1).split('/');
   const bad = parts.some((p) => p === '' || p === '.' || p === '..' || utf8.encode(p).length > 255);
-  return bad ? IMAGE_PATH_RULE : undefined;
+  return bad ? `must be ${IMAGE_PATH_RULE}` : undefined;
 }
 
 // Every object refuses unknown keys and lists the allowed ones, so typos are caught.
@@ -107,24 +170,34 @@ function checked(problem: (s: string) => string | undefined, typeError = 'must b
 }
 
 function sizeMiB(min: number, tooSmall: string) {
-  return z.int({ error: 'must be an integer number of MiB' }).min(min, { error: tooSmall });
+  // the minimum is in both messages: a string "64" is as wrong as 20
+  return z.int({ error: `must be an integer number of MiB, at least ${min}` }).min(min, { error: tooSmall });
 }
 
-const propertiesSchema = z
-  .record(z.string(), checked(propertyValueProblem, `must be a string: ${PROPERTY_VALUE_RULE}`), {
-    error: 'must be an object of ZFS property names to string values',
-  })
-  .superRefine((props, ctx) => {
-    for (const name of Object.keys(props)) {
-      const why = propertyNameProblem(name);
-      if (why !== undefined) ctx.addIssue({ code: 'custom', path: [name], message: `invalid property name: ${why}` });
-    }
-  }, whenObject);
+function propertiesSchema(scope: PropertyScope) {
+  return z
+    .record(z.string(), checked(propertyValueProblem, `must be a string: ${PROPERTY_VALUE_RULE}`), {
+      error: 'must be an object of ZFS property names to string values',
+    })
+    .superRefine((props, ctx) => {
+      for (const [name, value] of Object.entries(props)) {
+        const why = propertyNameProblem(name);
+        if (why !== undefined) {
+          ctx.addIssue({ code: 'custom', path: [name], message: `invalid property name: ${why} (got ${JSON.stringify(name)})` });
+          continue;
+        }
+        // a value with bad characters is already reported by the value schema
+        if (typeof value !== 'string' || propertyValueProblem(value) !== undefined) continue;
+        const wrong = propertyValueRuleProblem(scope, name, value);
+        if (wrong !== undefined) ctx.addIssue({ code: 'custom', path: [name], message: `${wrong} (got ${JSON.stringify(value)})` });
+      }
+    }, whenObject);
+}
 
 const mountSchema = checked((s) => imagePathProblem(s), `must be a string: the mount point, ${IMAGE_PATH_RULE}`);
 
 const datasetSchema = strict(
-  { mount: mountSchema.optional(), properties: propertiesSchema.default({}) },
+  { mount: mountSchema.optional(), properties: propertiesSchema('filesystem').default({}) },
   'an object {mount?, properties?}',
 );
 
@@ -139,8 +212,16 @@ function installOwnedProblem(target: string): string | undefined {
 }
 
 const octalMode = /^0?[0-7]{3,4}$/;
-const ownerName = /^([A-Za-z_][A-Za-z0-9_.-]{0,31}\$?|[0-9]{1,10})$/;
-const OWNER_RULE = 'must be a user or group name (letters, digits, _ . -, not starting with a digit or -) or a numeric id';
+const ownerName = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/;
+// ids are 32 bits, and chown takes the last one, (uid_t)-1, to mean "leave unchanged" and refuses it
+const MAX_OWNER_ID = 4294967294;
+const OWNER_RULE = `must be a user or group name (letters, digits, _ . -, not starting with a digit or -) or a numeric id from 0 to ${MAX_OWNER_ID}`;
+
+/** Why `owner` cannot be given to chown as a user or group, or undefined when it can. */
+function ownerProblem(owner: string): string | undefined {
+  if (/^[0-9]+$/.test(owner)) return Number(owner) <= MAX_OWNER_ID ? undefined : `a numeric id must be from 0 to ${MAX_OWNER_ID}`;
+  return ownerName.test(owner) ? undefined : OWNER_RULE;
+}
 
 const contentSchema = strict(
   {
@@ -153,8 +234,8 @@ const contentSchema = strict(
       .string({ error: 'must be an octal mode string like "0644" or "755"' })
       .regex(octalMode, { error: 'must be an octal mode string like "0644" or "755"' })
       .optional(),
-    user: z.string({ error: OWNER_RULE }).regex(ownerName, { error: OWNER_RULE }).optional(),
-    group: z.string({ error: OWNER_RULE }).regex(ownerName, { error: OWNER_RULE }).optional(),
+    user: checked(ownerProblem, OWNER_RULE).optional(),
+    group: checked(ownerProblem, OWNER_RULE).optional(),
   },
   'an object {source, target, mode?, user?, group?}',
 );
@@ -238,6 +319,27 @@ function checkDatasets(config: Record<string, unknown>, ctx: z.core.$RefinementC
   if (!mounts.has('/')) {
     ctx.addIssue({ code: 'custom', path: ['datasets'], message: `exactly one dataset must mount "/", like "${pool ?? 'tank'}/root": {"mount": "/"}` });
   }
+  checkUnmountable(config, datasets, ctx);
+}
+
+// A mounted dataset whose mountpoint is none, its own or inherited, fails mount -t zfs and the image's fileSystems.
+function checkUnmountable(config: Record<string, unknown>, datasets: Record<string, unknown>, ctx: z.core.$RefinementCtx) {
+  const mountpointIn = (props: unknown): unknown => (isPlainObject(props) ? props['mountpoint'] : undefined);
+  const own = (name: string): unknown => mountpointIn(isPlainObject(datasets[name]) ? datasets[name]['properties'] : undefined);
+  for (const [name, dataset] of Object.entries(datasets)) {
+    if (!isPlainObject(dataset) || typeof dataset['mount'] !== 'string') continue;
+    // its own value, else the nearest listed parent's, else the root file system's (parents zfs create -p makes inherit that)
+    const parents = Object.keys(datasets).filter((p) => name.startsWith(`${p}/`)).sort((a, b) => b.length - a.length);
+    const setter = [name, ...parents].find((d) => own(d) !== undefined);
+    if ((setter === undefined ? mountpointIn(config['rootPoolFilesystemProperties']) : own(setter)) !== 'none') continue;
+    const needs = `a dataset with a mount needs mountpoint=legacy (the image mounts it with mount -t zfs, which refuses none)`;
+    if (setter === name) {
+      ctx.addIssue({ code: 'custom', path: ['datasets', name, 'properties', 'mountpoint'], message: `is none, but ${needs}` });
+    } else {
+      const from = setter === undefined ? 'rootPoolFilesystemProperties' : `datasets.${setter}`;
+      ctx.addIssue({ code: 'custom', path: ['datasets', name, 'mount'], message: `the dataset inherits mountpoint=none from ${from}, but ${needs}: set mountpoint to legacy on it` });
+    }
+  }
 }
 
 /** The seed's default pool properties (`zpool create -o`). */
@@ -263,8 +365,8 @@ export const imageConfigSchema = strict(
     ).default(1024),
     rootSize: sizeMiB(MIN_ROOT_SIZE_MIB, `must be at least ${MIN_ROOT_SIZE_MIB} MiB, the smallest ZFS vdev`).default(2048),
     rootPoolName: checked(poolNameProblem, `must be a string: ${POOL_NAME_RULE}`).default('tank'),
-    rootPoolProperties: propertiesSchema.default({ ...DEFAULT_POOL_PROPERTIES }),
-    rootPoolFilesystemProperties: propertiesSchema.default({ ...DEFAULT_FILESYSTEM_PROPERTIES }),
+    rootPoolProperties: propertiesSchema('pool').default({ ...DEFAULT_POOL_PROPERTIES }),
+    rootPoolFilesystemProperties: propertiesSchema('filesystem').default({ ...DEFAULT_FILESYSTEM_PROPERTIES }),
     // prefault, not default: an absent datasets still has to pass the root-mount check.
     datasets: datasetsSchema.prefault({}),
     contents: contentsSchema.default([]),
@@ -276,7 +378,7 @@ export const imageConfigSchema = strict(
     postVM: z.string({ error: 'must be a string of shell code' }).default(''),
     includeChannel: z.boolean({ error: 'must be true or false' }).default(true),
     channelSource: z.string({ error: 'must be a string: the path of a nixpkgs source tree' }).min(1, { error: 'must not be empty' }).optional(),
-    memSize: z.int({ error: 'must be an integer number of MiB' }).min(256, { error: 'must be at least 256 MiB' }).default(1024),
+    memSize: sizeMiB(256, 'must be at least 256 MiB').default(1024),
     system: systemSchema,
   },
   'a JSON object',
@@ -285,11 +387,16 @@ export const imageConfigSchema = strict(
 /** The parsed config with defaults applied (relative paths resolved when it comes from {@link parseImageConfig}). */
 export type ImageConfig = z.output<typeof imageConfigSchema>;
 
-/** "datasets.tank/root.mount", "contents[0].mode": how an issue names a field. */
+/** A key as a path shows it: quoted when it is empty or holds a control character, which would not show. */
+function shownKey(key: string): string {
+  return key === '' || /[\x00-\x1f\x7f]/.test(key) ? JSON.stringify(key) : key;
+}
+
+/** "datasets.tank/root.mount", "contents[0].mode", `rootPoolProperties.""`: how an issue names a field. */
 function formatPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((out, part) => {
+  return path.reduce<string>((out, part, i) => {
     if (typeof part === 'number') return `${out}[${part}]`;
-    return out === '' ? String(part) : `${out}.${String(part)}`;
+    return i === 0 ? shownKey(String(part)) : `${out}.${shownKey(String(part))}`;
   }, '');
 }
 
@@ -410,7 +517,7 @@ function unknownOwners(raw: unknown, hasName: (database: 'passwd' | 'group', nam
     if (!isPlainObject(item)) return;
     for (const [field, database] of [['user', 'passwd'], ['group', 'group']] as const) {
       const name = item[field];
-      if (typeof name !== 'string' || !ownerName.test(name) || /^[0-9]+$/.test(name) || hasName(database, name)) continue;
+      if (typeof name !== 'string' || !ownerName.test(name) || hasName(database, name)) continue;
       issues.push({ path: `contents[${i}].${field}`, message: `the build host has no ${field} "${name}" (names are looked up there; give a numeric id for one it does not have)` });
     }
   });
