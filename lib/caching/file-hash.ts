@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Stats } from 'node:fs';
-import { lstat, open, readdir, readlink, realpath, stat } from 'node:fs/promises';
+import { lstat, open, readdir, readlink, realpath } from 'node:fs/promises';
 import path from 'node:path';
 
 /** A remembered hash: valid while size, mtime and inode are unchanged (the fast path). */
@@ -128,21 +128,3 @@ export function sha256(text: string): string {
   return createHash('sha256').update(text).digest('hex');
 }
 
-/** Finds a program on PATH, following symlinks, or undefined. */
-export async function whichTool(name: string, envPath = process.env.PATH ?? ''): Promise<string | undefined> {
-  if (name.includes('/')) return (await isExecutable(name)) ? name : undefined;
-  for (const dir of envPath.split(':').filter(Boolean)) {
-    const candidate = path.join(dir, name);
-    if (await isExecutable(candidate)) return candidate;
-  }
-  return undefined;
-}
-
-async function isExecutable(file: string): Promise<boolean> {
-  try {
-    const info = await stat(file);
-    return info.isFile() && (info.mode & 0o111) !== 0;
-  } catch {
-    return false;
-  }
-}

@@ -2,7 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { lstat, realpath } from 'node:fs/promises';
 import type { GraphNode, Json } from '../engine/task.ts';
 import { canonicalJson } from './canonical-json.ts';
-import { hashPath, sha256, whichTool, type HashMemo } from './file-hash.ts';
+import { whichTool } from '../execution/which.ts';
+import { hashPath, sha256, type HashMemo } from './file-hash.ts';
 
 /** Bumped when the manifest's meaning changes, so old entries stop matching. */
 export const MANIFEST_FORMAT = 1;

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { whichTool } from '../caching/file-hash.ts';
+import { whichTool } from '../execution/which.ts';
 import type { Requirement } from '../engine/requirement.ts';
 
 const run = promisify(execFile);
@@ -18,15 +18,13 @@ function label(requirement: Requirement): string {
   return [requirement.program, ...(requirement.alternatives ?? [])].join(' or ');
 }
 
-const SEARCH_PATH = (): string => `${process.env['PATH'] ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
-
 /** Looks every requirement up; with `versions`, asks each found program for its version (doctor only: it spawns them all). */
 export async function checkRequirements(requirements: readonly Requirement[], versions = true): Promise<RequirementStatus[]> {
   return Promise.all(
     requirements.map(async (requirement) => {
       let found: string | undefined;
       for (const program of [requirement.program, ...(requirement.alternatives ?? [])]) {
-        found = await whichTool(program, SEARCH_PATH());
+        found = await whichTool(program);
         if (found) break;
       }
       return { requirement, path: found, version: found && versions ? await versionOf(found, requirement) : undefined };

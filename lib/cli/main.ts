@@ -10,6 +10,7 @@ import { describeGraphError } from '../engine/failure.ts';
 import { buildGraph, resolveTargets, runnableTargets, type Graph } from '../engine/graph.ts';
 import type { Plugin, PluginEnvironment } from '../engine/task.ts';
 import { schedule } from '../execution/scheduler.ts';
+import { searchPath } from '../execution/which.ts';
 import type { Reporter, RunSummary } from '../logging/events.ts';
 import { createJsonReporter } from '../logging/json-reporter.ts';
 import { createLineReporter } from '../logging/line-reporter.ts';
@@ -60,8 +61,7 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   // A reader that goes away (`| head`) must not crash a build halfway: output stops, the build goes on.
   for (const stream of [process.stdout, process.stderr]) stream.on('error', ignoreClosedOutput);
   // Disk and ZFS tools live in sbin, which a non-login root shell or sudo may leave off PATH.
-  const dirs = (process.env['PATH'] ?? '').split(':');
-  process.env['PATH'] = [...dirs, ...['/usr/local/sbin', '/usr/sbin', '/sbin'].filter((d) => !dirs.includes(d))].join(':');
+  process.env['PATH'] = searchPath();
   const code = await main(options, argv, defaultIo(), controller.signal);
   // In `shell`, Ctrl-C belongs to the interactive command, whose own status is the answer; `build`
   // and `run` report an interruption themselves (a signal after the last task cut nothing short).

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { whichTool } from '../caching/file-hash.ts';
+import { whichTool } from './which.ts';
 
 /**
  * An exclusive lock shared by every process on the host: flock(2) on `file`, taken

@@ -5,7 +5,8 @@ import { createExec } from '../../lib/execution/exec.ts';
 import type { Exec } from '../../lib/execution/types.ts';
 import type { Sweeper } from '../../lib/caching/sweep.ts';
 import { mountsUnder } from '../../lib/execution/mount-table.ts';
-import { findProgram, zfsModuleLoaded } from './zfs/select-driver.ts';
+import { findProgram } from '../../lib/execution/which.ts';
+import { zfsModuleLoaded } from './zfs/select-driver.ts';
 import { zfsCommandTimeoutMsOrDefault, zfsFuseRequests } from './zfs/zfs-fuse-host.ts';
 
 /** Loop devices whose backing file lies under one of `folders` (from `losetup --list`, which gives real paths). */

@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { findProgram } from '../../tasks/image/zfs/select-driver.ts';
+import { findProgram } from '../../lib/execution/which.ts';
 
 /**
  * Wrappers put first on PATH so a test can stop a real build inside a chosen command:

@@ -12,7 +12,8 @@ import type { Exec } from '../../lib/execution/types.ts';
 import type { HostLock } from '../../lib/execution/host-lock.ts';
 import { adaptPropertiesForZfsFuse, createZfsFuseDriver } from '../../tasks/image/zfs/zfs-fuse.ts';
 import { zfsCommandTimeoutMs } from '../../tasks/image/zfs/zfs-fuse-host.ts';
-import { findProgram, selectDriver } from '../../tasks/image/zfs/select-driver.ts';
+import { findProgram } from '../../lib/execution/which.ts';
+import { selectDriver } from '../../tasks/image/zfs/select-driver.ts';
 import { otherZfsUsers, STARTER_FILE, useZfs, ZFS_USERS_DIR, ZFS_USERS_LOCK_FILE } from '../../tasks/image/stages/zfs-session.ts';
 import { execa } from 'execa';
 

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
-import { findProgram } from '../../tasks/image/zfs/select-driver.ts';
+import { findProgram } from '../../lib/execution/which.ts';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
 import { cleanupSteps, importedPools, uniquePool, until, zfsFuseDaemons } from '../helpers/reliability.ts';
 

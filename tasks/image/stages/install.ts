@@ -1,7 +1,7 @@
 import { copyFile, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Json, Task, TaskContext } from '../../../lib/engine/task.ts';
-import { whichTool } from '../../../lib/caching/file-hash.ts';
+import { whichTool } from '../../../lib/execution/which.ts';
 import { allocatedBytes } from '../../../lib/caching/cache-store.ts';
 import { writeWithinFreeSpace } from '../../../lib/caching/free-space.ts';
 import type { ImageConfig } from '../config.ts';
@@ -199,7 +199,7 @@ async function installBootLoader(ctx: TaskContext<any>, root: string, toplevel: 
     else await ctx.exec('mount', ['-t', 'proc', 'proc', where]);
   }
   // Resolved before the environment's PATH becomes the image's.
-  const chroot = (await whichTool('chroot', `${process.env['PATH'] ?? ''}:/usr/sbin:/sbin`)) ?? 'chroot';
+  const chroot = (await whichTool('chroot')) ?? 'chroot';
   await ctx.exec(chroot, [root, `${toplevel}/activate`], { env });
   await ctx.exec(chroot, [root, `${toplevel}/bin/switch-to-configuration`, 'boot'], { env });
   // each is forgotten once unmounted: should one fail, the cleanup unmounts the rest

@@ -2,9 +2,10 @@
  * Chooses the ZFS driver: `auto` takes openzfs when the kernel module is
  * loaded, else zfs-fuse when it is installed, else says what to install.
  */
-import { accessSync, constants, existsSync } from 'node:fs';
-import { delimiter, join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Exec } from '../../../lib/execution/types.ts';
+import { findProgram } from '../../../lib/execution/which.ts';
 import type { ZfsDriver, ZfsDriverName } from './driver.ts';
 import { createOpenZfsDriver } from './openzfs.ts';
 import { createZfsFuseDriver } from './zfs-fuse.ts';
@@ -28,21 +29,6 @@ const INSTALL_HINT =
   'install ZFS: on Debian or Ubuntu `apt-get install zfsutils-linux` (kernel module) or `apt-get install zfs-fuse` ' +
   '(userspace, for containers and CI); on NixOS set boot.supportedFilesystems = [ "zfs" ]';
 
-/** Finds an executable on PATH; the sbin folders are searched too, since zpool and zfs-fuse live there. */
-export function findProgram(name: string): string | undefined {
-  const dirs = [...(process.env['PATH'] ?? '').split(delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin'];
-  for (const dir of dirs) {
-    if (dir === '') continue;
-    const candidate = join(dir, name);
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
 
 /** The kernel module shows up in sysfs once loaded. */
 export function zfsModuleLoaded(): boolean {
