@@ -5,7 +5,7 @@
 import { execa } from 'execa';
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { allocatedBytes } from '../lib/caching/cache-store.ts';
+import { allocatedBytes } from '../lib/caching/free-space.ts';
 import { nixOptions } from '../tasks/image/nix-options.ts';
 import { duBytes, expectSuccess, interruption, median, ROOT, round, scratchDir, sync, timeCommand, type Timed } from './lib/measure.ts';
 import type { BenchResult, Metric } from './lib/result.ts';

@@ -5,6 +5,7 @@ import path from 'node:path';
 import type { ArtifactKind, ArtifactSpec, Json } from '../engine/task.ts';
 import type { Manifest } from './fingerprint.ts';
 import { hashPath, type HashMemo, type StatHash } from './file-hash.ts';
+import { allocatedBytes } from './free-space.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
 
 /** What a file looked like when it was published; an entry is trusted only while this still holds. */
@@ -289,19 +290,6 @@ async function checkStamps(root: string, artifact: StoredArtifact): Promise<stri
     }
   }
   return undefined;
-}
-
-/** Bytes a path really occupies on disk (st_blocks), summed over a tree. */
-export async function allocatedBytes(root: string): Promise<number> {
-  let info;
-  try {
-    info = await lstat(root);
-  } catch {
-    return 0;
-  }
-  let total = info.blocks * 512;
-  if (info.isDirectory()) for (const name of await readdir(root)) total += await allocatedBytes(path.join(root, name));
-  return total;
 }
 
 /** Node reports sub-millisecond mtimes, Deno whole milliseconds: compare what both agree on. */

@@ -1,4 +1,4 @@
-import { stat, statfs } from 'node:fs/promises';
+import { lstat, readdir, stat, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { formatBytes } from '../logging/format.ts';
 
@@ -11,6 +11,19 @@ export async function freeBytes(dir: string): Promise<number> {
 /** Bytes a file really occupies (holes excluded), which is what a sparse copy of it writes. */
 export async function allocatedSize(file: string): Promise<number> {
   return (await stat(file)).blocks * 512;
+}
+
+/** Bytes a path really occupies on disk (st_blocks), summed over a tree. */
+export async function allocatedBytes(root: string): Promise<number> {
+  let info;
+  try {
+    info = await lstat(root);
+  } catch {
+    return 0;
+  }
+  let total = info.blocks * 512;
+  if (info.isDirectory()) for (const name of await readdir(root)) total += await allocatedBytes(path.join(root, name));
+  return total;
 }
 
 /**

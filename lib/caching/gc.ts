@@ -1,7 +1,8 @@
 import cacache from 'cacache';
 import { lstat, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { allocatedBytes, type CacheStore } from './cache-store.ts';
+import type { CacheStore } from './cache-store.ts';
+import { allocatedBytes } from './free-space.ts';
 
 /** What gc did. */
 export interface GcReport {
