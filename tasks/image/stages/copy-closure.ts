@@ -46,17 +46,25 @@ export async function copyClosure(
   closure: readonly string[],
   sizes: readonly number[],
   compression = 'off',
+  limits: { paths: number; bytes: number } = BATCH_LIMITS,
 ): Promise<void> {
   const store = path.join(root, 'nix/store');
   await mkdir(store, { recursive: true });
   const totalBytes = sizes.reduce((sum, n) => sum + n, 0);
   // NAR sizes are close to what the files take; compression on the dataset (`compression`) only helps
   await writeWithinFreeSpace(store, totalBytes, `the closure (${closure.length} store paths)`, compression, (line) => ctx.log(line), () =>
-    copyMissing(ctx, store, closure, sizes, totalBytes),
+    copyMissing(ctx, store, closure, sizes, totalBytes, limits),
   );
 }
 
-async function copyMissing(ctx: TaskContext<any>, store: string, closure: readonly string[], sizes: readonly number[], totalBytes: number): Promise<void> {
+async function copyMissing(
+  ctx: TaskContext<any>,
+  store: string,
+  closure: readonly string[],
+  sizes: readonly number[],
+  totalBytes: number,
+  limits: { paths: number; bytes: number },
+): Promise<void> {
   const missing: string[] = [];
   const missingSizes: number[] = [];
   let bytes = 0;
@@ -71,7 +79,7 @@ async function copyMissing(ctx: TaskContext<any>, store: string, closure: readon
     }
   }
   ctx.log(`copying ${missing.length} store paths (${formatBytes(totalBytes - bytes)}); ${done} already present`);
-  for (const batch of batchStorePaths(missing, missingSizes)) {
+  for (const batch of batchStorePaths(missing, missingSizes, limits)) {
     await ctx.exec('cp', ['-a', '--', ...batch.paths, store], { quiet: true });
     bytes += batch.bytes;
     done += batch.paths.length;
