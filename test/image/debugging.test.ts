@@ -67,9 +67,15 @@ describe('shell <stage> -- CMD', () => {
     expect(await snapshot(project.cache)).toEqual(before);
   });
 
-  it('on create-pool shows the empty datasets before install', async () => {
-    const result = await project.run('shell', 'create-pool', '--', 'sh', '-c', 'ls -A; test ! -e etc/motd');
+  it('on create-pool shows the empty datasets before install, mounted', async () => {
+    // the root dataset is mounted at $IMAGE_ROOT (the kernel's table says so), every dataset is, and nothing is installed yet
+    const script = 'grep -q " $IMAGE_ROOT fuse" /proc/mounts && echo root-mounted; zfs list -H -o name,mounted -r "$IMAGE_POOL"; ls -A; test ! -e etc/motd';
+    const result = await project.run('shell', 'create-pool', '--', 'sh', '-c', script);
     expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toContain('root-mounted');
+    for (const dataset of [`${POOL}/root`, `${POOL}/root/var`, `${POOL}/nix`, `${POOL}/home`]) {
+      expect(result.stdout).toMatch(new RegExp(`^${dataset}\\s+yes$`, 'm'));
+    }
   });
 
   it('tells a command that could not start (127) and one killed by a signal (128 + its number) from one that exited 1', async () => {
@@ -84,10 +90,13 @@ describe('shell <stage> -- CMD', () => {
 
   it('refuses a stage that is not built yet', async () => {
     await project.configure({ rootSize: 144 });
-    const result = await project.run('shell', 'create-pool', '--', 'true');
-    expect(result.exitCode).toBe(1);
-    expect(result.stderr).toMatch(/not fresh in the cache; run `build create-pool` first/);
-    await project.configure({ rootSize: 128 });
+    try {
+      const result = await project.run('shell', 'create-pool', '--', 'true');
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toMatch(/not fresh in the cache; run `build create-pool` first/);
+    } finally {
+      await project.configure({ rootSize: 128 });
+    }
   });
 });
 
