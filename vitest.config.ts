@@ -1,4 +1,8 @@
 import { defineConfig } from 'vitest/config';
+import { noSkipsInCi } from './test/support/no-skips-in-ci.ts';
+
+// `vitest run` alone runs everything; a file or `-t` on the command line narrows the run
+const filtered = process.argv.slice(2).some((arg, i, all) => arg === '-t' || arg.startsWith('--testNamePattern') || (all[i - 1] !== '-t' && !arg.startsWith('-') && arg !== 'run'));
 
 export default defineConfig({
   test: {
@@ -7,5 +11,6 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 180_000,
     hookTimeout: 120_000,
+    reporters: ['default', noSkipsInCi(filtered)],
   },
 });
