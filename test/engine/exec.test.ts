@@ -1,4 +1,5 @@
 import { execFileSync } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { CommandError } from '../../lib/execution/command-error.ts';
 import { createExec } from '../../lib/execution/exec.ts';
@@ -56,9 +57,12 @@ describe('exec timeouts', () => {
 
   it('kills one that ignores SIGTERM, with its children', async () => {
     const marker = `exec-test-ignores-term-${process.pid}`;
-    const exec = createExec({ killGraceMs: 200 });
-    const error = await failureOf(exec('sh', ['-c', `trap '' TERM; sleep 30 & wait # ${marker}`], { timeoutMs: 200 }));
-    expect(error.failure.timedOutAfterMs).toBe(200);
+    const lines: string[] = [];
+    const exec = createExec({ killGraceMs: 200, onLine: (line) => lines.push(line) });
+    // `ready` once the trap is set: a limit that struck before it would test nothing
+    const error = await failureOf(exec('sh', ['-c', `trap '' TERM; sleep 30 & echo ready; wait # ${marker}`], { timeoutMs: 1000 }));
+    expect(lines).toEqual(['ready']);
+    expect(error.failure.timedOutAfterMs).toBe(1000);
     expect(error.failure.signal).toBe('SIGKILL');
     expect(error.failure.leftRunning).toBeUndefined();
     expect(processesWith(marker)).toEqual([]);
@@ -67,11 +71,13 @@ describe('exec timeouts', () => {
   it('gives up waiting for a command that does not go away, and names what it left', async () => {
     // a grandchild in its own session keeps the output pipe open: the command never finishes for us
     const marker = `exec-test-left-behind-${process.pid}`;
-    const exec = createExec({ killGraceMs: 200 });
+    const lines: string[] = [];
+    const exec = createExec({ killGraceMs: 200, onLine: (line) => lines.push(line) });
     try {
-      const error = await failureOf(exec('sh', ['-c', `setsid sh -c 'sleep 30 # ${marker}' & wait`], { timeoutMs: 200 }));
+      const error = await failureOf(exec('sh', ['-c', `setsid sh -c 'echo ready; sleep 30 # ${marker}' & wait`], { timeoutMs: 1000 }));
+      expect(lines).toEqual(['ready']); // the grandchild was there before the limit struck
       expect(error.failure.leftRunning).toBeGreaterThan(0);
-      expect(error.message).toMatch(/no answer within 200 ms, stopped \(pid \d+ did not exit even after SIGKILL and was left behind\)/);
+      expect(error.message).toMatch(/no answer within 1 s, stopped \(pid \d+ did not exit even after SIGKILL and was left behind\)/);
     } finally {
       for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
     }
@@ -80,24 +86,28 @@ describe('exec timeouts', () => {
   it('kills what the command left in its group once it exits after a timeout', async () => {
     // the grandchild ignores SIGTERM and holds no output pipe, so the command itself ends on SIGTERM
     const marker = `exec-test-leftover-${process.pid}`;
-    const exec = createExec({ killGraceMs: 5_000 });
+    const ready = `/tmp/exec-test-leftover-${process.pid}.ready`;
+    const lines: string[] = [];
+    const exec = createExec({ killGraceMs: 5_000, onLine: (line) => lines.push(line) });
     try {
-      const error = await failureOf(
-        exec('sh', ['-c', `sh -c 'trap "" TERM; while :; do sleep 1; done' ${marker} >/dev/null 2>&1 & sleep 30`], { timeoutMs: 200 }),
-      );
-      expect(error.failure.timedOutAfterMs).toBe(200);
+      // the grandchild has set its trap (its ready file exists) before the command says ready
+      const script = `rm -f ${ready}; sh -c 'trap "" TERM; : > ${ready}; while :; do sleep 1; done' ${marker} >/dev/null 2>&1 & while [ ! -e ${ready} ]; do sleep 0.01; done; echo ready; sleep 30`;
+      const error = await failureOf(exec('sh', ['-c', script], { timeoutMs: 1000 }));
+      expect(lines).toEqual(['ready']);
+      expect(error.failure.timedOutAfterMs).toBe(1000);
       expect(processesWith(marker)).toEqual([]);
     } finally {
       for (const pid of processesWith(marker)) process.kill(pid, 'SIGKILL');
+      await rm(ready, { force: true });
     }
   });
 
   it('an abort while the time limit runs out is reported as an abort, not as a timeout', async () => {
     const controller = new AbortController();
-    const exec = createExec({ killGraceMs: 600, signal: controller.signal });
-    setTimeout(() => controller.abort(), 100);
-    // ignores SIGTERM, so it is still being stopped when the 300 ms limit passes
-    const error = await failureOf(exec('sh', ['-c', `trap '' TERM; sleep 30 & wait`], { timeoutMs: 300 }));
+    // aborted as soon as the trap is set; it ignores SIGTERM, so it is still being stopped when the 1 s limit passes
+    const exec = createExec({ killGraceMs: 2_000, signal: controller.signal, onLine: (line) => line === 'ready' && controller.abort() });
+    const error = await failureOf(exec('sh', ['-c', `trap '' TERM; sleep 30 & echo ready; wait`], { timeoutMs: 1000 }));
+    expect(controller.signal.aborted).toBe(true);
     expect(error.failure.aborted).toBe(true);
     expect(error.failure.timedOutAfterMs).toBeUndefined();
   });
@@ -111,11 +121,10 @@ describe('exec timeouts', () => {
   it('Ctrl-C does not hang on a command that never goes away either', async () => {
     const marker = `exec-test-abort-${process.pid}`;
     const controller = new AbortController();
-    const exec = createExec({ killGraceMs: 200, signal: controller.signal });
+    // Ctrl-C once the grandchild that holds the output is there
+    const exec = createExec({ killGraceMs: 200, signal: controller.signal, onLine: (line) => line === 'ready' && controller.abort() });
     try {
-      const pending = failureOf(exec('sh', ['-c', `setsid sh -c 'sleep 30 # ${marker}' & wait`]));
-      setTimeout(() => controller.abort(), 200);
-      const error = await pending;
+      const error = await failureOf(exec('sh', ['-c', `setsid sh -c 'echo ready; sleep 30 # ${marker}' & wait`]));
       expect(error.failure.aborted).toBe(true);
       expect(error.failure.leftRunning).toBeGreaterThan(0);
     } finally {
