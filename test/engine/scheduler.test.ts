@@ -83,7 +83,7 @@ describe('scheduler', () => {
     expect(runs).toEqual(['producer', 'reader', 'producer', 'producer', 'reader']);
   });
 
-  it('runs the run-end cleanups even when the engine itself fails mid-run, then reports that failure', async () => {
+  it('runs the run-end cleanups even when the engine itself fails mid-run, and reports that failure as the task\'s', async () => {
     const cleaned: string[] = [];
     const graph = buildGraph([
       // registers a run-wide cleanup, as a build that started a daemon does
@@ -102,9 +102,9 @@ describe('scheduler', () => {
       },
       end: () => undefined,
     };
-    await expect(
-      schedule({ graph: graph.value, ids: ['starts-daemon', 'after'], store: openCache(path.join(dir, 'cache')), reporter, concurrency: 2, signal: new AbortController().signal }),
-    ).rejects.toThrow('reporter broke');
+    const summary = await schedule({ graph: graph.value, ids: ['starts-daemon', 'after'], store: openCache(path.join(dir, 'cache')), reporter, concurrency: 2, signal: new AbortController().signal });
+    expect(summary.ok).toBe(false);
+    expect(summary.tasks.map((t) => `${t.id} ${t.status} ${t.reason}`)).toEqual(['starts-daemon ran never built', 'after failed reporter broke']);
     expect(cleaned).toEqual(['daemon stopped']);
   });
 
