@@ -29,4 +29,6 @@ export function duplicateJsonKeys(text: string): string[] {
   return duplicates;
 }
 
-const field = (path: string, key: string): string => (path === '' ? key : `${path}.${key}`);
+// an empty key, or one with a control character, is quoted as the config's own messages quote it, so it shows
+const shownKey = (key: string): string => (key === '' || /[\x00-\x1f\x7f]/.test(key) ? JSON.stringify(key) : key);
+const field = (path: string, key: string): string => (path === '' ? shownKey(key) : `${path}.${shownKey(key)}`);

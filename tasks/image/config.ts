@@ -219,7 +219,7 @@ const OWNER_RULE = `must be a user or group name (letters, digits, _ . -, not st
 
 /** Why `owner` cannot be given to chown as a user or group, or undefined when it can. */
 function ownerProblem(owner: string): string | undefined {
-  if (/^[0-9]+$/.test(owner)) return Number(owner) <= MAX_OWNER_ID ? undefined : `a numeric id must be from 0 to ${MAX_OWNER_ID}`;
+  if (/^[0-9]+$/.test(owner)) return Number(owner) <= MAX_OWNER_ID ? undefined : `a numeric id must be from 0 to ${MAX_OWNER_ID} (ids are 32 bits, and chown refuses ${MAX_OWNER_ID + 1})`;
   return ownerName.test(owner) ? undefined : OWNER_RULE;
 }
 
@@ -332,7 +332,7 @@ function checkUnmountable(config: Record<string, unknown>, datasets: Record<stri
     const parents = Object.keys(datasets).filter((p) => name.startsWith(`${p}/`)).sort((a, b) => b.length - a.length);
     const setter = [name, ...parents].find((d) => own(d) !== undefined);
     if ((setter === undefined ? mountpointIn(config['rootPoolFilesystemProperties']) : own(setter)) !== 'none') continue;
-    const needs = `a dataset with a mount needs mountpoint=legacy (the image mounts it with mount -t zfs, which refuses none)`;
+    const needs = `a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs, which refuses none)`;
     if (setter === name) {
       ctx.addIssue({ code: 'custom', path: ['datasets', name, 'properties', 'mountpoint'], message: `is none, but ${needs}` });
     } else {
@@ -475,8 +475,35 @@ function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => Pa
   // only copied with includeChannel; otherwise it only has to exist, as before
   check('channelSource', raw['channelSource'], 'nixpkgs source', raw['includeChannel'] === false ? 'any' : 'folder');
   const system = raw['system'];
-  // nix-build takes a file, or a folder holding default.nix
-  if (isPlainObject(system)) check('system.expression', system['expression'], 'Nix file', 'any');
+  if (isPlainObject(system)) {
+    check('system.expression', system['expression'], 'Nix file', 'any');
+    issues.push(...systemProblems(system, base, kindOf));
+  }
+  return issues;
+}
+
+// Found now, not by the build after the disks are made; no nix call: the build still checks the store path's validity.
+function systemProblems(system: Record<string, unknown>, base: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
+  const issues: ConfigIssue[] = [];
+  const { toplevel, expression } = system;
+  // lstat's answer: a store path may be a symlink, even one that leads nowhere on this host
+  if (typeof toplevel === 'string' && storePath.test(toplevel) && kindOf(toplevel) === undefined && !isSymlink(toplevel)) {
+    issues.push({
+      path: 'system.toplevel',
+      message: `must exist on this host, but ${toplevel} does not: build the system here (nix-build) or copy it into this host's store (nix copy) first, or give "flake" or "expression" instead`,
+    });
+  }
+  if (typeof expression === 'string' && expression !== '') {
+    // nix-build takes a file, or a folder holding default.nix
+    const full = resolve(base, expression);
+    const kind = kindOf(full);
+    const needs = 'must be a Nix file or a folder holding default.nix';
+    if (kind === 'folder' && kindOf(join(full, 'default.nix')) !== 'file') {
+      issues.push({ path: 'system.expression', message: `${needs}, but ${full} is a folder without default.nix` });
+    } else if (kind === 'other') {
+      issues.push({ path: 'system.expression', message: `${needs}, but ${full} is neither a file nor a folder` });
+    }
+  }
   return issues;
 }
 
@@ -524,21 +551,111 @@ function unknownOwners(raw: unknown, hasName: (database: 'passwd' | 'group', nam
   return issues;
 }
 
+// Zod skips a record's "__proto__" key without a word (assigning it would set the prototype), so the
+// raw JSON is looked at; strict objects already refuse it as an unknown key.
+function protoKeys(raw: unknown): ConfigIssue[] {
+  if (!isPlainObject(raw)) return [];
+  const records: [PropertyKey[], unknown, string][] = [
+    [['rootPoolProperties'], raw['rootPoolProperties'], `invalid property name: ${PROPERTY_NAME_RULE}`],
+    [['rootPoolFilesystemProperties'], raw['rootPoolFilesystemProperties'], `invalid property name: ${PROPERTY_NAME_RULE}`],
+    [['datasets'], raw['datasets'], `invalid dataset name: ${DATASET_NAME_RULE}`],
+  ];
+  const datasets = raw['datasets'];
+  if (isPlainObject(datasets)) {
+    for (const [name, dataset] of Object.entries(datasets)) {
+      if (isPlainObject(dataset)) records.push([['datasets', name, 'properties'], dataset['properties'], `invalid property name: ${PROPERTY_NAME_RULE}`]);
+    }
+  }
+  return records
+    .filter(([, record]) => isPlainObject(record) && Object.hasOwn(record, '__proto__'))
+    .map(([path, , rule]) => ({ path: formatPath([...path, '__proto__']), message: `${rule} (got "__proto__")` }));
+}
+
+/** Whether a NIX_PATH value is a URL to Nix rather than a path (its EvalSettings::isPseudoUrl, and flake:). */
+function isNixUrl(value: string): boolean {
+  if (value.startsWith('channel:') || value.startsWith('flake:')) return true;
+  const scheme = value.indexOf('://');
+  return scheme >= 0 && ['http', 'https', 'file', 'channel', 'git', 's3', 'ssh'].includes(value.slice(0, scheme));
+}
+
+/**
+ * NIX_PATH's entries as Nix splits them: at each ':', except that a value that is a URL
+ * (`https://…`, `channel:…`, `flake:…`) keeps its own colons up to the next ':' after the scheme's.
+ */
+export function parseNixPath(nixPath: string): string[] {
+  const entries: string[] = [];
+  let p = 0;
+  while (p < nixPath.length) {
+    const start = p;
+    let value = p;
+    while (p < nixPath.length && nixPath[p] !== ':') {
+      if (nixPath[p] === '=') value = p + 1;
+      p++;
+    }
+    // like Nix, the test looks at everything from the value on
+    if (p < nixPath.length && isNixUrl(nixPath.slice(value))) {
+      p++;
+      while (p < nixPath.length && nixPath[p] !== ':') p++;
+    }
+    if (p > start) entries.push(nixPath.slice(start, p));
+    p++;
+  }
+  return entries;
+}
+
+/** The first `nixpkgs=PATH` of NIX_PATH, else its first `nixpkgs=URL` (which is not used), else nothing. */
+export function nixpkgsInNixPath(nixPath: string | undefined): { path: string } | { url: string } | undefined {
+  let url: string | undefined;
+  for (const entry of parseNixPath(nixPath ?? '')) {
+    if (!entry.startsWith('nixpkgs=') || entry.length === 'nixpkgs='.length) continue;
+    const value = entry.slice('nixpkgs='.length);
+    if (!isNixUrl(value)) return { path: value };
+    url ??= value;
+  }
+  return url === undefined ? undefined : { url };
+}
+
+const CHANNEL_CHOICES = 'set channelSource to a nixpkgs checkout, put nixpkgs=PATH in NIX_PATH, or set includeChannel to false';
+
+// includeChannel without channelSource copies NIX_PATH's nixpkgs folder: checked like a channelSource, now.
+function nixPathChannel(raw: unknown, nixPath: string | undefined, kindOf: (p: string) => PathKind): { issue: ConfigIssue } | { source: string } | undefined {
+  if (!isPlainObject(raw) || (raw['includeChannel'] ?? true) !== true || raw['channelSource'] !== undefined) return undefined;
+  const found = nixpkgsInNixPath(nixPath);
+  if (found === undefined) return { issue: { path: 'includeChannel', message: `true needs a nixpkgs source to copy into the image: ${CHANNEL_CHOICES}` } };
+  if ('url' in found) {
+    return { issue: { path: 'includeChannel', message: `true needs a nixpkgs source to copy into the image, and NIX_PATH's nixpkgs=${found.url} is a URL, which is not used (the channel is copied from a folder): ${CHANNEL_CHOICES}` } };
+  }
+  // Nix takes a relative NIX_PATH entry from the current folder too
+  const source = resolve(found.path);
+  if (kindOf(source) !== 'folder') {
+    return { issue: { path: 'includeChannel', message: `true takes nixpkgs from NIX_PATH, but nixpkgs=${found.path} is not a folder: fix NIX_PATH, set channelSource to a nixpkgs checkout, or set includeChannel to false` } };
+  }
+  return { source };
+}
+
 /**
  * Parses a config read from JSON: applies defaults, checks every rule, resolves relative
  * paths against `baseDir` and checks that contents' sources, configFile (a file), channelSource
- * (a folder) and system.expression exist (with `kindOf`, default {@link pathKind}). Returns every
- * issue at once.
+ * (a folder), system.expression (a file, or a folder with default.nix) and system.toplevel exist
+ * (with `kindOf`, default {@link pathKind}). With includeChannel and no channelSource, channelSource
+ * is the `nixpkgs=` folder of `nixPath` (default: the environment's NIX_PATH). Returns every issue at once.
  */
 export function parseImageConfig(
   raw: unknown,
-  options: { baseDir: string; kindOf?: (p: string) => PathKind; hasName?: (database: 'passwd' | 'group', name: string) => boolean },
+  options: {
+    baseDir: string;
+    kindOf?: (p: string) => PathKind;
+    hasName?: (database: 'passwd' | 'group', name: string) => boolean;
+    nixPath?: string | undefined;
+  },
 ): { ok: true; value: ImageConfig } | { ok: false; errors: ConfigIssue[] } {
   const { baseDir, kindOf = pathKind, hasName = hostHasName } = options;
+  const nixPath = 'nixPath' in options ? options.nixPath : process.env['NIX_PATH'];
   const parsed = imageConfigSchema.safeParse(raw);
-  const schemaIssues = parsed.success ? [] : toConfigIssues(raw, parsed.error.issues);
+  const schemaIssues = [...protoKeys(raw), ...(parsed.success ? [] : toConfigIssues(raw, parsed.error.issues))];
   const flagged = new Set(schemaIssues.map((i) => i.path));
-  const hostIssues = [...misplacedFiles(raw, baseDir, kindOf), ...unknownOwners(raw, hasName)];
+  const channel = nixPathChannel(raw, nixPath, kindOf);
+  const hostIssues = [...misplacedFiles(raw, baseDir, kindOf), ...unknownOwners(raw, hasName), ...(channel && 'issue' in channel ? [channel.issue] : [])];
   const errors = [...schemaIssues, ...hostIssues.filter((i) => !flagged.has(i.path))];
   if (!parsed.success || errors.length > 0) return { ok: false, errors };
   const config = parsed.data;
@@ -550,6 +667,7 @@ export function parseImageConfig(
       contents: config.contents.map((c) => ({ ...c, source: resolve(baseDir, c.source) })),
       configFile: config.configFile === null ? null : resolve(baseDir, config.configFile),
       ...(config.channelSource === undefined ? {} : { channelSource: resolve(baseDir, config.channelSource) }),
+      ...(channel && 'source' in channel ? { channelSource: channel.source } : {}),
       system:
         'expression' in system
           ? { ...system, expression: resolve(baseDir, system.expression) }

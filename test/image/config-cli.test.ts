@@ -16,7 +16,7 @@ beforeAll(async () => {
 });
 afterAll(() => rm(dir, { recursive: true, force: true }));
 
-async function buildWith(text: string, env: Record<string, string> = {}) {
+async function buildWith(text: string | Uint8Array, env: Record<string, string> = {}) {
   const file = path.join(dir, 'config.json');
   await writeFile(file, text);
   const cache = path.join(dir, 'cache');
@@ -46,6 +46,14 @@ describe('config errors on the command line', () => {
     ['missing configFile', { configFile: 'nope.nix' }, /config: configFile: Nix file not found/],
     ['postVM not a string', { postVM: 1 }, /config: postVM: must be a string/],
     ['a property zfs-fuse cannot set, asked for by name', { rootPoolFilesystemProperties: { compression: 'zstd' } }, /compression=zstd: .*zfs-fuse/],
+    // wrong in a second way too (rootSize), so that a version without the check refuses the config and never builds
+    ...([
+      ['an empty key, shown quoted', { '': 1 }, /^error: config: "": unknown key; allowed keys: /m],
+      ['a property value outside the property\'s set', { rootPoolFilesystemProperties: { atime: 'maybe', mountpoint: 'legacy' } }, /config: rootPoolFilesystemProperties\.atime: must be one of on, off \(got "maybe"\)/],
+      ['a numeric owner id above the range', { contents: [{ source: 'motd', target: '/etc/motd', user: '4294967296' }] }, /config: contents\[0\]\.user: a numeric id must be from 0 to 4294967294/],
+      ['an expression folder without default.nix', { system: { expression: 'tree' } }, /config: system\.expression: must be a Nix file or a folder holding default\.nix, but .*\/tree is a folder without default\.nix/],
+      ['a toplevel that is not on this host', { system: { toplevel: `/nix/store/${'0'.repeat(32)}-not-here` } }, /config: system\.toplevel: must exist on this host, but \/nix\/store\/0{32}-not-here does not/],
+    ] as const).map(([name, patch, message]): [string, Record<string, unknown>, RegExp] => [name, { ...patch, rootSize: -5 }, message]),
   ];
   for (const [name, patch, message] of cases) {
     it(`refuses ${name}`, async () => {
@@ -86,6 +94,10 @@ describe('config errors on the command line', () => {
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toBe('error: config: name: given more than once in the same object (JSON would keep only the last; remove or merge the others)');
     expect(result.created).toEqual([]);
+    // an empty key is shown quoted, as everywhere else
+    const empty = await buildWith('{"name": "a", "": 1, "": 2}\n');
+    expect(empty.exitCode).toBe(2);
+    expect(empty.stderr).toBe('error: config: "": given more than once in the same object (JSON would keep only the last; remove or merge the others)');
   });
 
   it('refuses a config file that holds null, instead of building the demo', async () => {
@@ -99,6 +111,42 @@ describe('config errors on the command line', () => {
     const result = await buildWith(`\uFEFF${patched({ rootSize: -5 })}`);
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/^error: config: rootSize: /); // parsed: the field is what is wrong
+    expect(result.created).toEqual([]);
+  });
+
+  // Each of these is wrong in a second way (rootSize) that any version refuses, so that a version without the check exits 2 too and never builds.
+  it('refuses a config file that is not UTF-8, naming the first bad byte, instead of reading it as U+FFFD', async () => {
+    const [before, after] = patched({ name: 'NAME', rootSize: -5 }).split('NAME');
+    const result = await buildWith(Buffer.concat([Buffer.from(`${before}caf`), Buffer.from([0xe9]), Buffer.from(after!)]));
+    expect(result.exitCode).toBe(2);
+    const offset = Buffer.byteLength(`${before}caf`);
+    expect(result.stderr).toBe(`error: --config ${path.join(dir, 'config.json')}: is not UTF-8 (first bad byte 0xE9 at line 1, column ${offset + 1}, byte offset ${offset}): save the file as UTF-8`);
+    expect(result.created).toEqual([]);
+  });
+
+  it('refuses a UTF-16 config file, saying it must be UTF-8', async () => {
+    for (const [bom, encode] of [['FF FE', (t: string) => Buffer.from(t, 'utf16le')], ['FE FF', (t: string) => Buffer.from(t, 'utf16le').swap16()]] as const) {
+      const result = await buildWith(encode(`\uFEFF${patched({ rootSize: -5 })}`));
+      expect(result.exitCode).toBe(2);
+      const mark = bom.split(' ').map((b) => `0x${b}`).join(' ');
+      expect(result.stderr).toBe(`error: --config ${path.join(dir, 'config.json')}: is UTF-16 (it starts with the byte-order mark ${mark}), but a config must be UTF-8: save it as UTF-8`);
+      expect(result.created).toEqual([]);
+    }
+  });
+
+  it('refuses a "__proto__" dataset, which would otherwise vanish', async () => {
+    const text = patched({ rootSize: -5 }).replace('"datasets":{', '"datasets":{"__proto__":{"mount":"/x"},');
+    const result = await buildWith(text);
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain('error: config: datasets.__proto__: invalid dataset name: a dataset is "<pool>/<path>"');
+    expect(result.created).toEqual([]);
+  });
+
+  it.each(['nixpkgs=https://x/y.tar.gz', 'nixpkgs=channel:nixos-unstable'])('refuses includeChannel when NIX_PATH is %s: a URL is not used', async (nixPath) => {
+    const result = await buildWith(patched({ includeChannel: true, rootSize: -5 }), { NIX_PATH: nixPath });
+    expect(result.exitCode).toBe(2);
+    expect(result.stderr).toContain(`error: config: includeChannel: true needs a nixpkgs source to copy into the image, and NIX_PATH's ${nixPath} is a URL, which is not used`);
+    expect(result.stderr).not.toContain('is not a folder');
     expect(result.created).toEqual([]);
   });
 

@@ -1,19 +1,27 @@
 import { mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { ConfigIssue, ImageConfig, PathKind } from '../../tasks/image/config.ts';
-import { MIN_BOOT_SIZE_MIB, formatConfigIssues, hostHasName, parseImageConfig } from '../../tasks/image/config.ts';
+import { MIN_BOOT_SIZE_MIB, formatConfigIssues, hostHasName, nixpkgsInNixPath, parseImageConfig, parseNixPath } from '../../tasks/image/config.ts';
 
 const toplevel = `/nix/store/${'0123456789abcdfghijklmnpqrsvwxyz'}-nixos-system-demo`;
 const minimal = { system: { toplevel }, datasets: { 'tank/root': { mount: '/' } } };
+// for the tests that look at the real file system: this file stands in for a Nix file
+const onThisHost = { system: { expression: fileURLToPath(import.meta.url) }, datasets: minimal.datasets, includeChannel: false };
 const baseDir = '/configs';
-// Paths containing "missing" are absent, nixpkgs and "folder" paths are folders, the rest files,
-// so these tests do not touch the file system.
-const kindOf = (p: string): PathKind => (p.includes('missing') ? undefined : /nixpkgs|folder/.test(p) ? 'folder' : 'file');
+// Paths containing "missing" are absent, nixpkgs and "folder" paths are folders (holding a
+// default.nix, except "bare" ones), the rest files, so these tests do not touch the file system.
+const kindOf = (p: string): PathKind =>
+  p.includes('missing') ? undefined
+  : p.endsWith('/default.nix') ? (p.includes('bare') ? undefined : 'file')
+  : /nixpkgs|folder/.test(p) ? 'folder'
+  : 'file';
+const nixPath = 'nixpkgs=/host/nixpkgs';
 
-function parse(raw: unknown) {
-  return parseImageConfig(raw, { baseDir, kindOf });
+function parse(raw: unknown, options: { nixPath?: string } = {}) {
+  return parseImageConfig(raw, { baseDir, kindOf, nixPath, ...options });
 }
 
 function valid(extra: Record<string, unknown> = {}): ImageConfig {
@@ -52,6 +60,7 @@ describe('defaults', () => {
       configFile: null,
       postVM: '',
       includeChannel: true,
+      channelSource: '/host/nixpkgs',
       memSize: 1024,
       system: { toplevel },
     });
@@ -117,11 +126,11 @@ describe('paths relative to the config folder', () => {
   });
 
   it('looks at the real file system by default', () => {
-    const missing = parseImageConfig({ ...minimal, configFile: 'no-such-file.nix' }, { baseDir: '/nonexistent-dir' });
+    const missing = parseImageConfig({ ...onThisHost, configFile: 'no-such-file.nix' }, { baseDir: '/nonexistent-dir' });
     expect(missing.ok).toBe(false);
-    const folder = parseImageConfig({ ...minimal, configFile: '/etc' }, { baseDir: '/' });
+    const folder = parseImageConfig({ ...onThisHost, configFile: '/etc' }, { baseDir: '/' });
     expect(folder.ok ? [] : folder.errors).toEqual([{ path: 'configFile', message: 'must be a file, but /etc is a folder' }]);
-    const device = parseImageConfig({ ...minimal, channelSource: '/dev/null' }, { baseDir: '/' });
+    const device = parseImageConfig({ ...onThisHost, includeChannel: true, channelSource: '/dev/null' }, { baseDir: '/' });
     expect(device.ok ? [] : device.errors).toEqual([{ path: 'channelSource', message: 'must be a folder, but /dev/null is neither a file nor a folder' }]);
   });
 });
@@ -179,7 +188,8 @@ describe('properties', () => {
     ['a;b', 'on'],
     ['', 'on'],
   ])('refuses the property name %j', (name, value) => {
-    const issue = issueAt({ rootPoolFilesystemProperties: { [name]: value } }, `rootPoolFilesystemProperties.${name}`);
+    const shown = name === '' || name.includes('\n') ? JSON.stringify(name) : name;
+    const issue = issueAt({ rootPoolFilesystemProperties: { [name]: value } }, `rootPoolFilesystemProperties.${shown}`);
     expect(issue.message).toContain('property name');
   });
 
@@ -283,12 +293,12 @@ describe('contents', () => {
 describe('contents owners', () => {
   it('refuses a user or group name the build host does not have, since chown looks names up there', () => {
     const known = (_db: 'passwd' | 'group', name: string) => name === 'root';
-    const result = parseImageConfig({ ...minimal, contents: [{ source: 'motd', target: '/etc/motd', user: 'nosuchuser', group: 'root' }] }, { baseDir, kindOf, hasName: known });
+    const result = parseImageConfig({ ...minimal, contents: [{ source: 'motd', target: '/etc/motd', user: 'nosuchuser', group: 'root' }] }, { baseDir, kindOf, nixPath, hasName: known });
     expect(result.ok).toBe(false);
     const errors = result.ok ? [] : result.errors;
     expect(errors).toEqual([{ path: 'contents[0].user', message: 'the build host has no user "nosuchuser" (names are looked up there; give a numeric id for one it does not have)' }]);
     // numeric ids are taken as they are
-    expect(parseImageConfig({ ...minimal, contents: [{ source: 'motd', target: '/etc/motd', user: '4242', group: '4242' }] }, { baseDir, kindOf, hasName: known }).ok).toBe(true);
+    expect(parseImageConfig({ ...minimal, contents: [{ source: 'motd', target: '/etc/motd', user: '4242', group: '4242' }] }, { baseDir, kindOf, nixPath, hasName: known }).ok).toBe(true);
   });
 
   it('asks the host through getent', () => {
@@ -304,11 +314,11 @@ describe('a contents source that is a symbolic link', () => {
     try {
       await writeFile(path.join(dir, 'host-file'), 'on the host\n');
       await symlink(path.join(dir, 'host-file'), path.join(dir, 'link'));
-      const withMode = parseImageConfig({ ...minimal, contents: [{ source: 'link', target: '/etc/x', mode: '0777' }] }, { baseDir: dir });
+      const withMode = parseImageConfig({ ...onThisHost, contents: [{ source: 'link', target: '/etc/x', mode: '0777' }] }, { baseDir: dir });
       expect(withMode.ok).toBe(false);
       const issue = withMode.ok ? undefined : withMode.errors.find((i) => i.path === 'contents[0].mode');
       expect(issue?.message).toContain(`${path.join(dir, 'link')} is a symbolic link`);
-      expect(parseImageConfig({ ...minimal, contents: [{ source: 'link', target: '/etc/x' }] }, { baseDir: dir }).ok).toBe(true);
+      expect(parseImageConfig({ ...onThisHost, contents: [{ source: 'link', target: '/etc/x' }] }, { baseDir: dir }).ok).toBe(true);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
@@ -381,5 +391,207 @@ describe('reporting', () => {
       { path: '', message: 'must be a JSON object' },
     ]);
     expect(text).toBe('config: contents[0].mode: must be octal\nconfig: must be a JSON object');
+  });
+});
+
+describe('__proto__ keys, which a parsed record would drop without a word', () => {
+  // JSON.parse makes "__proto__" an own key, as a config file would
+  const fromJson = (extra: string) => JSON.parse(`{"system": {"toplevel": "${toplevel}"}, ${extra}}`) as Record<string, unknown>;
+  const refusedAt = (raw: Record<string, unknown>, at: string): ConfigIssue => {
+    const result = parse(raw);
+    if (result.ok) throw new Error('accepted');
+    const found = result.errors.find((i) => i.path === at);
+    if (found === undefined) throw new Error(`no issue at ${at}; got:\n${formatConfigIssues(result.errors)}`);
+    return found;
+  };
+
+  it('refuses one among the datasets, with the dataset-name rule', () => {
+    const raw = fromJson('"datasets": {"__proto__": {"mount": "/x"}, "tank/root": {"mount": "/"}}');
+    expect(refusedAt(raw, 'datasets.__proto__').message).toBe(
+      'invalid dataset name: a dataset is "<pool>/<path>" whose components are letters, digits and _ - . : (not "." or ".."), at most 255 characters in all (got "__proto__")',
+    );
+  });
+
+  it('refuses one among the pool, root file system and dataset properties, with the property-name rule', () => {
+    const raw = fromJson(
+      '"datasets": {"tank/root": {"mount": "/", "properties": {"__proto__": "x"}}}, ' +
+        '"rootPoolProperties": {"__proto__": "on"}, "rootPoolFilesystemProperties": {"__proto__": "on;rm -rf /", "mountpoint": "legacy"}',
+    );
+    for (const at of ['rootPoolProperties.__proto__', 'rootPoolFilesystemProperties.__proto__', 'datasets.tank/root.properties.__proto__']) {
+      expect(refusedAt(raw, at).message).toMatch(/^invalid property name: a property name is a native name .* \(got "__proto__"\)$/);
+    }
+  });
+
+  it('is refused as an unknown key elsewhere', () => {
+    expect(refusedAt(fromJson('"datasets": {"tank/root": {"mount": "/"}}, "__proto__": {}'), '__proto__').message).toContain('unknown key');
+  });
+});
+
+describe('the system on this host', () => {
+  it('refuses a toplevel that does not exist, naming what to do', () => {
+    const missing = `/nix/store/${'0123456789abcdfghijklmnpqrsvwxyz'}-missing-system`;
+    expect(issueAt({ system: { toplevel: missing } }, 'system.toplevel').message).toBe(
+      `must exist on this host, but ${missing} does not: build the system here (nix-build) or copy it into this host's store (nix copy) first, or give "flake" or "expression" instead`,
+    );
+  });
+
+  it('looks with lstat on the real file system', () => {
+    const result = parseImageConfig({ ...onThisHost, system: { toplevel } }, { baseDir: '/' });
+    expect(result.ok ? [] : result.errors).toEqual([{ path: 'system.toplevel', message: expect.stringContaining(`${toplevel} does not`) }]);
+  });
+
+  it('takes an expression that is a file or a folder holding default.nix, and refuses a folder without one', () => {
+    expect(valid({ system: { expression: 'a-folder' } }).system).toEqual({ expression: '/configs/a-folder' });
+    expect(issueAt({ system: { expression: 'bare-folder' } }, 'system.expression').message).toBe(
+      'must be a Nix file or a folder holding default.nix, but /configs/bare-folder is a folder without default.nix',
+    );
+    const device = parseImageConfig({ ...onThisHost, system: { expression: '/dev/null' } }, { baseDir: '/' });
+    expect(device.ok ? [] : device.errors).toEqual([
+      { path: 'system.expression', message: 'must be a Nix file or a folder holding default.nix, but /dev/null is neither a file nor a folder' },
+    ]);
+  });
+});
+
+describe('NIX_PATH, for includeChannel without channelSource', () => {
+  it('is split as Nix splits it: a URL keeps its colons', () => {
+    expect(parseNixPath('nixpkgs=https://x/y.tar.gz:foo=/a:nixpkgs=channel:nixos-unstable:/plain:b=flake:nixpkgs')).toEqual([
+      'nixpkgs=https://x/y.tar.gz',
+      'foo=/a',
+      'nixpkgs=channel:nixos-unstable',
+      '/plain',
+      'b=flake:nixpkgs',
+    ]);
+    expect(nixpkgsInNixPath('nixpkgs=https://x/y.tar.gz:nixpkgs=/src/nixpkgs')).toEqual({ path: '/src/nixpkgs' });
+    expect(nixpkgsInNixPath('foo=/a:nixpkgs=channel:nixos-unstable')).toEqual({ url: 'channel:nixos-unstable' });
+    expect(nixpkgsInNixPath('foo=/a')).toBeUndefined();
+  });
+
+  it('takes the nixpkgs folder as channelSource, also after a URL entry', () => {
+    expect(valid().channelSource).toBe('/host/nixpkgs');
+    const result = parse(minimal, { nixPath: 'foo=https://example.org/x.tar.gz:nixpkgs=/host/nixpkgs' });
+    expect(result.ok && result.value.channelSource).toBe('/host/nixpkgs');
+  });
+
+  it.each(['nixpkgs=https://x/y.tar.gz', 'nixpkgs=channel:nixos-unstable', 'foo=/a:nixpkgs=flake:nixpkgs'])(
+    'says a URL is not used and what to set, for %j',
+    (value) => {
+      const result = parse(minimal, { nixPath: value });
+      const url = value.slice(value.indexOf('nixpkgs=') + 'nixpkgs='.length);
+      expect(result.ok ? [] : result.errors).toEqual([
+        {
+          path: 'includeChannel',
+          message: `true needs a nixpkgs source to copy into the image, and NIX_PATH's nixpkgs=${url} is a URL, which is not used (the channel is copied from a folder): set channelSource to a nixpkgs checkout, put nixpkgs=PATH in NIX_PATH, or set includeChannel to false`,
+        },
+      ]);
+    },
+  );
+
+  it('refuses a nixpkgs entry that is not a folder, and none at all', () => {
+    expect(parse(minimal, { nixPath: 'nixpkgs=/missing' })).toEqual({
+      ok: false,
+      errors: [{ path: 'includeChannel', message: 'true takes nixpkgs from NIX_PATH, but nixpkgs=/missing is not a folder: fix NIX_PATH, set channelSource to a nixpkgs checkout, or set includeChannel to false' }],
+    });
+    expect(parse(minimal, { nixPath: '' })).toEqual({
+      ok: false,
+      errors: [{ path: 'includeChannel', message: 'true needs a nixpkgs source to copy into the image: set channelSource to a nixpkgs checkout, put nixpkgs=PATH in NIX_PATH, or set includeChannel to false' }],
+    });
+    // not needed without includeChannel, or with a channelSource
+    expect(parse({ ...minimal, includeChannel: false }, { nixPath: '' }).ok).toBe(true);
+    expect(parse({ ...minimal, channelSource: 'nixpkgs' }, { nixPath: '' }).ok).toBe(true);
+  });
+});
+
+describe('numeric owner ids', () => {
+  const entry = (owner: string) => ({ contents: [{ source: 'motd', target: '/etc/motd', user: owner, group: owner }] });
+
+  it.each(['4294967295', '4294967296', '99999999999'])('refuses %j, stating the range', (id) => {
+    expect(issueAt(entry(id), 'contents[0].user').message).toBe(
+      `a numeric id must be from 0 to 4294967294 (ids are 32 bits, and chown refuses 4294967295) (got "${id}")`,
+    );
+    expect(issueAt(entry(id), 'contents[0].group').message).toContain('from 0 to 4294967294');
+  });
+
+  it('accepts the largest and states the range for a bad name', () => {
+    expect(valid(entry('4294967294')).contents[0]).toMatchObject({ user: '4294967294', group: '4294967294' });
+    expect(issueAt(entry('1abc'), 'contents[0].user').message).toContain('or a numeric id from 0 to 4294967294');
+  });
+});
+
+describe('error texts', () => {
+  it('shows an empty key, quoted', () => {
+    expect(issueAt({ '': 1 }, '""').message).toContain('unknown key; allowed keys: name,');
+    expect(formatConfigIssues(issues({ '': 1 }))).toMatch(/^config: "": unknown key; /);
+    const property = issueAt({ rootPoolFilesystemProperties: { '': 'on' } }, 'rootPoolFilesystemProperties.""');
+    expect(formatConfigIssues([property])).toMatch(/^config: rootPoolFilesystemProperties\.""\: invalid property name: .* \(got ""\)$/);
+  });
+
+  it.each([
+    ['bootSize', '64', 36],
+    ['bootSize', null, 36],
+    ['bootSize', true, 36],
+    ['rootSize', '128', 64],
+    ['memSize', false, 256],
+  ])('gives the minimum when %s is %j, not an integer', (field, value, min) => {
+    expect(issueAt({ [field]: value }, field).message).toBe(`must be an integer number of MiB, at least ${min}`);
+  });
+
+  it('reads cleanly for a missing contents target', () => {
+    expect(issueAt({ contents: [{ source: 'motd' }] }, 'contents[0].target').message).toBe(
+      'is required; must be a string: an absolute, normal path in the image (starts with "/", no "." or ".." or empty components, no trailing "/", no control characters)',
+    );
+    expect(issueAt({ contents: [{ source: 'motd', target: 'etc' }] }, 'contents[0].target').message).toMatch(/^must be an absolute, normal path in the image /);
+  });
+});
+
+describe('property values', () => {
+  const fs = (properties: Record<string, string>) => ({ rootPoolFilesystemProperties: { mountpoint: 'legacy', ...properties } });
+  const dataset = (properties: Record<string, string>, mount?: string) => ({
+    datasets: { 'tank/root': { mount: '/' }, 'tank/data': { ...(mount === undefined ? {} : { mount }), properties } },
+  });
+
+  it.each([
+    [fs({ atime: 'maybe' }), 'rootPoolFilesystemProperties.atime', 'must be one of on, off (got "maybe")'],
+    [fs({ readonly: 'yes' }), 'rootPoolFilesystemProperties.readonly', 'must be one of on, off (got "yes")'],
+    [fs({ xattr: 'auto' }), 'rootPoolFilesystemProperties.xattr', 'must be one of on, off, sa, dir (got "auto")'],
+    [dataset({ canmount: 'yes' }), 'datasets.tank/data.properties.canmount', 'must be one of on, off, noauto (got "yes")'],
+    [dataset({ sync: 'sometimes' }), 'datasets.tank/data.properties.sync', 'must be one of standard, always, disabled (got "sometimes")'],
+    [dataset({ quota: 'lots' }), 'datasets.tank/data.properties.quota', 'must be a size like "10G", "512M" or a number of bytes, or none (got "lots")'],
+    [dataset({ refreservation: '1GG' }), 'datasets.tank/data.properties.refreservation', 'must be a size like "10G", "512M" or a number of bytes, or none or auto (got "1GG")'],
+    [dataset({ recordsize: '3K' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 1M, like "128K" or "1M" (got "3K")'],
+    [dataset({ recordsize: '2M' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 1M, like "128K" or "1M" (got "2M")'],
+    [dataset({ recordsize: '256' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 1M, like "128K" or "1M" (got "256")'],
+    [{ rootPoolProperties: { autoexpand: 'true' } }, 'rootPoolProperties.autoexpand', 'must be one of on, off (got "true")'],
+  ])('refuses %j', (extra, at, message) => {
+    expect(issueAt(extra, at).message).toBe(message);
+  });
+
+  it('accepts what OpenZFS takes, and leaves other and user properties free-form', () => {
+    const config = valid({
+      rootPoolProperties: { autoexpand: 'off', ashift: '12' },
+      ...fs({ atime: 'on', relatime: 'on', xattr: 'sa', acltype: 'posixacl', compression: 'zstd-3', 'com.example:note': 'any-thing' }),
+      datasets: {
+        'tank/root': { mount: '/', properties: { quota: '10G', reservation: 'none', refquota: '1.5T', recordsize: '128K', canmount: 'noauto' } },
+        'tank/big': { mount: '/big', properties: { recordsize: '1M', refreservation: 'auto', sync: 'disabled', quota: '1073741824', mountpoint: 'legacy' } },
+        'tank/hold': { properties: { refreservation: '2GiB', canmount: 'off', mountpoint: 'none' } },
+      },
+    });
+    expect(config.datasets['tank/hold']?.properties).toEqual({ refreservation: '2GiB', canmount: 'off', mountpoint: 'none' });
+    // a property named like an Object method is not in the table either
+    expect(valid(fs({ constructor: 'x' })).rootPoolFilesystemProperties).toMatchObject({ constructor: 'x' });
+  });
+
+  it('keeps mountpoint legacy (none only where nothing mounts), as the image mounts datasets as legacy mounts', () => {
+    expect(issueAt(fs({ mountpoint: '/tank' }), 'rootPoolFilesystemProperties.mountpoint').message).toMatch(/^must be legacy \(or none, for a dataset that is never mounted\)/);
+    expect(issueAt(dataset({ mountpoint: '/srv' }), 'datasets.tank/data.properties.mountpoint').message).toContain('must be legacy');
+    expect(issueAt(dataset({ mountpoint: 'none' }, '/data'), 'datasets.tank/data.properties.mountpoint').message).toBe(
+      "is none, but a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs, which refuses none)",
+    );
+    // inherited from a listed parent, or from the root file system
+    const parent = { datasets: { 'tank/root': { mount: '/' }, 'tank/data': { properties: { mountpoint: 'none' } }, 'tank/data/x': { mount: '/x' } } };
+    expect(issueAt(parent, 'datasets.tank/data/x.mount').message).toContain('inherits mountpoint=none from datasets.tank/data');
+    expect(issueAt(fs({ mountpoint: 'none' }), 'datasets.tank/root.mount').message).toContain('inherits mountpoint=none from rootPoolFilesystemProperties');
+    // a child that sets legacy itself is fine
+    const legacyChild = { ...fs({ mountpoint: 'none' }), datasets: { 'tank/root': { mount: '/', properties: { mountpoint: 'legacy' } } } };
+    expect(valid(legacyChild).datasets['tank/root']?.properties).toEqual({ mountpoint: 'legacy' });
   });
 });
