@@ -118,9 +118,10 @@ const PROPERTY_VALUES: Readonly<Record<PropertyScope, Readonly<Record<string, Va
     recordsize: {
       allows: (v) => {
         const bytes = zfsSizeBytes(v);
-        return bytes !== undefined && bytes >= 512 && bytes <= 1024 * 1024 && Number.isInteger(Math.log2(bytes));
+        // OpenZFS 2.2 and later take up to 16M; zfs-fuse's own limit is checked by its driver
+        return bytes !== undefined && bytes >= 512 && bytes <= 16 * 1024 * 1024 && Number.isInteger(Math.log2(bytes));
       },
-      rule: 'a power of two from 512 to 1M, like "128K" or "1M"',
+      rule: 'a power of two from 512 to 16M, like "128K" or "1M"',
     },
     // the image's fileSystems are legacy mounts at each dataset's "mount"; none is for a dataset never mounted
     mountpoint: { allows: (v) => v === 'legacy' || v === 'none', rule: 'legacy (or none, for a dataset that is never mounted): the image mounts datasets as legacy mounts where "mount" says' },

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { ConfigError } from '../../lib/engine/config-error.ts';
 import type { GraphNode, Plugin, PluginEnvironment } from '../../lib/engine/task.ts';
-import { DEFAULT_FILESYSTEM_PROPERTIES, DEFAULT_POOL_PROPERTIES, formatConfigIssues, parseImageConfig, pathKind, type ImageConfig } from './config.ts';
+import { DEFAULT_FILESYSTEM_PROPERTIES, DEFAULT_POOL_PROPERTIES, formatConfigIssues, parseImageConfig, type ImageConfig } from './config.ts';
 import { selectDriver, type ZfsDriverChoice, ZFS_DRIVER_CHOICES } from './zfs/select-driver.ts';
 import { createDiskTask } from './stages/create-disks.ts';
 import { partitionTask } from './stages/partition.ts';
@@ -30,36 +30,11 @@ export interface ZfsImageOptions {
   readonly driver?: ZfsDriverChoice;
 }
 
-/** Parses and checks the config; every problem becomes a ConfigError (exit 2, nothing created). */
+/** Parses and checks the config (a channel from NIX_PATH included); every problem becomes a ConfigError (exit 2, nothing created). */
 export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
   const parsed = parseImageConfig(raw, { baseDir });
   if (!parsed.ok) throw new ConfigError(formatConfigIssues(parsed.errors).split('\n'));
-  const config = parsed.value;
-  if (config.includeChannel && !config.channelSource) {
-    const fromNixPath = channelFromNixPath(process.env['NIX_PATH']);
-    if (!fromNixPath) {
-      throw new ConfigError([
-        'config: includeChannel: true needs a nixpkgs source to copy into the image: set channelSource to a nixpkgs checkout, put nixpkgs=PATH in NIX_PATH, or set includeChannel to false',
-      ]);
-    }
-    // checked like a channelSource in the config: refused now, not when install gets to it
-    const source = path.resolve(fromNixPath);
-    if (pathKind(source) !== 'folder') {
-      throw new ConfigError([
-        `config: includeChannel: true takes nixpkgs from NIX_PATH, but nixpkgs=${fromNixPath} is not a folder: fix NIX_PATH, set channelSource to a nixpkgs checkout, or set includeChannel to false`,
-      ]);
-    }
-    return { ...config, channelSource: source };
-  }
-  return config;
-}
-
-/** The nixpkgs folder named by `nixpkgs=PATH` in NIX_PATH, if any. */
-export function channelFromNixPath(nixPath: string | undefined): string | undefined {
-  for (const entry of (nixPath ?? '').split(':')) {
-    if (entry.startsWith('nixpkgs=') && entry.length > 'nixpkgs='.length && !entry.includes('://')) return entry.slice('nixpkgs='.length);
-  }
-  return undefined;
+  return parsed.value;
 }
 
 /**

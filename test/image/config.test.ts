@@ -557,9 +557,9 @@ describe('property values', () => {
     [dataset({ sync: 'sometimes' }), 'datasets.tank/data.properties.sync', 'must be one of standard, always, disabled (got "sometimes")'],
     [dataset({ quota: 'lots' }), 'datasets.tank/data.properties.quota', 'must be a size like "10G", "512M" or a number of bytes, or none (got "lots")'],
     [dataset({ refreservation: '1GG' }), 'datasets.tank/data.properties.refreservation', 'must be a size like "10G", "512M" or a number of bytes, or none or auto (got "1GG")'],
-    [dataset({ recordsize: '3K' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 1M, like "128K" or "1M" (got "3K")'],
-    [dataset({ recordsize: '2M' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 1M, like "128K" or "1M" (got "2M")'],
-    [dataset({ recordsize: '256' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 1M, like "128K" or "1M" (got "256")'],
+    [dataset({ recordsize: '3K' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 16M, like "128K" or "1M" (got "3K")'],
+    [dataset({ recordsize: '32M' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 16M, like "128K" or "1M" (got "32M")'],
+    [dataset({ recordsize: '256' }), 'datasets.tank/data.properties.recordsize', 'must be a power of two from 512 to 16M, like "128K" or "1M" (got "256")'],
     [{ rootPoolProperties: { autoexpand: 'true' } }, 'rootPoolProperties.autoexpand', 'must be one of on, off (got "true")'],
   ])('refuses %j', (extra, at, message) => {
     expect(issueAt(extra, at).message).toBe(message);
@@ -571,7 +571,7 @@ describe('property values', () => {
       ...fs({ atime: 'on', relatime: 'on', xattr: 'sa', acltype: 'posixacl', compression: 'zstd-3', 'com.example:note': 'any-thing' }),
       datasets: {
         'tank/root': { mount: '/', properties: { quota: '10G', reservation: 'none', refquota: '1.5T', recordsize: '128K', canmount: 'noauto' } },
-        'tank/big': { mount: '/big', properties: { recordsize: '1M', refreservation: 'auto', sync: 'disabled', quota: '1073741824', mountpoint: 'legacy' } },
+        'tank/big': { mount: '/big', properties: { recordsize: '16M', refreservation: 'auto', sync: 'disabled', quota: '1073741824', mountpoint: 'legacy' } },
         'tank/hold': { properties: { refreservation: '2GiB', canmount: 'off', mountpoint: 'none' } },
       },
     });

@@ -47,6 +47,8 @@ describe('system task inputs', () => {
     expect(resolvedNixPath(`nixpkgs=${link}:${link}`)).not.toBe(before);
     // unset: Nix's default, the user's channels then root's
     expect(resolvedNixPath(undefined, '/home/x')).toMatch(/^\/home\/x\/\.nix-defexpr\/channels:nixpkgs=/);
+    // a URL keeps its colons, as Nix reads it, and is not resolved as a path
+    expect(resolvedNixPath(`nixpkgs=https://example.org/nixpkgs.tar.gz:${link}`)).toBe(`nixpkgs=https://example.org/nixpkgs.tar.gz:${path.join(dir, 'channel-2')}`);
   });
 
   it('hashes no files for a toplevel or a flake', () => {

@@ -5,7 +5,7 @@ import { hashPath, type HashMemo } from '../../../lib/caching/file-hash.ts';
 import { unhashable } from '../../../lib/caching/fingerprint.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
-import { pathKind, type SystemSpec } from '../config.ts';
+import { parseNixPath, pathKind, type SystemSpec } from '../config.ts';
 import { nixOptions } from '../nix-options.ts';
 
 /** Values the system task publishes. */
@@ -159,7 +159,7 @@ export async function changedEvaluatedFile(recorded: Json | undefined, memo?: Ha
  */
 export function resolvedNixPath(nixPath = process.env['NIX_PATH'], home = process.env['HOME'] ?? '/root'): string {
   const entries = nixPath !== undefined
-    ? nixPath.split(':').filter(Boolean)
+    ? parseNixPath(nixPath)
     : [`${home}/.nix-defexpr/channels`, 'nixpkgs=/nix/var/nix/profiles/per-user/root/channels/nixpkgs', '/nix/var/nix/profiles/per-user/root/channels'];
   return entries
     .map((entry) => {
