@@ -8,8 +8,8 @@ import type { Exec } from '../../lib/execution/types.ts';
  * Measured with parted 3.5, mkfs.fat 4.2 and mtools 4.0.32 on sparse files of
  * 33..40 MiB: the ESP is bootSize - 3 MiB (1 MiB before the BIOS boot partition,
  * 1 MiB for it, 1 MiB kept free at the end); at 35 MiB mkfs.vfat -F 32 makes
- * 64,495 clusters, under FAT32's 65,525 minimum, so mtools reads it as FAT16 and
- * mcopy fails ("No directory slots"); at 36 MiB (66,511 clusters) mkfs.vfat warns
+ * 64,496 data clusters (fsck.fat -v), under FAT32's 65,525 minimum, so mtools reads it as FAT16 and
+ * mcopy fails ("No directory slots"); at 36 MiB (66,512) mkfs.vfat warns
  * about nothing, mcopy/mtype round-trip and fsck.fat -n is clean.
  */
 export const MIN_BOOT_SIZE_MIB = 36;

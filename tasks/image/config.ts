@@ -11,13 +11,7 @@ export const imageFormats = ['raw', 'qcow2', 'qcow2-compressed', 'vdi', 'vpc'] a
 /** One of {@link imageFormats}. */
 export type ImageFormat = (typeof imageFormats)[number];
 
-/**
- * Smallest bootSize in MiB. The ESP spans bootSize - 3 MiB (1 MiB gap, 1 MiB bios_grub,
- * 1 MiB left at the end) and FAT32 needs at least 65525 clusters: measured with
- * dosfstools 4.2 on a file partitioned like the partition stage does, a 33 MiB ESP
- * gets 66512 clusters of 512 bytes and fsck.fat accepts it, a 32 MiB one gets 64496
- * and mkfs.fat and fsck.fat both warn that it is below the FAT32 minimum.
- */
+/** Smallest bootSize in MiB (why: see boot-disk.ts). */
 export { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
 
 /** Smallest rootSize in MiB: ZFS refuses vdevs under 64 MiB. */
