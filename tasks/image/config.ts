@@ -164,9 +164,15 @@ function checked(problem: (s: string) => string | undefined, typeError = 'must b
   });
 }
 
-function sizeMiB(min: number, tooSmall: string) {
+/** Largest bootSize in MiB: FAT32 counts its 512-byte sectors in 32 bits, so an ESP stops at 2 TiB. */
+export const MAX_BOOT_SIZE_MIB = 2 * 1024 * 1024;
+
+/** Largest size in MiB whose byte count is still an exact number here (2^53 bytes, 8 PiB). */
+export const MAX_SIZE_MIB = 2 ** 33;
+
+function sizeMiB(min: number, tooSmall: string, max = MAX_SIZE_MIB, tooBig = `must be at most ${MAX_SIZE_MIB} MiB (8 PiB)`) {
   // the minimum is in both messages: a string "64" is as wrong as 20
-  return z.int({ error: `must be an integer number of MiB, at least ${min}` }).min(min, { error: tooSmall });
+  return z.int({ error: `must be an integer number of MiB, at least ${min}` }).min(min, { error: tooSmall }).max(max, { error: tooBig });
 }
 
 function propertiesSchema(scope: PropertyScope) {
@@ -357,6 +363,8 @@ export const imageConfigSchema = strict(
     bootSize: sizeMiB(
       MIN_BOOT_SIZE_MIB,
       `must be at least ${MIN_BOOT_SIZE_MIB} MiB: the ESP gets bootSize - 3 MiB and FAT32 needs ${MIN_BOOT_SIZE_MIB - 3} MiB for its 65525 clusters`,
+      MAX_BOOT_SIZE_MIB,
+      `must be at most ${MAX_BOOT_SIZE_MIB} MiB (2 TiB): FAT32 counts the ESP's 512-byte sectors in 32 bits`,
     ).default(1024),
     rootSize: sizeMiB(MIN_ROOT_SIZE_MIB, `must be at least ${MIN_ROOT_SIZE_MIB} MiB, the smallest ZFS vdev`).default(2048),
     rootPoolName: checked(poolNameProblem, `must be a string: ${POOL_NAME_RULE}`).default('tank'),

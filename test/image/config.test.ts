@@ -155,6 +155,14 @@ describe('sizes', () => {
     expect(valid({ bootSize: 36 }).bootSize).toBe(36);
   });
 
+  it('refuses sizes no disk can have: a boot disk past FAT32\'s 2 TiB, any size past 8 PiB (not exact in bytes)', () => {
+    expect(valid({ bootSize: 2 * 1024 * 1024 }).bootSize).toBe(2097152);
+    expect(issueAt({ bootSize: 2 * 1024 * 1024 + 1 }, 'bootSize').message).toBe("must be at most 2097152 MiB (2 TiB): FAT32 counts the ESP's 512-byte sectors in 32 bits");
+    expect(valid({ rootSize: 2 ** 33 }).rootSize).toBe(2 ** 33);
+    expect(issueAt({ rootSize: 2 ** 33 + 1 }, 'rootSize').message).toBe('must be at most 8589934592 MiB (8 PiB)');
+    expect(issueAt({ rootSize: 9007199254740991 }, 'rootSize').message).toBe('must be at most 8589934592 MiB (8 PiB)');
+  });
+
   it('says rootSize must be at least 64', () => {
     expect(issueAt({ rootSize: 63 }, 'rootSize').message).toContain('64');
   });
