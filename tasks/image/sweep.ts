@@ -72,7 +72,7 @@ export function imageSweeper(exec: Exec = createExec()): Sweeper {
         : zfsFuseRequests(exec);
       const using = await poolsUsing(zfsExec, zpool, folders, devices);
       // a pool may still be imported from the folder: deleting under it would lose the pool's disk
-      if (!using.ok) return { lines: [...report, `could not ask zfs which pools use ${folder} (${using.error}); left it in place`], keep: `zfs did not answer (${using.error})` };
+      if (!using.ok) return { lines: report, keep: `zfs could not say which pools use it (${using.error})` };
       for (const pool of using.value) {
         const options = { quiet: true };
         const exported = await zfsExec(zpool, ['export', pool], options).then(

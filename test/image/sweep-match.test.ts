@@ -81,8 +81,8 @@ describe('asking zfs which pools a dead run left behind', () => {
         return { command: `${file} ${args.join(' ')}`, exitCode: 0, stdout: '', stderr: '' };
       };
       const result = await imageSweeper(losetupOk)({ folder, pid: 1 });
-      expect(result.keep).toMatch(/^zfs did not answer \(zpool list: no answer within 100 ms, stopped\)$/);
-      expect(result.lines).toEqual([expect.stringMatching(/^could not ask zfs which pools use .* left it in place$/)]);
+      expect(result.keep).toBe('zfs could not say which pools use it (zpool list: no answer within 100 ms, stopped)');
+      expect(result.lines).toEqual([]);
     } finally {
       await rm(folder, { recursive: true, force: true });
     }
