@@ -1,9 +1,20 @@
 // The image config: the seed's arguments as a JSON file, checked before anything runs.
-import { spawnSync } from 'node:child_process';
-import { lstatSync, statSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import * as z from 'zod';
 import { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
+import { hostHasName, isPlainObject, misplacedFiles, nixPathChannel, ownerName, pathKind, storePath, unknownOwners, type PathKind } from './config-host.ts';
+import {
+  DATASET_NAME_RULE,
+  datasetNameProblem,
+  POOL_NAME_RULE,
+  poolNameProblem,
+  PROPERTY_NAME_RULE,
+  PROPERTY_VALUE_RULE,
+  propertyNameProblem,
+  propertyValueProblem,
+  propertyValueRuleProblem,
+  type PropertyScope,
+} from './zfs-names.ts';
 
 /** Disk image formats, with the seed's names. */
 export const imageFormats = ['raw', 'qcow2', 'qcow2-compressed', 'vdi', 'vpc'] as const;
@@ -20,115 +31,8 @@ export const MIN_ROOT_SIZE_MIB = 64;
 /** One problem in a config: `path` names the field ("contents[0].mode"), `message` says what is allowed. */
 export type ConfigIssue = { path: string; message: string };
 
-const POOL_NAME_RULE =
-  'a pool name starts with a letter and has only letters, digits and _ - . : (at most 239 characters); ' +
-  'names starting with mirror, raidz, draid, spare or c<digit>, and log, cache, special, dedup are reserved';
-const DATASET_NAME_RULE =
-  'a dataset is "<pool>/<path>" whose components are letters, digits and _ - . : (not "." or ".."), at most 255 characters in all';
-const PROPERTY_NAME_RULE =
-  'a property name is a native name (lowercase letters, digits, _; like "compression"), ' +
-  'name@what (like "feature@lz4_compress") or a user property with a colon (lowercase letters, digits, _ - . :; like "com.example:backup")';
-const PROPERTY_VALUE_RULE =
-  'a property value is 1 to 8191 characters among letters, digits and _ - . : , / @ + = % (no whitespace, quotes or shell metacharacters)';
 const IMAGE_PATH_RULE =
   'an absolute, normal path in the image (starts with "/", no "." or ".." or empty components, no trailing "/", no control characters)';
-
-/** Why `name` cannot be a pool name for `zpool create`, or undefined when it can. */
-export function poolNameProblem(name: string): string | undefined {
-  if (name.length === 0 || name.length > 239 || !/^[A-Za-z][A-Za-z0-9_.:-]*$/.test(name)) return POOL_NAME_RULE;
-  if (/^(mirror|raidz|draid|spare)/.test(name) || ['log', 'cache', 'special', 'dedup'].includes(name)) {
-    return `reserved name: ${POOL_NAME_RULE}`;
-  }
-  // Older OpenZFS and zfs-fuse take c0… for a Solaris disk name.
-  if (/^c[0-9]/.test(name)) return `reserved name (looks like a disk): ${POOL_NAME_RULE}`;
-  return undefined;
-}
-
-/** Why `name` cannot be a dataset strictly under `pool` (any pool when undefined), or undefined when it can. */
-export function datasetNameProblem(name: string, pool: string | undefined): string | undefined {
-  const [first, ...rest] = name.split('/');
-  if (name.length > 255 || rest.length === 0) return DATASET_NAME_RULE;
-  if (rest.some((c) => c === '.' || c === '..' || !/^[A-Za-z0-9_.:-]+$/.test(c))) return DATASET_NAME_RULE;
-  if (pool !== undefined && first !== pool) return `must be under the pool: "${pool}/<path>"`;
-  return undefined;
-}
-
-/** Why `name` is not a ZFS property name, or undefined when it is. */
-export function propertyNameProblem(name: string): string | undefined {
-  const native = /^[a-z][a-z0-9_]*$/.test(name);
-  const at = /^[a-z][a-z0-9_]*@[A-Za-z0-9_.:-]+$/.test(name);
-  const user = name.includes(':') && /^[a-z0-9_.:-]+$/.test(name);
-  return name.length <= 256 && (native || at || user) ? undefined : PROPERTY_NAME_RULE;
-}
-
-/** Why `value` is refused as a property value, or undefined when it is allowed. */
-export function propertyValueProblem(value: string): string | undefined {
-  return value.length <= 8191 && /^[A-Za-z0-9_.:,/@+=%-]+$/.test(value) ? undefined : PROPERTY_VALUE_RULE;
-}
-
-/** Where a property is set: `zpool create -o` (pool) or a file system (`-O`, `zfs create -o`). */
-export type PropertyScope = 'pool' | 'filesystem';
-
-/** What values one native property takes: a test, and the words a message uses for it. */
-type ValueRule = { allows: (value: string) => boolean; rule: string };
-
-/** Bytes in a ZFS size ("512", "1.5G", "128K", "10GiB"), as `zfs` reads it; undefined when it is not one. */
-export function zfsSizeBytes(value: string): number | undefined {
-  // zfs takes one of B K M G T P E Z, and K… also as KB or KiB
-  const match = /^(\d+(?:\.\d*)?|\.\d+)(?:([BKMGTPEZ])|([KMGTPEZ])I?B)?$/i.exec(value);
-  if (!match) return undefined;
-  const unit = (match[2] ?? match[3] ?? 'B').toUpperCase();
-  return Number(match[1]) * 1024 ** 'BKMGTPEZ'.indexOf(unit);
-}
-
-const oneOf = (...values: string[]): ValueRule => ({ allows: (v) => values.includes(v), rule: `one of ${values.join(', ')}` });
-const sizeOr = (...words: string[]): ValueRule => ({
-  allows: (v) => words.includes(v) || zfsSizeBytes(v) !== undefined,
-  rule: `a size like "10G", "512M" or a number of bytes, or ${words.join(' or ')}`,
-});
-const ON_OFF = oneOf('on', 'off');
-
-/**
- * Values of common native properties whose values are a fixed set or a size, as OpenZFS takes them
- * (a driver may refuse more, like zfs-fuse's xattr=sa). Any other property, and every user
- * property (with a colon), is checked only by the character rule.
- */
-const PROPERTY_VALUES: Readonly<Record<PropertyScope, Readonly<Record<string, ValueRule>>>> = {
-  pool: { autoexpand: ON_OFF, autoreplace: ON_OFF, listsnapshots: ON_OFF },
-  filesystem: {
-    atime: ON_OFF,
-    relatime: ON_OFF,
-    readonly: ON_OFF,
-    exec: ON_OFF,
-    setuid: ON_OFF,
-    devices: ON_OFF,
-    xattr: oneOf('on', 'off', 'sa', 'dir'),
-    canmount: oneOf('on', 'off', 'noauto'),
-    sync: oneOf('standard', 'always', 'disabled'),
-    quota: sizeOr('none'),
-    refquota: sizeOr('none'),
-    reservation: sizeOr('none'),
-    refreservation: sizeOr('none', 'auto'),
-    recordsize: {
-      allows: (v) => {
-        const bytes = zfsSizeBytes(v);
-        // OpenZFS 2.2 and later take up to 16M; zfs-fuse's own limit is checked by its driver
-        return bytes !== undefined && bytes >= 512 && bytes <= 16 * 1024 * 1024 && Number.isInteger(Math.log2(bytes));
-      },
-      rule: 'a power of two from 512 to 16M, like "128K" or "1M"',
-    },
-    // the image's fileSystems are legacy mounts at each dataset's "mount"; none is for a dataset never mounted
-    mountpoint: { allows: (v) => v === 'legacy' || v === 'none', rule: 'legacy (or none, for a dataset that is never mounted): the image mounts datasets as legacy mounts where "mount" says' },
-  },
-};
-
-/** Why `value` is not a value the native property `name` takes where `scope` says, or undefined when it is (or the property is not in the table). */
-export function propertyValueRuleProblem(scope: PropertyScope, name: string, value: string): string | undefined {
-  const table = PROPERTY_VALUES[scope];
-  // hasOwn: a property named like an Object method ("constructor") is not in the table
-  const rule = Object.hasOwn(table, name) ? table[name] : undefined;
-  return rule === undefined || rule.allows(value) ? undefined : `must be ${rule.rule}`;
-}
 
 const utf8 = new TextEncoder();
 
@@ -149,9 +53,6 @@ function strict<T extends z.core.$ZodLooseShape>(shape: T, what: string) {
   });
 }
 
-function isPlainObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 // Cross-field checks run even when other fields are wrong, so one run reports everything.
 const whenObject = { when: (p: { value: unknown }) => isPlainObject(p.value) };
@@ -213,7 +114,6 @@ function installOwnedProblem(target: string): string | undefined {
 }
 
 const octalMode = /^0?[0-7]{3,4}$/;
-const ownerName = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/;
 // ids are 32 bits, and chown takes the last one, (uid_t)-1, to mean "leave unchanged" and refuses it
 const MAX_OWNER_ID = 4294967294;
 const OWNER_RULE = `must be a user or group name (letters, digits, _ . -, not starting with a digit or -) or a numeric id from 0 to ${MAX_OWNER_ID}`;
@@ -255,7 +155,6 @@ const contentsSchema = z
 
 const SYSTEM_CHOICES =
   'exactly one of {"toplevel": "/nix/store/<hash>-<name>"}, {"flake": "<ref>#<name>"}, {"expression": "<file.nix>", "attr"?: "<attr>"}';
-const storePath = /^\/nix\/store\/[0-9a-df-np-sv-z]{32}-[A-Za-z0-9+_?=-][A-Za-z0-9+._?=-]{0,210}$/;
 // the name is quoted in the attribute path, so it may hold dots but not a double quote
 const flakeRef = /^[^#\s]+#[^#\s"]+$/;
 const noSpace = /^\S+$/;
@@ -429,131 +328,6 @@ function resolveFlake(flake: string, baseDir: string): string {
   return isRelative ? `${resolve(baseDir, ref)}${flake.slice(hash)}` : flake;
 }
 
-/** What is at a path: a file, a folder, something else (a device, a socket), or nothing (undefined). */
-export type PathKind = 'file' | 'folder' | 'other' | undefined;
-
-/** The kind of `file` after following symlinks; undefined when it is missing or cannot be looked at. */
-export function pathKind(file: string): PathKind {
-  try {
-    const info = statSync(file, { throwIfNoEntry: false });
-    return info === undefined ? undefined : info.isFile() ? 'file' : info.isDirectory() ? 'folder' : 'other';
-  } catch {
-    return undefined;
-  }
-}
-
-function isSymlink(file: string): boolean {
-  try {
-    return lstatSync(file).isSymbolicLink();
-  } catch {
-    return false;
-  }
-}
-
-// Checked on the raw input too, so a config with other mistakes still reports missing files; a
-// folder where a file belongs is refused now, not when install gets to it.
-function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
-  if (!isPlainObject(raw)) return [];
-  const base = resolve(baseDir);
-  const issues: ConfigIssue[] = [];
-  const check = (path: string, value: unknown, what: string, want: 'file' | 'folder' | 'any') => {
-    if (typeof value !== 'string' || value === '') return;
-    const full = resolve(base, value);
-    const kind = kindOf(full);
-    if (kind === undefined) issues.push({ path, message: `${what} not found: ${full} (relative paths are taken from ${base})` });
-    else if (want !== 'any' && kind !== want) issues.push({ path, message: `must be a ${want}, but ${full} is ${kind === 'other' ? 'neither a file nor a folder' : `a ${kind}`}` });
-  };
-  if (Array.isArray(raw['contents'])) {
-    raw['contents'].forEach((item: unknown, i) => {
-      if (!isPlainObject(item)) return;
-      check(`contents[${i}].source`, item['source'], 'source', 'any');
-      // cp -a copies a link as a link, and chmod would follow it to the file on the build host
-      if (typeof item['source'] === 'string' && item['source'] !== '' && item['mode'] !== undefined && isSymlink(resolve(base, item['source']))) {
-        issues.push({ path: `contents[${i}].mode`, message: `the source ${resolve(base, item['source'])} is a symbolic link, which is copied as a link and has no mode of its own: leave out mode, or name the file it points to` });
-      }
-    });
-  }
-  if (Array.isArray(raw['contents'])) issues.push(...nestedInNonFolder(raw['contents'], base, kindOf));
-  check('configFile', raw['configFile'], 'Nix file', 'file');
-  // only copied with includeChannel; otherwise it only has to exist, as before
-  check('channelSource', raw['channelSource'], 'nixpkgs source', raw['includeChannel'] === false ? 'any' : 'folder');
-  const system = raw['system'];
-  if (isPlainObject(system)) {
-    check('system.expression', system['expression'], 'Nix file', 'any');
-    issues.push(...systemProblems(system, base, kindOf));
-  }
-  return issues;
-}
-
-// Found now, not by the build after the disks are made; no nix call: the build still checks the store path's validity.
-function systemProblems(system: Record<string, unknown>, base: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
-  const issues: ConfigIssue[] = [];
-  const { toplevel, expression } = system;
-  // lstat's answer: a store path may be a symlink, even one that leads nowhere on this host
-  if (typeof toplevel === 'string' && storePath.test(toplevel) && kindOf(toplevel) === undefined && !isSymlink(toplevel)) {
-    issues.push({
-      path: 'system.toplevel',
-      message: `must exist on this host, but ${toplevel} does not: build the system here (nix-build) or copy it into this host's store (nix copy) first, or give "flake" or "expression" instead`,
-    });
-  }
-  if (typeof expression === 'string' && expression !== '') {
-    // nix-build takes a file, or a folder holding default.nix
-    const full = resolve(base, expression);
-    const kind = kindOf(full);
-    const needs = 'must be a Nix file or a folder holding default.nix';
-    if (kind === 'folder' && kindOf(join(full, 'default.nix')) !== 'file') {
-      issues.push({ path: 'system.expression', message: `${needs}, but ${full} is a folder without default.nix` });
-    } else if (kind === 'other') {
-      issues.push({ path: 'system.expression', message: `${needs}, but ${full} is neither a file nor a folder` });
-    }
-  }
-  return issues;
-}
-
-// A target inside another entry's target needs that one to be a folder, whichever comes first.
-function nestedInNonFolder(items: readonly unknown[], base: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
-  const entries = items.map((item) =>
-    isPlainObject(item) && typeof item['target'] === 'string' && typeof item['source'] === 'string' && item['source'] !== ''
-      ? { target: item['target'], source: resolve(base, item['source']) }
-      : undefined,
-  );
-  const issues: ConfigIssue[] = [];
-  entries.forEach((inner, j) => {
-    entries.forEach((outer, i) => {
-      if (!inner || !outer || i === j || !inner.target.startsWith(`${outer.target}/`)) return;
-      const kind = kindOf(outer.source);
-      if (kind === 'folder' || kind === undefined) return;
-      issues.push({
-        path: `contents[${j}].target`,
-        message: `lies inside "${outer.target}", which contents[${i}] makes ${kind === 'file' ? 'a file' : 'neither a file nor a folder'} (from ${outer.source}): it must be a folder to hold anything`,
-      });
-    });
-  });
-  return issues;
-}
-
-/** Whether the build host knows a user (`passwd`) or group name, through NSS as chown will ask. */
-export function hostHasName(database: 'passwd' | 'group', name: string): boolean {
-  const found = spawnSync('getent', [database, name], { stdio: 'ignore' });
-  // without getent the answer is unknown: chown will tell
-  return found.error !== undefined || found.status === 0;
-}
-
-// chown looks names up on the build host: one it does not know fails install after the pool is made
-function unknownOwners(raw: unknown, hasName: (database: 'passwd' | 'group', name: string) => boolean): ConfigIssue[] {
-  if (!isPlainObject(raw) || !Array.isArray(raw['contents'])) return [];
-  const issues: ConfigIssue[] = [];
-  raw['contents'].forEach((item: unknown, i) => {
-    if (!isPlainObject(item)) return;
-    for (const [field, database] of [['user', 'passwd'], ['group', 'group']] as const) {
-      const name = item[field];
-      if (typeof name !== 'string' || !ownerName.test(name) || hasName(database, name)) continue;
-      issues.push({ path: `contents[${i}].${field}`, message: `the build host has no ${field} "${name}" (names are looked up there; give a numeric id for one it does not have)` });
-    }
-  });
-  return issues;
-}
-
 // Zod skips a record's "__proto__" key without a word (assigning it would set the prototype), so the
 // raw JSON is looked at; strict objects already refuse it as an unknown key.
 function protoKeys(raw: unknown): ConfigIssue[] {
@@ -572,68 +346,6 @@ function protoKeys(raw: unknown): ConfigIssue[] {
   return records
     .filter(([, record]) => isPlainObject(record) && Object.hasOwn(record, '__proto__'))
     .map(([path, , rule]) => ({ path: formatPath([...path, '__proto__']), message: `${rule} (got "__proto__")` }));
-}
-
-/** Whether a NIX_PATH value is a URL to Nix rather than a path (its EvalSettings::isPseudoUrl, and flake:). */
-function isNixUrl(value: string): boolean {
-  if (value.startsWith('channel:') || value.startsWith('flake:')) return true;
-  const scheme = value.indexOf('://');
-  return scheme >= 0 && ['http', 'https', 'file', 'channel', 'git', 's3', 'ssh'].includes(value.slice(0, scheme));
-}
-
-/**
- * NIX_PATH's entries as Nix splits them: at each ':', except that a value that is a URL
- * (`https://…`, `channel:…`, `flake:…`) keeps its own colons up to the next ':' after the scheme's.
- */
-export function parseNixPath(nixPath: string): string[] {
-  const entries: string[] = [];
-  let p = 0;
-  while (p < nixPath.length) {
-    const start = p;
-    let value = p;
-    while (p < nixPath.length && nixPath[p] !== ':') {
-      if (nixPath[p] === '=') value = p + 1;
-      p++;
-    }
-    // like Nix, the test looks at everything from the value on
-    if (p < nixPath.length && isNixUrl(nixPath.slice(value))) {
-      p++;
-      while (p < nixPath.length && nixPath[p] !== ':') p++;
-    }
-    if (p > start) entries.push(nixPath.slice(start, p));
-    p++;
-  }
-  return entries;
-}
-
-/** The first `nixpkgs=PATH` of NIX_PATH, else its first `nixpkgs=URL` (which is not used), else nothing. */
-export function nixpkgsInNixPath(nixPath: string | undefined): { path: string } | { url: string } | undefined {
-  let url: string | undefined;
-  for (const entry of parseNixPath(nixPath ?? '')) {
-    if (!entry.startsWith('nixpkgs=') || entry.length === 'nixpkgs='.length) continue;
-    const value = entry.slice('nixpkgs='.length);
-    if (!isNixUrl(value)) return { path: value };
-    url ??= value;
-  }
-  return url === undefined ? undefined : { url };
-}
-
-const CHANNEL_CHOICES = 'set channelSource to a nixpkgs checkout, put nixpkgs=PATH in NIX_PATH, or set includeChannel to false';
-
-// includeChannel without channelSource copies NIX_PATH's nixpkgs folder: checked like a channelSource, now.
-function nixPathChannel(raw: unknown, nixPath: string | undefined, kindOf: (p: string) => PathKind): { issue: ConfigIssue } | { source: string } | undefined {
-  if (!isPlainObject(raw) || (raw['includeChannel'] ?? true) !== true || raw['channelSource'] !== undefined) return undefined;
-  const found = nixpkgsInNixPath(nixPath);
-  if (found === undefined) return { issue: { path: 'includeChannel', message: `true needs a nixpkgs source to copy into the image: ${CHANNEL_CHOICES}` } };
-  if ('url' in found) {
-    return { issue: { path: 'includeChannel', message: `true needs a nixpkgs source to copy into the image, and NIX_PATH's nixpkgs=${found.url} is a URL, which is not used (the channel is copied from a folder): ${CHANNEL_CHOICES}` } };
-  }
-  // Nix takes a relative NIX_PATH entry from the current folder too
-  const source = resolve(found.path);
-  if (kindOf(source) !== 'folder') {
-    return { issue: { path: 'includeChannel', message: `true takes nixpkgs from NIX_PATH, but nixpkgs=${found.path} is not a folder: fix NIX_PATH, set channelSource to a nixpkgs checkout, or set includeChannel to false` } };
-  }
-  return { source };
 }
 
 /**

@@ -3,8 +3,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import type { ConfigIssue, ImageConfig, PathKind } from '../../tasks/image/config.ts';
-import { MIN_BOOT_SIZE_MIB, formatConfigIssues, hostHasName, nixpkgsInNixPath, parseImageConfig, parseNixPath } from '../../tasks/image/config.ts';
+import type { ConfigIssue, ImageConfig } from '../../tasks/image/config.ts';
+import { hostHasName, type PathKind } from '../../tasks/image/config-host.ts';
+import { nixpkgsInNixPath, parseNixPath } from '../../tasks/image/nix-path.ts';
+import { MIN_BOOT_SIZE_MIB, formatConfigIssues, parseImageConfig } from '../../tasks/image/config.ts';
 
 const toplevel = `/nix/store/${'0123456789abcdfghijklmnpqrsvwxyz'}-nixos-system-demo`;
 const minimal = { system: { toplevel }, datasets: { 'tank/root': { mount: '/' } } };

@@ -5,7 +5,9 @@ import { hashPath, type HashMemo } from '../../../lib/caching/file-hash.ts';
 import { unhashable } from '../../../lib/caching/fingerprint.ts';
 import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
-import { parseNixPath, pathKind, type SystemSpec } from '../config.ts';
+import type { SystemSpec } from '../config.ts';
+import { pathKind } from '../config-host.ts';
+import { parseNixPath } from '../nix-path.ts';
 import { nixOptions } from '../nix-options.ts';
 
 /** Values the system task publishes. */
