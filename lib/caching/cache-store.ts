@@ -255,7 +255,7 @@ async function removeKey(indexDir: string, key: string): Promise<void> {
 }
 
 /** Records size, mtime and inode of every file under a path. */
-export async function stampTree(root: string): Promise<StatStamp[]> {
+async function stampTree(root: string): Promise<StatStamp[]> {
   const stamps: StatStamp[] = [];
   const walk = async (abs: string, rel: string): Promise<void> => {
     const info = await lstat(abs);
@@ -293,7 +293,7 @@ async function checkStamps(root: string, artifact: StoredArtifact): Promise<stri
 }
 
 /** Node reports sub-millisecond mtimes, Deno whole milliseconds: compare what both agree on. */
-export function wholeMs(mtimeMs: number): number {
+function wholeMs(mtimeMs: number): number {
   return Math.floor(mtimeMs);
 }
 

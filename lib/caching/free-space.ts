@@ -3,7 +3,7 @@ import path from 'node:path';
 import { formatBytes } from '../logging/format.ts';
 
 /** Bytes an unprivileged writer may still use on the file system holding `dir`. */
-export async function freeBytes(dir: string): Promise<number> {
+async function freeBytes(dir: string): Promise<number> {
   const info = await statfs(dir);
   return info.bavail * info.bsize;
 }
@@ -36,7 +36,7 @@ export async function ensureFreeSpace(dir: string, needed: number, what: string)
 }
 
 /** "not enough space for `what` in `dir`: needs …, … free" when `dir` has less than `needed` bytes free. */
-export async function spaceShortfall(dir: string, needed: number, what: string): Promise<string | undefined> {
+async function spaceShortfall(dir: string, needed: number, what: string): Promise<string | undefined> {
   const free = await freeBytes(dir);
   if (free >= needed) return undefined;
   return `not enough space for ${what} in ${path.resolve(dir)}: needs ${formatBytes(needed)}, ${formatBytes(free)} free`;

@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { fail, ok, type Result } from '../engine/result.ts';
 
 /** The commands the runner knows. */
-export const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'shell', 'verify', 'doctor', 'help'] as const;
+const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'shell', 'verify', 'doctor', 'help'] as const;
 
 /** One of COMMANDS. */
 export type Command = (typeof COMMANDS)[number];

@@ -31,7 +31,7 @@ export async function readConfigFile(file: string): Promise<unknown> {
  * ConfigError naming the file (and the first bad byte's line, column and offset), never text with
  * U+FFFD in it. A leading UTF-8 byte-order mark, which some editors write, is dropped.
  */
-export function decodeConfigText(file: string, bytes: Uint8Array): string {
+function decodeConfigText(file: string, bytes: Uint8Array): string {
   if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff)) {
     const mark = `${hexByte(bytes[0])} ${hexByte(bytes[1])}`;
     throw new ConfigError([`--config ${file}: is UTF-16 (it starts with the byte-order mark ${mark}), but a config must be UTF-8: save it as UTF-8`]);
@@ -59,7 +59,7 @@ export function decodeConfigText(file: string, bytes: Uint8Array): string {
 const hexByte = (b: number | undefined): string => `0x${(b ?? 0).toString(16).toUpperCase().padStart(2, '0')}`;
 
 /** Offset of the first byte that does not begin a well-formed UTF-8 sequence (Unicode table 3-7), or undefined when all do. */
-export function firstInvalidUtf8(bytes: Uint8Array): number | undefined {
+function firstInvalidUtf8(bytes: Uint8Array): number | undefined {
   let i = 0;
   while (i < bytes.length) {
     const b = bytes[i]!;

@@ -21,7 +21,7 @@ export function formatCommand(file: string, args: readonly string[]): string {
 }
 
 /** Sends a signal to a whole process group, ignoring groups that are already gone. */
-export function killGroup(pid: number, signal: NodeJS.Signals): void {
+function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
   } catch {

@@ -11,7 +11,7 @@ import { holdResource, runTask, type NodeRun, type TaskRun } from './run-node.ts
 import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
 
 /** Stands for a dependency's fingerprint in plan mode while that dependency would still run. */
-export const PENDING_KEY = '(rebuilt first)';
+const PENDING_KEY = '(rebuilt first)';
 
 /** How to run a selection of the graph. */
 export interface ScheduleOptions {
@@ -484,7 +484,7 @@ function groupUnits(graph: Graph, ids: readonly string[]): Unit[] {
  * Each unit's longest chain of work to the end of the build, counting one per task (a
  * transaction counts its members): units on the critical path get free slots first.
  */
-export function unitPriorities(units: readonly Unit[]): Map<Unit, number> {
+function unitPriorities(units: readonly Unit[]): Map<Unit, number> {
   const unitOf = new Map<string, Unit>();
   for (const unit of units) for (const id of unit.ids) unitOf.set(id, unit);
   const after = new Map<Unit, Set<Unit>>(units.map((unit) => [unit, new Set<Unit>()]));

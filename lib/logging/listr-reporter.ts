@@ -10,7 +10,7 @@ interface Row {
 }
 
 /** A text progress bar, 24 cells wide. */
-export function progressBar(fraction: number, detail?: string): string {
+function progressBar(fraction: number, detail?: string): string {
   const cells = 24;
   const filled = Math.round(fraction * cells);
   return `[${'█'.repeat(filled)}${'░'.repeat(cells - filled)}] ${Math.round(fraction * 100)}%${detail ? ` ${detail}` : ''}`;

@@ -15,7 +15,7 @@ import type { Exec } from '../../lib/execution/types.ts';
 export const MIN_BOOT_SIZE_MIB = 36;
 
 /** MiB of the boot disk that are not the ESP (see MIN_BOOT_SIZE_MIB). */
-export const BOOT_DISK_OVERHEAD_MIB = 3;
+const BOOT_DISK_OVERHEAD_MIB = 3;
 
 /** GPT type GUID of a BIOS boot partition (parted's bios_grub flag). */
 export const BIOS_BOOT_TYPE = '21686148-6449-6E6F-744E-656564454649';
@@ -24,7 +24,7 @@ export const BIOS_BOOT_TYPE = '21686148-6449-6E6F-744E-656564454649';
 export const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
 
 /** Volume label of the ESP's FAT file system. */
-export const ESP_LABEL = 'ESP';
+const ESP_LABEL = 'ESP';
 
 /** Environment for mtools: an image file has no partition table at the FAT's offset to check. */
 export const MTOOLS_ENV: Readonly<Record<string, string>> = { MTOOLS_SKIP_CHECK: '1' };
@@ -53,7 +53,7 @@ export interface DiskPartition {
  * both checked for optimal alignment. Unlike the seed, partition 2 gets the esp
  * flag so that its type is EFI System and firmware finds it.
  */
-export function partitionBootDiskArgs(file: string): string[] {
+function partitionBootDiskArgs(file: string): string[] {
   return [
     '--script', file, '--',
     'mklabel', 'gpt',
@@ -126,7 +126,7 @@ export function partitionOffsetBytes(partition: DiskPartition): number {
 }
 
 /** Smallest ESP, in sectors of `sectorSize`, that still makes a valid FAT32 (see MIN_BOOT_SIZE_MIB). */
-export function minEspSectors(sectorSize: number): number {
+function minEspSectors(sectorSize: number): number {
   return ((MIN_BOOT_SIZE_MIB - BOOT_DISK_OVERHEAD_MIB) * 1024 * 1024) / sectorSize;
 }
 
@@ -167,7 +167,7 @@ export function mtoolsImage(file: string, offsetBytes: number): string {
 }
 
 /** Turns a path inside the FAT ('loader/loader.conf' or '/loader/...') into an mtools path. */
-export function mtoolsPath(path: string): string {
+function mtoolsPath(path: string): string {
   return `::/${path.replace(/^\/+/, '')}`;
 }
 
@@ -176,7 +176,7 @@ export function mtoolsPath(path: string): string {
  * recursive, modification times kept, existing files overwritten and existing
  * folders merged. Symbolic links are followed (FAT has none).
  */
-export function writeEspTreeArgs(file: string, offsetBytes: number, entries: readonly string[]): string[] {
+function writeEspTreeArgs(file: string, offsetBytes: number, entries: readonly string[]): string[] {
   return ['-s', '-m', '-D', 'o', '-i', mtoolsImage(file, offsetBytes), ...entries, '::/'];
 }
 

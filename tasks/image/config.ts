@@ -26,7 +26,7 @@ export type ImageFormat = (typeof imageFormats)[number];
 export { MIN_BOOT_SIZE_MIB } from './boot-disk.ts';
 
 /** Smallest rootSize in MiB: ZFS refuses vdevs under 64 MiB. */
-export const MIN_ROOT_SIZE_MIB = 64;
+const MIN_ROOT_SIZE_MIB = 64;
 
 /** One problem in a config: `path` names the field ("contents[0].mode"), `message` says what is allowed. */
 export type ConfigIssue = { path: string; message: string };
@@ -37,7 +37,7 @@ const IMAGE_PATH_RULE =
 const utf8 = new TextEncoder();
 
 /** Why `path` is not an absolute, normal path ("/" included), or undefined when it is. */
-export function imagePathProblem(path: string): string | undefined {
+function imagePathProblem(path: string): string | undefined {
   if (path === '/') return undefined;
   if (!path.startsWith('/') || /[\x00-\x1f\x7f]/.test(path)) return `must be ${IMAGE_PATH_RULE}`;
   const parts = path.slice(1).split('/');
@@ -66,10 +66,10 @@ function checked(problem: (s: string) => string | undefined, typeError = 'must b
 }
 
 /** Largest bootSize in MiB: FAT32 counts its 512-byte sectors in 32 bits, so an ESP stops at 2 TiB. */
-export const MAX_BOOT_SIZE_MIB = 2 * 1024 * 1024;
+const MAX_BOOT_SIZE_MIB = 2 * 1024 * 1024;
 
 /** Largest size in MiB whose byte count is still an exact number here (2^53 bytes, 8 PiB). */
-export const MAX_SIZE_MIB = 2 ** 33;
+const MAX_SIZE_MIB = 2 ** 33;
 
 function sizeMiB(min: number, tooSmall: string, max = MAX_SIZE_MIB, tooBig = `must be at most ${MAX_SIZE_MIB} MiB (8 PiB)`) {
   // the minimum is in both messages: a string "64" is as wrong as 20

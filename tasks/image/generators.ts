@@ -65,7 +65,7 @@ export function unmountOrder(datasets: Datasets): MountedDataset[] {
 }
 
 /** `value` as a Nix double-quoted string literal: escapes `"`, `\`, `${` and line breaks. */
-export function nixString(value: string): string {
+function nixString(value: string): string {
   const escaped = value
     .replace(/[\\"]/g, (c) => `\\${c}`)
     .replace(/\$\{/g, '\\${')
@@ -126,7 +126,7 @@ function fileArg(path: string): string {
 }
 
 /** `flag name=value` pairs for an argv, sorted by name so the same properties give the same command. */
-export function propertyArgs(flag: '-o' | '-O', properties: Readonly<Record<string, string>>): string[] {
+function propertyArgs(flag: '-o' | '-O', properties: Readonly<Record<string, string>>): string[] {
   return Object.keys(properties)
     .sort(compareText)
     .flatMap((name) => [flag, `${name}=${properties[name] ?? ''}`]);

@@ -12,7 +12,7 @@ import { useZfs } from './stages/zfs-session.ts';
 import { allocatedSize, ensureFreeSpace } from '../../lib/caching/free-space.ts';
 
 /** Which published root and boot disks hold a stage's state: the latest checkpoint at or before it. */
-export function checkpointsFor(available: readonly string[]): { root?: string; boot?: string } {
+function checkpointsFor(available: readonly string[]): { root?: string; boot?: string } {
   const root = ['export-pool', 'create-pool'].find((id) => available.includes(id));
   const boot = ['install:esp', 'partition'].find((id) => available.includes(id));
   return { ...(root ? { root } : {}), ...(boot ? { boot } : {}) };

@@ -10,7 +10,7 @@ import { zfsModuleLoaded } from './zfs/select-driver.ts';
 import { zfsCommandTimeoutMsOrDefault, zfsFuseRequests } from './zfs/zfs-fuse-host.ts';
 
 /** Loop devices whose backing file lies under one of `folders` (from `losetup --list`, which gives real paths). */
-export async function loopDevicesUnder(exec: Exec, folders: readonly string[]): Promise<string[]> {
+async function loopDevicesUnder(exec: Exec, folders: readonly string[]): Promise<string[]> {
   const listing = await exec('losetup', ['--list', '--noheadings', '--output', 'NAME,BACK-FILE'], { quiet: true, okExitCodes: [1] }).catch(() => undefined);
   return (listing?.stdout ?? '')
     .split('\n')

@@ -5,7 +5,7 @@ import { formatBytes } from '../../../lib/logging/format.ts';
 import { writeWithinFreeSpace } from '../../../lib/caching/free-space.ts';
 
 /** Limits of one `cp` call: few processes for a closure of thousands of paths, progress still every 64 MiB. */
-export const BATCH_LIMITS = { paths: 200, bytes: 64 * 2 ** 20 } as const;
+const BATCH_LIMITS = { paths: 200, bytes: 64 * 2 ** 20 } as const;
 
 /** Store paths copied by one `cp -a` call. */
 export interface CopyBatch {

@@ -111,7 +111,7 @@ export function systemTask(system: SystemSpec, notInputs: readonly string[] = []
 }
 
 /** The first path of a cached closure that is no longer on disk, as a reason; undefined when all are there. */
-export async function missingStorePath(closure: Json | undefined): Promise<string | undefined> {
+async function missingStorePath(closure: Json | undefined): Promise<string | undefined> {
   const paths = Array.isArray(closure) ? closure.filter((p): p is string => typeof p === 'string') : [];
   const present = await Promise.all(paths.map((p) => lstat(p).then(() => true, () => false)));
   const missing = paths.filter((_p, i) => !present[i]);
@@ -141,7 +141,7 @@ async function evaluatedFileHash(file: string, memo?: HashMemo): Promise<string>
 }
 
 /** The first file an earlier evaluation read that has changed since, as a reason; undefined when none has. */
-export async function changedEvaluatedFile(recorded: Json | undefined, memo?: HashMemo): Promise<string | undefined> {
+async function changedEvaluatedFile(recorded: Json | undefined, memo?: HashMemo): Promise<string | undefined> {
   if (recorded === undefined || recorded === null || typeof recorded !== 'object' || Array.isArray(recorded)) return undefined;
   const entries = Object.entries(recorded);
   // a few at a time: an evaluation of NixOS from a checkout reads thousands of files

@@ -9,7 +9,7 @@ import { readMountTable } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 
 /** The default limit for one zpool or zfs command: they answer in well under a second when the daemon is healthy. */
-export const DEFAULT_ZFS_COMMAND_TIMEOUT_S = 120;
+const DEFAULT_ZFS_COMMAND_TIMEOUT_S = 120;
 
 /** The longest limit a timer can hold (2^31 - 1 ms, about 24 days). */
 const MAX_ZFS_COMMAND_TIMEOUT_S = 2_147_483;
@@ -43,7 +43,7 @@ export function zfsCommandTimeoutMsOrDefault(): number | undefined {
  * mount at once (two `zfs set mountpoint`, say) can deadlock the zfs-fuse 0.7 daemon for good:
  * both wait on a new FUSE mount it never initialises.
  */
-export const ZFS_FUSE_LOCK_FILE = '/run/nixos-zfs-image/zfs-fuse.lock';
+const ZFS_FUSE_LOCK_FILE = '/run/nixos-zfs-image/zfs-fuse.lock';
 
 let sharedLock: HostLock | undefined;
 

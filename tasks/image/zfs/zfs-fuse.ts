@@ -114,7 +114,7 @@ function parseSize(value: string): number {
 }
 
 /** Why zfs-fuse cannot set this property, or undefined when it can. */
-export function zfsFuseUnsupported(scope: 'pool' | 'filesystem', name: string, value: string): string | undefined {
+function zfsFuseUnsupported(scope: 'pool' | 'filesystem', name: string, value: string): string | undefined {
   if (scope === 'pool') {
     if (name.startsWith('feature@')) return 'pool version 23 has no feature flags';
     if (!POOL_PROPERTIES.has(name)) return `zfs-fuse (pool version 23) has no pool property '${name}'`;
