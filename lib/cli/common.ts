@@ -5,7 +5,8 @@ import { sweepLeftovers, type Sweeper } from '../caching/sweep.ts';
 import { ConfigError } from '../engine/config-error.ts';
 import { describeGraphError } from '../engine/failure.ts';
 import { closure, resolveTargets, runnableTargets, type Graph } from '../engine/graph.ts';
-import { completeTransactions, schedule } from '../execution/scheduler.ts';
+import { schedule } from '../execution/scheduler.ts';
+import { completeTransactions } from '../execution/units.ts';
 import type { Reporter } from '../logging/events.ts';
 import type { CliArgs } from './args.ts';
 

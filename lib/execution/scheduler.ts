@@ -5,10 +5,12 @@ import { sha256 } from '../caching/file-hash.ts';
 import { canonicalJson } from '../caching/canonical-json.ts';
 import { exportArtifacts } from '../caching/export-artifact.ts';
 import type { Graph } from '../engine/graph.ts';
-import { isResource, type DependencyOutputs, type GraphNode, type Json, type ResourceTask, type Task } from '../engine/task.ts';
+import { isResource, type DependencyOutputs, type GraphNode, type Json, type Task } from '../engine/task.ts';
 import type { Reporter, RunSummary, SummaryRow, TaskStatus } from '../logging/events.ts';
 import { holdResource, runTask, type NodeRun, type TaskRun } from './run-node.ts';
 import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
+import { createSlotPool } from './slot-pool.ts';
+import { groupUnits, unitPriorities, type Unit } from './units.ts';
 
 /** Stands for a dependency's fingerprint in plan mode while that dependency would still run. */
 const PENDING_KEY = '(rebuilt first)';
@@ -43,14 +45,6 @@ interface Outcome {
   readonly pending?: boolean;
 }
 
-/** A unit of scheduling: one task, or a resource with the tasks that use it (one transaction). */
-export interface Unit {
-  readonly ids: readonly string[];
-  readonly resource?: ResourceTask<any, any>;
-  /** Dependencies outside the unit. */
-  readonly deps: readonly string[];
-}
-
 /**
  * Runs the selected nodes: independent units at the same time (up to `concurrency`),
  * each node either taken from the cache or run; failures skip dependents only.
@@ -63,33 +57,9 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const rows = new Map<string, SummaryRow>();
   const unitDone = new Map<Unit, Promise<void>>();
   const priorities = unitPriorities(units);
-  let running = 0;
-  // Free slots go to the waiting units with the longest chain after them (first come among equals).
-  const waiters: { priority: number; wake: () => void }[] = [];
-  let dispatchQueued = false;
-  const dispatch = (): void => {
-    while (running < options.concurrency && waiters.length > 0) {
-      running += 1;
-      waiters.shift()!.wake();
-    }
-  };
-  const acquireSlot = (unit: Unit): Promise<void> =>
-    new Promise<void>((wake) => {
-      const priority = priorities.get(unit) ?? 0;
-      const at = waiters.findIndex((w) => w.priority < priority);
-      waiters.splice(at === -1 ? waiters.length : at, 0, { priority, wake });
-      // Deferred a turn, so units that become ready together compete by priority, not by arrival.
-      if (dispatchQueued) return;
-      dispatchQueued = true;
-      setImmediate(() => {
-        dispatchQueued = false;
-        dispatch();
-      });
-    });
-  const releaseSlot = (): void => {
-    running -= 1;
-    dispatch();
-  };
+  const slots = createSlotPool(options.concurrency);
+  const acquireSlot = (unit: Unit): Promise<void> => slots.acquire(priorities.get(unit) ?? 0);
+  const releaseSlot = (): void => slots.release();
 
   /** Places a finished task's exported artifacts at their user-facing paths; a failure here fails the task. */
   const exportOutputs = async (node: GraphNode, outcome: Outcome): Promise<Outcome> => {
@@ -161,28 +131,6 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     return sha256(canonicalJson({ content: Object.fromEntries(names.map((name) => [name, hashes[name]!])) }));
   };
 
-  /** Explains a miss by comparing with the last published run of the same task. */
-  const missReason = async (node: GraphNode, manifest: Manifest, detail?: string): Promise<string> => {
-    if (detail) return `cache entry damaged (${detail})`;
-    const last = await store.lastEntry(node.id);
-    if (!last) return (await store.hasBuilt(node.id)) ? 'cache entry evicted or lost' : 'never built';
-    const changes = diffManifests(last.manifest, manifest).map((c) => c.field);
-    if (changes.length === 0) return 'cache entry missing';
-    const shown = changes.slice(0, 3).join(', ');
-    return `changed: ${shown}${changes.length > 3 ? ` and ${changes.length - 3} more` : ''}`;
-  };
-
-  /** What dependents get from an entry: its values and artifact paths, and the artifacts' content hashes. */
-  const fromEntry = (entry: CacheEntry): { outputs: DependencyOutputs; hashes: Record<string, string> } => {
-    const paths: Record<string, string> = {};
-    const hashes: Record<string, string> = {};
-    for (const [name, artifact] of Object.entries(entry.artifacts)) {
-      paths[name] = store.artifactPath(entry.fingerprint, name);
-      if (artifact.sha256) hashes[name] = artifact.sha256;
-    }
-    return { outputs: { values: entry.values, paths }, hashes };
-  };
-
   const depOutputs = (node: GraphNode): Record<string, DependencyOutputs> => {
     const result: Record<string, DependencyOutputs> = {};
     for (const dep of node.deps) {
@@ -214,15 +162,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     return {
       manifest,
       fingerprint,
-      why: await missReason(node, manifest, found.error.reason === 'damaged' ? found.error.detail : undefined),
+      why: await missReason(store, node, manifest, found.error.reason === 'damaged' ? found.error.detail : undefined),
     };
-  };
-
-  const keyAfterRun = (node: Task<any>, fingerprint: string, values: Readonly<Record<string, Json>>): string => {
-    if (Array.isArray(node.keyedByValues)) {
-      return sha256(canonicalJson(Object.fromEntries(node.keyedByValues.filter((name) => name in values).map((name) => [name, values[name]!])) as Json));
-    }
-    return node.volatile || node.keyedByValues ? sha256(canonicalJson(values as Json)) : fingerprint;
   };
 
   // what plan and explain compare with next time: the entries this build used (in the background;
@@ -255,7 +196,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       if (!options.dryRun) await markUsed(node.id, decision.fingerprint);
       return finish(
         node,
-        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), ...fromEntry(decision.entry) },
+        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), ...fromEntry(store, decision.entry) },
         { fingerprint: decision.fingerprint },
       );
     }
@@ -283,7 +224,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     const entry = result.entry;
     await finish(
       node,
-      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), ...(entry ? fromEntry(entry) : { outputs: { values: result.values, paths: {} } }) },
+      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), ...(entry ? fromEntry(store, entry) : { outputs: { values: result.values, paths: {} } }) },
       { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint: decision.fingerprint },
     );
   };
@@ -324,7 +265,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
         if (!options.dryRun) await markUsed(user.id, decision.fingerprint);
         // the key dependents see is the same whether the member ran or was found (keyedByValues included)
         const key = keyAfterRun(user, decision.fingerprint, decision.entry!.values);
-        await finish(user, { status: 'cached', reason: decision.why, key, ...fromEntry(decision.entry!) }, { fingerprint: decision.fingerprint });
+        await finish(user, { status: 'cached', reason: decision.why, key, ...fromEntry(store, decision.entry!) }, { fingerprint: decision.fingerprint });
       }
       return;
     }
@@ -450,89 +391,32 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   };
 }
 
-/** Splits the selection into units: each resource swallows its users; other tasks stand alone. */
-function groupUnits(graph: Graph, ids: readonly string[]): Unit[] {
-  const selected = new Set(ids);
-  const ownerOf = new Map<string, string>();
-  for (const id of ids) {
-    const node = graph.nodes.get(id)!;
-    if (!isResource(node)) continue;
-    ownerOf.set(id, id);
-    for (const user of graph.dependents.get(id) ?? []) if (selected.has(user)) ownerOf.set(user, id);
-  }
-  const units: Unit[] = [];
-  const byOwner = new Map<string, string[]>();
-  for (const id of ids) {
-    const owner = ownerOf.get(id);
-    if (owner === undefined) {
-      units.push({ ids: [id], deps: [...graph.nodes.get(id)!.deps] });
-      continue;
-    }
-    if (!byOwner.has(owner)) byOwner.set(owner, []);
-    byOwner.get(owner)!.push(id);
-  }
-  for (const [owner, members] of byOwner) {
-    const inside = new Set(members);
-    const deps = new Set<string>();
-    for (const id of members) for (const dep of graph.nodes.get(id)!.deps) if (!inside.has(dep)) deps.add(dep);
-    units.push({ ids: members, resource: graph.nodes.get(owner) as ResourceTask<any, any>, deps: [...deps] });
-  }
-  return units;
+/** Explains a miss by comparing with the last published run of the same task. */
+async function missReason(store: CacheStore, node: GraphNode, manifest: Manifest, detail?: string): Promise<string> {
+  if (detail) return `cache entry damaged (${detail})`;
+  const last = await store.lastEntry(node.id);
+  if (!last) return (await store.hasBuilt(node.id)) ? 'cache entry evicted or lost' : 'never built';
+  const changes = diffManifests(last.manifest, manifest).map((c) => c.field);
+  if (changes.length === 0) return 'cache entry missing';
+  const shown = changes.slice(0, 3).join(', ');
+  return `changed: ${shown}${changes.length > 3 ? ` and ${changes.length - 3} more` : ''}`;
 }
 
-/**
- * Each unit's longest chain of work to the end of the build, counting one per task (a
- * transaction counts its members): units on the critical path get free slots first.
- */
-function unitPriorities(units: readonly Unit[]): Map<Unit, number> {
-  const unitOf = new Map<string, Unit>();
-  for (const unit of units) for (const id of unit.ids) unitOf.set(id, unit);
-  const after = new Map<Unit, Set<Unit>>(units.map((unit) => [unit, new Set<Unit>()]));
-  for (const unit of units) {
-    for (const dep of unit.deps) {
-      const before = unitOf.get(dep);
-      if (before && before !== unit) after.get(before)!.add(unit);
-    }
+/** What dependents get from an entry: its values and artifact paths, and the artifacts' content hashes. */
+function fromEntry(store: CacheStore, entry: CacheEntry): { outputs: DependencyOutputs; hashes: Record<string, string> } {
+  const paths: Record<string, string> = {};
+  const hashes: Record<string, string> = {};
+  for (const [name, artifact] of Object.entries(entry.artifacts)) {
+    paths[name] = store.artifactPath(entry.fingerprint, name);
+    if (artifact.sha256) hashes[name] = artifact.sha256;
   }
-  const priorities = new Map<Unit, number>();
-  const chain = (unit: Unit): number => {
-    const known = priorities.get(unit);
-    if (known !== undefined) return known;
-    let longest = 0;
-    for (const next of after.get(unit)!) longest = Math.max(longest, chain(next));
-    const own = unit.resource ? unit.ids.length - 1 : 1;
-    priorities.set(unit, own + longest);
-    return own + longest;
-  };
-  for (const unit of units) chain(unit);
-  return priorities;
+  return { outputs: { values: entry.values, paths }, hashes };
 }
 
-/** Makes a selection whole: a resource's users run together, so selecting one selects all. */
-export function completeTransactions(graph: Graph, ids: readonly string[]): string[] {
-  const wanted = new Set(ids);
-  let grew = true;
-  while (grew) {
-    grew = false;
-    for (const id of [...wanted]) {
-      const node = graph.nodes.get(id)!;
-      for (const dep of node.deps) {
-        const depNode = graph.nodes.get(dep)!;
-        if (!isResource(depNode)) continue;
-        for (const user of graph.dependents.get(dep) ?? []) {
-          if (!wanted.has(user)) {
-            wanted.add(user);
-            grew = true;
-          }
-        }
-      }
-      for (const dep of node.deps) {
-        if (!wanted.has(dep)) {
-          wanted.add(dep);
-          grew = true;
-        }
-      }
-    }
+/** The key dependents see: the fingerprint, or the hash of the values a task is keyed by. */
+function keyAfterRun(node: Task<any>, fingerprint: string, values: Readonly<Record<string, Json>>): string {
+  if (Array.isArray(node.keyedByValues)) {
+    return sha256(canonicalJson(Object.fromEntries(node.keyedByValues.filter((name) => name in values).map((name) => [name, values[name]!])) as Json));
   }
-  return graph.order.filter((id) => wanted.has(id));
+  return node.volatile || node.keyedByValues ? sha256(canonicalJson(values as Json)) : fingerprint;
 }

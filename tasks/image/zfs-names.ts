@@ -55,7 +55,7 @@ export type PropertyScope = 'pool' | 'filesystem';
 type ValueRule = { allows: (value: string) => boolean; rule: string };
 
 /** Bytes in a ZFS size ("512", "1.5G", "128K", "10GiB"), as `zfs` reads it; undefined when it is not one. */
-function zfsSizeBytes(value: string): number | undefined {
+export function zfsSizeBytes(value: string): number | undefined {
   // zfs takes one of B K M G T P E Z, and K… also as KB or KiB
   const match = /^(\d+(?:\.\d*)?|\.\d+)(?:([BKMGTPEZ])|([KMGTPEZ])I?B)?$/i.exec(value);
   if (!match) return undefined;

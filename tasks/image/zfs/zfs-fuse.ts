@@ -25,14 +25,11 @@ import {
 } from './driver.ts';
 import { compareMounts, inMountOrder, zfsCreateArgs, zpoolCreateArgs } from '../generators.ts';
 import type {
-  AdaptedProperties,
   CreatePoolOptions,
   DatasetMount,
   ImportPoolOptions,
   MountState,
   PoolHandle,
-  PropertyDefaults,
-  PropertyRequest,
   ReleaseOptions,
   ZfsDriver,
   ZfsProperties,
@@ -46,6 +43,7 @@ import {
   zfsFuseLock,
   zfsFuseRequests,
 } from './zfs-fuse-host.ts';
+import { adaptPropertiesForZfsFuse } from './zfs-fuse-properties.ts';
 
 /** How to reach zfs-fuse; every field has a working default on Debian. */
 export interface ZfsFuseOptions {
@@ -80,88 +78,6 @@ function hungDaemonError(command: string, limitMs: number): Error {
       'Otherwise recover by hand: pkill -KILL zfs-fuse, then `umount -l` every fuse.zfs mount point that `grep fuse.zfs /proc/mounts` lists, ' +
       'then rerun the build. ZFS_IMAGE_ZFS_TIMEOUT=<seconds> changes the limit.',
   );
-}
-
-/** Pool properties zfs-fuse can set at creation (pool version 23). */
-const POOL_PROPERTIES = new Set([
-  'altroot', 'ashift', 'autoexpand', 'autoreplace', 'bootfs', 'cachefile', 'dedupditto',
-  'delegation', 'failmode', 'listsnapshots', 'version',
-]);
-
-/** File system properties zfs-fuse can set (from `zfs get` usage, file system version 4). */
-const FILESYSTEM_PROPERTIES = new Set([
-  'aclinherit', 'aclmode', 'atime', 'canmount', 'casesensitivity', 'checksum', 'compression',
-  'copies', 'dedup', 'devices', 'exec', 'logbias', 'mlslabel', 'mountpoint', 'nbmand',
-  'normalization', 'primarycache', 'quota', 'readonly', 'recordsize', 'refquota', 'refreservation',
-  'reservation', 'secondarycache', 'setuid', 'sharenfs', 'sharesmb', 'snapdir', 'utf8only',
-  'version', 'volblocksize', 'volsize', 'vscan', 'xattr', 'zoned',
-]);
-
-/** Values zfs-fuse accepts where OpenZFS accepts more. */
-const ALLOWED_VALUES: Readonly<Record<string, RegExp>> = {
-  compression: /^(on|off|lzjb|gzip|gzip-[1-9]|zle)$/,
-  xattr: /^(on|off)$/,
-  checksum: /^(on|off|fletcher2|fletcher4|sha256)$/,
-  dedup: /^(on|off|verify|sha256|sha256,verify)$/,
-};
-
-/** Size in bytes of a ZFS size value (`128K`, `1M`, `131072`); NaN when unreadable. */
-function parseSize(value: string): number {
-  const match = /^(\d+(?:\.\d+)?)([KMGTPE]?)B?$/i.exec(value);
-  if (!match) return Number.NaN;
-  const power = 'KMGTPE'.indexOf((match[2] ?? '').toUpperCase()) + 1;
-  return Number(match[1]) * 1024 ** power;
-}
-
-/** Why zfs-fuse cannot set this property, or undefined when it can. */
-function zfsFuseUnsupported(scope: 'pool' | 'filesystem', name: string, value: string): string | undefined {
-  if (scope === 'pool') {
-    if (name.startsWith('feature@')) return 'pool version 23 has no feature flags';
-    if (!POOL_PROPERTIES.has(name)) return `zfs-fuse (pool version 23) has no pool property '${name}'`;
-    if (name === 'version' && !(/^\d+$/.test(value) && Number(value) <= 23)) return 'zfs-fuse supports pool versions up to 23';
-    return undefined;
-  }
-  // user properties (module:name) and per-user quotas are free-form
-  if (name.includes(':') || /^(user|group)quota@/.test(name)) return undefined;
-  if (name === 'acltype') return 'zfs-fuse has no acltype property (POSIX ACLs need OpenZFS)';
-  if (!FILESYSTEM_PROPERTIES.has(name)) return `zfs-fuse has no property '${name}'`;
-  const allowed = ALLOWED_VALUES[name];
-  if (allowed && !allowed.test(value)) return `zfs-fuse accepts ${name} ${allowed.source.slice(2, -2).replaceAll('|', ', ')}`;
-  if ((name === 'recordsize' || name === 'volblocksize') && parseSize(value) > 128 * 1024) {
-    return `zfs-fuse allows ${name} up to 128K`;
-  }
-  if (name === 'version' && !/^([1-4]|current)$/.test(value)) return 'zfs-fuse supports file system versions 1 to 4';
-  return undefined;
-}
-
-/** Checks requested properties against zfs-fuse: refuses what the user asked for, drops unsupported defaults. */
-export function adaptPropertiesForZfsFuse(request: PropertyRequest, defaults: PropertyDefaults): AdaptedProperties {
-  const warnings: string[] = [];
-  const refused: string[] = [];
-  const filter = (
-    scope: 'pool' | 'filesystem',
-    label: string,
-    properties: ZfsProperties,
-    scopeDefaults: ZfsProperties,
-  ): Record<string, string> => {
-    const kept: Record<string, string> = {};
-    for (const [name, value] of Object.entries(properties)) {
-      const reason = zfsFuseUnsupported(scope, name, value);
-      if (reason === undefined) kept[name] = value;
-      else if (scopeDefaults[name] === value) {
-        warnings.push(`zfs-fuse: dropped the default ${label}.${name}=${value} (${reason}); this image differs from an OpenZFS build`);
-      } else refused.push(`${label}.${name}=${value}: ${reason}`);
-    }
-    return kept;
-  };
-  const pool = filter('pool', 'rootPoolProperties', request.pool, defaults.pool);
-  const filesystem = filter('filesystem', 'rootPoolFilesystemProperties', request.filesystem, defaults.filesystem);
-  const datasets: Record<string, Record<string, string>> = {};
-  for (const [dataset, properties] of Object.entries(request.datasets)) {
-    // dataset properties have no defaults: all of them were asked for
-    datasets[dataset] = filter('filesystem', `datasets["${dataset}"].properties`, properties, {});
-  }
-  return { pool, filesystem, datasets, warnings, refused };
 }
 
 /**
