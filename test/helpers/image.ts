@@ -6,7 +6,7 @@ import { ROOT } from './toy.ts';
 import { otherZfsUsers, ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
 import { detachDeadMounts, stopZfsFuseProcess } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { createExec } from '../../lib/execution/exec.ts';
-import { children, releaseAndRemove } from './reliability.ts';
+import { children, releaseAndRemove, withStatus } from './reliability.ts';
 
 /** A scratch image project: config, cache and output folders in a temporary folder. */
 export interface ImageProject {
@@ -118,11 +118,7 @@ export async function imageProject(pool: string, extraEnv: Record<string, string
 }
 
 /** Ids whose status is `ran`, sorted. */
-export const ran = (statuses: Record<string, string>): string[] =>
-  Object.entries(statuses)
-    .filter(([, s]) => s === 'ran')
-    .map(([id]) => id)
-    .sort();
+export const ran = (statuses: Record<string, string>): string[] => withStatus(statuses, 'ran');
 
 /**
  * Imports a pool from a copy of a raw disk with the plain zfs-fuse tools, mounts its datasets

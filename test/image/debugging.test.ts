@@ -196,7 +196,7 @@ describe('logs, doctor, graph, plan and the summary', () => {
     for (const t of summary.tasks) expect(typeof t.bytes).toBe('number');
   });
 
-  it('progress of the closure copy and of qemu-img convert reaches the log and the CI output', async () => {
+  it('qemu-img convert\'s progress reaches the CI output, and the closure copy its summary line the log (per-batch progress: copy-closure.test.ts)', async () => {
     await project.configure({ format: 'qcow2' });
     const result = await project.run('build');
     expect(result.stdout).toMatch(/^ {2}convert:root: 100% root disk$/m);
