@@ -115,6 +115,7 @@ async function loadGraph(options: TaskfileOptions, args: CliArgs): Promise<{ gra
     configFile: args.config ? path.resolve(args.config) : undefined,
     outDir: path.resolve(args.out),
     cacheDir: path.resolve(args.cacheDir),
+    willRun: args.command === 'build' || args.command === 'run',
   };
   const nodes = [];
   for (const plugin of options.plugins) nodes.push(...(await plugin(env)));

@@ -146,6 +146,11 @@ export interface PluginEnvironment {
   readonly configFile: string | undefined;
   readonly outDir: string;
   readonly cacheDir: string;
+  /**
+   * False for commands that only look (plan, explain, graph, logs, shell): checks that matter only
+   * before running, such as a system that must be in this host's store, may then be skipped.
+   */
+  readonly willRun?: boolean;
 }
 
 /**

@@ -169,14 +169,15 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
   const logDir = store.logDir(node.id);
   await mkdir(logDir, { recursive: true });
   await pruneLogs(logDir);
+  // before the log is opened: a folder that cannot be made must not leave an open log behind
+  await mkdir(store.workDir, { recursive: true });
+  const scratch = await mkdtemp(path.join(store.workDir, `${process.pid}.${safeName(node.id)}.`));
   const logFile = path.join(logDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}.log`);
   const log: WriteStream = createWriteStream(logFile, { flags: 'a' });
   // Run-end cleanups may still log after the session closed: drop those lines rather than crash.
   const logWrite = (text: string): void => {
     if (!log.writableEnded) log.write(text);
   };
-  await mkdir(store.workDir, { recursive: true });
-  const scratch = await mkdtemp(path.join(store.workDir, `${process.pid}.${safeName(node.id)}.`));
   // The task's own signal: the run's abort reaches it until the session closes.
   const controller = new AbortController();
   const onAbort = (): void => controller.abort();

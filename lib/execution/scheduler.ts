@@ -352,10 +352,17 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
         // an error of the engine itself (a cache record that cannot be written, a checkCached that
         // threw) fails this unit's tasks like any failure: the others go on, the summary still comes
         const message = thrown instanceof Error ? thrown.message : String(thrown);
+        // the first unfinished member is the one it hit; the rest of a transaction never started
+        let hit: string | undefined;
         for (const id of unit.ids) {
           if (rows.has(id)) continue;
-          const failure: TaskFailure = { reason: 'threw', message, tail: [] };
-          await finish(graph.nodes.get(id)!, { status: 'failed', reason: message }, { failure });
+          if (hit === undefined) {
+            hit = id;
+            const failure: TaskFailure = { reason: 'threw', message, tail: [] };
+            await finish(graph.nodes.get(id)!, { status: 'failed', reason: message }, { failure });
+          } else {
+            await finish(graph.nodes.get(id)!, { status: 'skipped', reason: `dependency ${hit} failed` });
+          }
         }
       }
     })();

@@ -43,7 +43,7 @@ function isSymlink(file: string): boolean {
  * channelSource, the system). Checked on the raw input, so a config with other mistakes still
  * reports missing files; a folder where a file belongs is refused now, not when install gets to it.
  */
-export function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
+export function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string) => PathKind, toplevelMustExist = true): ConfigIssue[] {
   if (!isPlainObject(raw)) return [];
   const base = resolve(baseDir);
   const issues: ConfigIssue[] = [];
@@ -71,17 +71,17 @@ export function misplacedFiles(raw: unknown, baseDir: string, kindOf: (p: string
   const system = raw['system'];
   if (isPlainObject(system)) {
     check('system.expression', system['expression'], 'Nix file', 'any');
-    issues.push(...systemProblems(system, base, kindOf));
+    issues.push(...systemProblems(system, base, kindOf, toplevelMustExist));
   }
   return issues;
 }
 
 // Found now, not by the build after the disks are made; no nix call: the build still checks the store path's validity.
-function systemProblems(system: Record<string, unknown>, base: string, kindOf: (p: string) => PathKind): ConfigIssue[] {
+function systemProblems(system: Record<string, unknown>, base: string, kindOf: (p: string) => PathKind, toplevelMustExist: boolean): ConfigIssue[] {
   const issues: ConfigIssue[] = [];
   const { toplevel, expression } = system;
   // lstat's answer: a store path may be a symlink, even one that leads nowhere on this host
-  if (typeof toplevel === 'string' && storePath.test(toplevel) && kindOf(toplevel) === undefined && !isSymlink(toplevel)) {
+  if (toplevelMustExist && typeof toplevel === 'string' && storePath.test(toplevel) && kindOf(toplevel) === undefined && !isSymlink(toplevel)) {
     issues.push({
       path: 'system.toplevel',
       message: `must exist on this host, but ${toplevel} does not: build the system here (nix-build) or copy it into this host's store (nix copy) first, or give "flake" or "expression" instead`,

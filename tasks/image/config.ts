@@ -231,13 +231,15 @@ function checkUnmountable(config: Record<string, unknown>, datasets: Record<stri
     // its own value, else the nearest listed parent's, else the root file system's (parents zfs create -p makes inherit that)
     const parents = Object.keys(datasets).filter((p) => name.startsWith(`${p}/`)).sort((a, b) => b.length - a.length);
     const setter = [name, ...parents].find((d) => own(d) !== undefined);
-    if ((setter === undefined ? mountpointIn(config['rootPoolFilesystemProperties']) : own(setter)) !== 'none') continue;
-    const needs = `a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs, which refuses none)`;
+    const value = setter === undefined ? mountpointIn(config['rootPoolFilesystemProperties']) : own(setter);
+    // unset everywhere is ZFS's own default, as the seed allows; set, it must be legacy
+    if (typeof value !== 'string' || value === 'legacy') continue;
+    const needs = `a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs, which refuses ${value === 'none' ? 'none' : 'a dataset ZFS mounts itself'})`;
     if (setter === name) {
-      ctx.addIssue({ code: 'custom', path: ['datasets', name, 'properties', 'mountpoint'], message: `is none, but ${needs}` });
+      ctx.addIssue({ code: 'custom', path: ['datasets', name, 'properties', 'mountpoint'], message: `is ${value}, but ${needs}` });
     } else {
       const from = setter === undefined ? 'rootPoolFilesystemProperties' : `datasets.${setter}`;
-      ctx.addIssue({ code: 'custom', path: ['datasets', name, 'mount'], message: `the dataset inherits mountpoint=none from ${from}, but ${needs}: set mountpoint to legacy on it` });
+      ctx.addIssue({ code: 'custom', path: ['datasets', name, 'mount'], message: `the dataset inherits mountpoint=${value} from ${from}, but ${needs}: set mountpoint to legacy on it` });
     }
   }
 }
@@ -362,6 +364,8 @@ export function parseImageConfig(
     kindOf?: (p: string) => PathKind;
     hasName?: (database: 'passwd' | 'group', name: string) => boolean;
     nixPath?: string | undefined;
+    /** Whether system.toplevel must exist on this host (default true; false for commands that only look). */
+    toplevelMustExist?: boolean;
   },
 ): { ok: true; value: ImageConfig } | { ok: false; errors: ConfigIssue[] } {
   const { baseDir, kindOf = pathKind, hasName = hostHasName } = options;
@@ -370,7 +374,7 @@ export function parseImageConfig(
   const schemaIssues = [...protoKeys(raw), ...(parsed.success ? [] : toConfigIssues(raw, parsed.error.issues))];
   const flagged = new Set(schemaIssues.map((i) => i.path));
   const channel = nixPathChannel(raw, nixPath, kindOf);
-  const hostIssues = [...misplacedFiles(raw, baseDir, kindOf), ...unknownOwners(raw, hasName), ...(channel && 'issue' in channel ? [channel.issue] : [])];
+  const hostIssues = [...misplacedFiles(raw, baseDir, kindOf, options.toplevelMustExist ?? true), ...unknownOwners(raw, hasName), ...(channel && 'issue' in channel ? [channel.issue] : [])];
   const errors = [...schemaIssues, ...hostIssues.filter((i) => !flagged.has(i.path))];
   if (!parsed.success || errors.length > 0) return { ok: false, errors };
   const config = parsed.data;

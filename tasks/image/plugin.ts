@@ -31,8 +31,9 @@ export interface ZfsImageOptions {
 }
 
 /** Parses and checks the config (a channel from NIX_PATH included); every problem becomes a ConfigError (exit 2, nothing created). */
-export function loadImageConfig(raw: unknown, baseDir: string): ImageConfig {
-  const parsed = parseImageConfig(raw, { baseDir });
+export function loadImageConfig(raw: unknown, baseDir: string, willRun = true): ImageConfig {
+  // after nix-collect-garbage, plan and logs must still work: the build rebuilds or refuses the system
+  const parsed = parseImageConfig(raw, { baseDir, toplevelMustExist: willRun });
   if (!parsed.ok) throw new ConfigError(formatConfigIssues(parsed.errors).split('\n'));
   return parsed.value;
 }
@@ -85,7 +86,7 @@ export function zfsImage(options: ZfsImageOptions = {}): Plugin {
     // a config file holding `null` is a config error, not a request for the demo
     const raw = env.configFile !== undefined ? env.config : (env.config ?? options.defaultConfig);
     const baseDir = env.configFile ? env.configDir : (options.defaultConfigDir ?? env.configDir);
-    const config = loadImageConfig(raw, baseDir);
+    const config = loadImageConfig(raw, baseDir, env.willRun ?? true);
     const choice = driverChoice(process.env['ZFS_DRIVER'] ?? options.driver ?? 'auto');
     checkZfsTimeout();
     let layout: PoolLayout;

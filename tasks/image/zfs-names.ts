@@ -100,7 +100,12 @@ const PROPERTY_VALUES: Readonly<Record<PropertyScope, Readonly<Record<string, Va
       rule: 'a power of two from 512 to 16M, like "128K" or "1M"',
     },
     // the image's fileSystems are legacy mounts at each dataset's "mount"; none is for a dataset never mounted
-    mountpoint: { allows: (v) => v === 'legacy' || v === 'none', rule: 'legacy (or none, for a dataset that is never mounted): the image mounts datasets as legacy mounts where "mount" says' },
+    // a dataset with a "mount" must end up legacy (checked with the datasets); one without may be
+    // left to ZFS to mount where its mountpoint says, or never (none)
+    mountpoint: {
+      allows: (v) => v === 'legacy' || v === 'none' || (v.startsWith('/') && !v.split('/').some((c) => c === '.' || c === '..')),
+      rule: 'legacy, none, or an absolute path (for a dataset without "mount", which ZFS then mounts itself)',
+    },
   },
 };
 

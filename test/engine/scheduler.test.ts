@@ -108,6 +108,33 @@ describe('scheduler', () => {
     expect(cleaned).toEqual(['daemon stopped']);
   });
 
+  it('an engine error inside a transaction fails one member and skips the others, which never started', async () => {
+    const store = openCache(path.join(dir, 'cache'));
+    let broken = false;
+    const mount: GraphNode = {
+      kind: 'resource', id: 'mount', stage: 'mount', title: 'mount', deps: [], inputs: {}, version: 1,
+      acquire: async () => undefined,
+      release: async () => undefined,
+    };
+    // the second user's cache check throws once its entry exists: an error of the engine's own
+    const checked: Task = {
+      ...task('export', ['mount', 'install'], async () => ({ out: 2 })),
+      checkCached: async () => {
+        if (broken) throw new Error('check broke');
+        return undefined;
+      },
+    };
+    const graph = buildGraph([mount, task('install', ['mount'], async () => ({ out: 1 })), checked]);
+    if (!graph.ok) throw new Error('bad graph');
+    const run = () =>
+      schedule({ graph: graph.value, ids: ['mount', 'install', 'export'], store, reporter: { begin: () => undefined, event: () => undefined, end: () => undefined }, concurrency: 2, signal: new AbortController().signal });
+    expect((await run()).ok).toBe(true);
+    broken = true;
+    const summary = await run();
+    expect(summary.tasks.filter((t) => t.status === 'failed').map((t) => t.reason)).toEqual(['check broke']);
+    expect(summary.tasks.filter((t) => t.status === 'skipped')).toHaveLength(2);
+  });
+
   it('a signal during the run-end cleanups, once every task ran or came from the cache, leaves the build complete (the unneeded resource too)', async () => {
     const store = openCache(path.join(dir, 'cache'));
     const controller = new AbortController();

@@ -64,6 +64,28 @@ describe('config errors on the command line', () => {
     });
   }
 
+  it('lets plan and logs look at a config whose toplevel is gone from the store (nix-collect-garbage), while build refuses it', async () => {
+    const file = path.join(dir, 'gone.json');
+    const gone = `/nix/store/${'0'.repeat(32)}-collected`;
+    await writeFile(file, patched({ system: { toplevel: gone } }));
+    const look = (...args: string[]) =>
+      execa(process.execPath, ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args, '--config', file, '--cache-dir', path.join(dir, 'cache'), '--out', path.join(dir, 'out')], {
+        reject: false,
+        cwd: ROOT,
+        env: { CI: '1' },
+      });
+    const plan = await look('plan');
+    expect(plan.exitCode, plan.stderr).toBe(0);
+    expect(plan.stdout).toMatch(/^system\s+run\s+never built$/m);
+    const logs = await look('logs', 'install');
+    expect(logs.exitCode).toBe(1); // no log yet: the answer, not a config error
+    expect(logs.stderr).toMatch(/^install: no log yet/m);
+    const build = await look('build');
+    expect(build.exitCode).toBe(2);
+    expect(build.stderr).toMatch(/config: system\.toplevel: must exist on this host/);
+    expect((await readdir(dir)).filter((n) => n === 'cache' || n === 'out')).toEqual([]);
+  });
+
   it('refuses a zfs command time limit that is not a number of seconds', async () => {
     const result = await buildWith(patched({}), { ZFS_IMAGE_ZFS_TIMEOUT: '2m' });
     expect(result.exitCode).toBe(2);

@@ -590,9 +590,15 @@ describe('property values', () => {
     expect(valid(fs({ constructor: 'x' })).rootPoolFilesystemProperties).toMatchObject({ constructor: 'x' });
   });
 
-  it('keeps mountpoint legacy (none only where nothing mounts), as the image mounts datasets as legacy mounts', () => {
-    expect(issueAt(fs({ mountpoint: '/tank' }), 'rootPoolFilesystemProperties.mountpoint').message).toMatch(/^must be legacy \(or none, for a dataset that is never mounted\)/);
-    expect(issueAt(dataset({ mountpoint: '/srv' }), 'datasets.tank/data.properties.mountpoint').message).toContain('must be legacy');
+  it('keeps mountpoint legacy where a dataset has a mount; one without may have none or a path ZFS mounts itself', () => {
+    expect(issueAt(fs({ mountpoint: 'somewhere' }), 'rootPoolFilesystemProperties.mountpoint').message).toMatch(/^must be legacy, none, or an absolute path/);
+    // no mount: left to ZFS, as the seed allows
+    expect(valid(dataset({ mountpoint: '/srv' })).datasets['tank/data']?.properties).toEqual({ mountpoint: '/srv' });
+    // with a mount, a path is refused like none: the image's legacy mount would not mount it
+    expect(issueAt(dataset({ mountpoint: '/srv' }, '/data'), 'datasets.tank/data.properties.mountpoint').message).toBe(
+      "is /srv, but a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs, which refuses a dataset ZFS mounts itself)",
+    );
+    expect(issueAt(fs({ mountpoint: '/tank' }), 'datasets.tank/root.mount').message).toContain('inherits mountpoint=/tank from rootPoolFilesystemProperties');
     expect(issueAt(dataset({ mountpoint: 'none' }, '/data'), 'datasets.tank/data.properties.mountpoint').message).toBe(
       "is none, but a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs, which refuses none)",
     );

@@ -443,11 +443,11 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
     if (pid === undefined) return ctx.skip();
     const hung: Error[] = [];
     const pause = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
-    // it asks every quarter of the limit: a few times in 2.6 s, each given 3.2 s, far more than a
-    // healthy daemon needs even on a loaded machine (a hang limit, not a timing)
+    // it asks every quarter of the limit (0.8 s), each ask given 3.2 s, far more than a healthy daemon
+    // needs even on a loaded machine (a hang limit, not a timing); watched past the first verdict (4 s)
     const healthy = createZfsFuseDriver({ exec: createExec({ killGraceMs: 200 }), commandTimeoutMs: 3200 });
     const stopHealthy = healthy.watch!((error) => hung.push(error));
-    await pause(2600);
+    await pause(5000);
     stopHealthy();
     expect(hung).toEqual([]);
     const watcher = createZfsFuseDriver({ exec: createExec({ killGraceMs: 200 }), commandTimeoutMs: 400 });
