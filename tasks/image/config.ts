@@ -226,13 +226,25 @@ function checkDatasets(config: Record<string, unknown>, ctx: z.core.$RefinementC
 function checkUnmountable(config: Record<string, unknown>, datasets: Record<string, unknown>, ctx: z.core.$RefinementCtx) {
   const mountpointIn = (props: unknown): unknown => (isPlainObject(props) ? props['mountpoint'] : undefined);
   const own = (name: string): unknown => mountpointIn(isPlainObject(datasets[name]) ? datasets[name]['properties'] : undefined);
+  let unsetReported = false;
   for (const [name, dataset] of Object.entries(datasets)) {
     if (!isPlainObject(dataset) || typeof dataset['mount'] !== 'string') continue;
     // its own value, else the nearest listed parent's, else the root file system's (parents zfs create -p makes inherit that)
     const parents = Object.keys(datasets).filter((p) => name.startsWith(`${p}/`)).sort((a, b) => b.length - a.length);
     const setter = [name, ...parents].find((d) => own(d) !== undefined);
     const value = setter === undefined ? mountpointIn(config['rootPoolFilesystemProperties']) : own(setter);
-    // unset everywhere is ZFS's own default, as the seed allows; set, it must be legacy
+    if (value === undefined) {
+      // unset everywhere: ZFS's default, a path, which a legacy mount refuses (said once, not per dataset)
+      if (!unsetReported) {
+        unsetReported = true;
+        ctx.addIssue({
+          code: 'custom',
+          path: ['rootPoolFilesystemProperties'],
+          message: `has no mountpoint, so datasets get ZFS's default (a path), but a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs): add "mountpoint": "legacy", or set it on each dataset with a mount`,
+        });
+      }
+      continue;
+    }
     if (typeof value !== 'string' || value === 'legacy') continue;
     const needs = `a dataset with a mount needs mountpoint=legacy (the image's fileSystems mount it with mount -t zfs, which refuses ${value === 'none' ? 'none' : 'a dataset ZFS mounts itself'})`;
     if (setter === name) {

@@ -45,10 +45,11 @@ describe('config errors on the command line', () => {
     ['property value with shell syntax', { rootPoolProperties: { autoexpand: 'on;reboot' } }, /config: rootPoolProperties.autoexpand: /],
     ['missing configFile', { configFile: 'nope.nix' }, /config: configFile: Nix file not found/],
     ['postVM not a string', { postVM: 1 }, /config: postVM: must be a string/],
-    ['a property zfs-fuse cannot set, asked for by name', { rootPoolFilesystemProperties: { compression: 'zstd' } }, /compression=zstd: .*zfs-fuse/],
+    ['a property zfs-fuse cannot set, asked for by name', { rootPoolFilesystemProperties: { compression: 'zstd', mountpoint: 'legacy' } }, /compression=zstd: .*zfs-fuse/],
     // wrong in a second way too (rootSize), so that a version without the check refuses the config and never builds
     ...([
       ['an empty key, shown quoted', { '': 1 }, /^error: config: "": unknown key; allowed keys: /m],
+      ['root file system properties without a mountpoint', { rootPoolFilesystemProperties: { compression: 'on' } }, /^error: config: rootPoolFilesystemProperties: has no mountpoint, so datasets get ZFS's default/m],
       ['a property value outside the property\'s set', { rootPoolFilesystemProperties: { atime: 'maybe', mountpoint: 'legacy' } }, /config: rootPoolFilesystemProperties\.atime: must be one of on, off \(got "maybe"\)/],
       ['a numeric owner id above the range', { contents: [{ source: 'motd', target: '/etc/motd', user: '4294967296' }] }, /config: contents\[0\]\.user: a numeric id must be from 0 to 4294967294/],
       ['an expression folder without default.nix', { system: { expression: 'tree' } }, /config: system\.expression: must be a Nix file or a folder holding default\.nix, but .*\/tree is a folder without default\.nix/],

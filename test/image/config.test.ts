@@ -606,6 +606,9 @@ describe('property values', () => {
     const parent = { datasets: { 'tank/root': { mount: '/' }, 'tank/data': { properties: { mountpoint: 'none' } }, 'tank/data/x': { mount: '/x' } } };
     expect(issueAt(parent, 'datasets.tank/data/x.mount').message).toContain('inherits mountpoint=none from datasets.tank/data');
     expect(issueAt(fs({ mountpoint: 'none' }), 'datasets.tank/root.mount').message).toContain('inherits mountpoint=none from rootPoolFilesystemProperties');
+    // set nowhere: ZFS's default path, said once for the whole config
+    const unset = parse({ ...minimal, rootPoolFilesystemProperties: { atime: 'off' }, datasets: { 'tank/root': { mount: '/' }, 'tank/var': { mount: '/var' } } });
+    expect(unset.ok ? [] : unset.errors.map((e) => e.path)).toEqual(['rootPoolFilesystemProperties']);
     // a child that sets legacy itself is fine
     const legacyChild = { ...fs({ mountpoint: 'none' }), datasets: { 'tank/root': { mount: '/', properties: { mountpoint: 'legacy' } } } };
     expect(valid(legacyChild).datasets['tank/root']?.properties).toEqual({ mountpoint: 'legacy' });
