@@ -2,7 +2,7 @@ import cacache from 'cacache';
 import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, readdir, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { ArtifactKind, ArtifactSpec, Json } from '../engine/task.ts';
+import type { ArtifactKind, ArtifactSpec, DependencyOutputs, Json } from '../engine/task.ts';
 import type { Manifest } from './fingerprint.ts';
 import { hashPath, type HashMemo, type StatHash } from './file-hash.ts';
 import { allocatedBytes } from './free-space.ts';
@@ -290,6 +290,17 @@ async function checkStamps(root: string, artifact: StoredArtifact): Promise<stri
     }
   }
   return undefined;
+}
+
+/** What dependents get from an entry: its values and artifact paths, and the artifacts' content hashes. */
+export function entryOutputs(store: CacheStore, entry: CacheEntry): { outputs: DependencyOutputs; hashes: Record<string, string> } {
+  const paths: Record<string, string> = {};
+  const hashes: Record<string, string> = {};
+  for (const [name, artifact] of Object.entries(entry.artifacts)) {
+    paths[name] = store.artifactPath(entry.fingerprint, name);
+    if (artifact.sha256) hashes[name] = artifact.sha256;
+  }
+  return { outputs: { values: entry.values, paths }, hashes };
 }
 
 /** Node reports sub-millisecond mtimes, Deno whole milliseconds: compare what both agree on. */

@@ -102,7 +102,7 @@ export async function main(options: TaskfileOptions, argv: readonly string[], io
     // anything else (a cache folder that cannot be written, say) is one line like every other
     // error; the stack only with --verbose
     io.stderr(`error: ${error instanceof Error ? error.message : String(error)}\n`);
-    if ('verbose' in args && args.verbose && error instanceof Error && error.stack) io.stderr(`${error.stack}\n`);
+    if (args.verbose && error instanceof Error && error.stack) io.stderr(`${error.stack}\n`);
     return 1;
   }
 }

@@ -1,4 +1,4 @@
-import type { CacheEntry, CacheStore } from '../caching/cache-store.ts';
+import { entryOutputs, type CacheEntry, type CacheStore } from '../caching/cache-store.ts';
 import { buildManifest, diffManifests, fingerprintOf, type Manifest } from '../caching/fingerprint.ts';
 import type { HashMemo } from '../caching/file-hash.ts';
 import { sha256 } from '../caching/file-hash.ts';
@@ -196,7 +196,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       if (!options.dryRun) await markUsed(node.id, decision.fingerprint);
       return finish(
         node,
-        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), ...fromEntry(store, decision.entry) },
+        { status: 'cached', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, decision.entry.values), ...entryOutputs(store, decision.entry) },
         { fingerprint: decision.fingerprint },
       );
     }
@@ -224,7 +224,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     const entry = result.entry;
     await finish(
       node,
-      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), ...(entry ? fromEntry(store, entry) : { outputs: { values: result.values, paths: {} } }) },
+      { status: 'ran', reason: decision.why, key: keyAfterRun(node, decision.fingerprint, result.values), ...(entry ? entryOutputs(store, entry) : { outputs: { values: result.values, paths: {} } }) },
       { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint: decision.fingerprint },
     );
   };
@@ -265,7 +265,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
         if (!options.dryRun) await markUsed(user.id, decision.fingerprint);
         // the key dependents see is the same whether the member ran or was found (keyedByValues included)
         const key = keyAfterRun(user, decision.fingerprint, decision.entry!.values);
-        await finish(user, { status: 'cached', reason: decision.why, key, ...fromEntry(store, decision.entry!) }, { fingerprint: decision.fingerprint });
+        await finish(user, { status: 'cached', reason: decision.why, key, ...entryOutputs(store, decision.entry!) }, { fingerprint: decision.fingerprint });
       }
       return;
     }
@@ -398,7 +398,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   };
 }
 
-/** Explains a miss by comparing with the last published run of the same task. */
+/** Explains a miss by comparing with the task's entry the last build used (or published). */
 async function missReason(store: CacheStore, node: GraphNode, manifest: Manifest, detail?: string): Promise<string> {
   if (detail) return `cache entry damaged (${detail})`;
   const last = await store.lastEntry(node.id);
@@ -407,17 +407,6 @@ async function missReason(store: CacheStore, node: GraphNode, manifest: Manifest
   if (changes.length === 0) return 'cache entry missing';
   const shown = changes.slice(0, 3).join(', ');
   return `changed: ${shown}${changes.length > 3 ? ` and ${changes.length - 3} more` : ''}`;
-}
-
-/** What dependents get from an entry: its values and artifact paths, and the artifacts' content hashes. */
-function fromEntry(store: CacheStore, entry: CacheEntry): { outputs: DependencyOutputs; hashes: Record<string, string> } {
-  const paths: Record<string, string> = {};
-  const hashes: Record<string, string> = {};
-  for (const [name, artifact] of Object.entries(entry.artifacts)) {
-    paths[name] = store.artifactPath(entry.fingerprint, name);
-    if (artifact.sha256) hashes[name] = artifact.sha256;
-  }
-  return { outputs: { values: entry.values, paths }, hashes };
 }
 
 /** The key dependents see: the fingerprint, or the hash of the values a task is keyed by. */

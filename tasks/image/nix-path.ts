@@ -1,7 +1,7 @@
 // NIX_PATH read the way Nix reads it.
 
 /** Whether a NIX_PATH value is a URL to Nix rather than a path (its EvalSettings::isPseudoUrl, and flake:). */
-function isNixUrl(value: string): boolean {
+export function isNixUrl(value: string): boolean {
   if (value.startsWith('channel:') || value.startsWith('flake:')) return true;
   const scheme = value.indexOf('://');
   return scheme >= 0 && ['http', 'https', 'file', 'channel', 'git', 's3', 'ssh'].includes(value.slice(0, scheme));

@@ -2,7 +2,7 @@ import { execa } from 'execa';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
-import type { CacheStore } from '../../caching/cache-store.ts';
+import { entryOutputs, type CacheStore } from '../../caching/cache-store.ts';
 import { fingerprintOf } from '../../caching/fingerprint.ts';
 import type { Sweeper } from '../../caching/sweep.ts';
 import { mountsUnder } from '../../execution/mount-table.ts';
@@ -35,9 +35,7 @@ export async function openShell(
   for (const [id, manifest] of manifests) {
     const found = await store.lookup(fingerprintOf(manifest));
     if (!found.ok) continue;
-    const paths: Record<string, string> = {};
-    for (const name of Object.keys(found.value.artifacts)) paths[name] = store.artifactPath(found.value.fingerprint, name);
-    outputs[id] = { values: found.value.values, paths };
+    outputs[id] = entryOutputs(store, found.value).outputs;
   }
   let session: ShellSession | undefined;
   let workDir = '';

@@ -2,8 +2,7 @@ import { copyFile, mkdir, readdir, realpath, rm, writeFile } from 'node:fs/promi
 import path from 'node:path';
 import type { Json, Task, TaskContext } from '../../../lib/engine/task.ts';
 import { whichTool } from '../../../lib/execution/which.ts';
-import { allocatedBytes } from '../../../lib/caching/free-space.ts';
-import { writeWithinFreeSpace } from '../../../lib/caching/free-space.ts';
+import { allocatedBytes, writeWithinFreeSpace } from '../../../lib/caching/free-space.ts';
 import type { ImageConfig } from '../config.ts';
 import { compressionAt, configurationNix, fileSystemsNix, nixosConfigLayout } from '../generators.ts';
 import { copyClosure } from './copy-closure.ts';

@@ -7,7 +7,7 @@ import type { Json, Task } from '../../../lib/engine/task.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import type { SystemSpec } from '../config.ts';
 import { pathKind } from '../config-host.ts';
-import { parseNixPath } from '../nix-path.ts';
+import { isNixUrl, parseNixPath } from '../nix-path.ts';
 import { nixOptions } from '../nix-options.ts';
 
 /** Values the system task publishes. */
@@ -167,7 +167,7 @@ export function resolvedNixPath(nixPath = process.env['NIX_PATH'], home = proces
     .map((entry) => {
       const at = entry.indexOf('=');
       const [prefix, target] = at >= 0 ? [entry.slice(0, at + 1), entry.slice(at + 1)] : ['', entry];
-      return /^[a-z]+:\/\//.test(target) ? entry : `${prefix}${realpathOr(target)}`;
+      return isNixUrl(target) ? entry : `${prefix}${realpathOr(target)}`;
     })
     .join(':');
 }

@@ -29,7 +29,6 @@ const INSTALL_HINT =
   'install ZFS: on Debian or Ubuntu `apt-get install zfsutils-linux` (kernel module) or `apt-get install zfs-fuse` ' +
   '(userspace, for containers and CI); on NixOS set boot.supportedFilesystems = [ "zfs" ]';
 
-
 /** The kernel module shows up in sysfs once loaded. */
 export function zfsModuleLoaded(): boolean {
   return existsSync('/sys/module/zfs');
