@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { hashFileContent } from '../../lib/caching/file-hash.ts';
-import { alive, ROOT, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
+import { ROOT, toyProject, type ToyProject } from '../helpers/toy.ts';
+import { running, until } from '../helpers/wait.ts';
 
 const DENO = path.join(ROOT, 'node_modules/.bin/deno');
 const deno = (args: string[]) => execa(DENO, ['run', '-A', ...args], { cwd: ROOT, reject: false, env: { CI: '1' } });
@@ -90,13 +91,13 @@ describe('Deno', () => {
     // deno itself, not a wrapper, so the signal reaches the runner
     const run = execa(DENO, ['run', '-A', 'test/fixtures/toy-taskfile.ts', 'build', 'c', ...config], { cwd: ROOT, reject: false, env: { CI: '1' } });
     try {
-      await waitFor(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0, 60_000);
+      await until(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0, 'the grandchild pid', 60_000);
       const grandchild = Number(await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8'));
       run.kill('SIGINT');
       const result = await run;
       expect(result.exitCode, result.stderr).toBe(1);
       expect(result.stderr).toContain('SIGINT: stopping running tasks, cleaning up');
-      await waitFor(async () => !alive(grandchild), 5_000);
+      await until(async () => !(await running(grandchild)), 'the grandchild to end', 5_000);
       expect(await readdir(path.join(toy.cache, 'artifacts')).catch(() => [])).toEqual([]);
       expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
     } finally {

@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createHostLock } from '../../lib/execution/host-lock.ts';
-import { ROOT, waitFor } from '../helpers/toy.ts';
+import { ROOT } from '../helpers/toy.ts';
+import { until } from '../helpers/wait.ts';
 
 let dir: string;
 let lockFile: string;
@@ -25,7 +26,7 @@ describe.each(['perl', 'sh'] as const)('host lock held by %s', (helper) => {
     const lock = createHostLock(lockFile, { helper });
     await lock.hold(async () => undefined); // creates sub/
     const other = execa('flock', ['-x', lockFile, 'sh', '-c', `echo other-in >> ${trace}; sleep 0.5; echo other-out >> ${trace}`]);
-    await waitFor(async () => (await readFile(trace, 'utf8').catch(() => '')).includes('other-in'));
+    await until(async () => (await readFile(trace, 'utf8').catch(() => '')).includes('other-in'), 'the other holder to enter', 20_000);
     await lock.hold(() => appendFile(trace, 'ours\n'));
     await other;
     expect((await readFile(trace, 'utf8')).split('\n').filter(Boolean)).toEqual(['other-in', 'other-out', 'ours']);
@@ -92,7 +93,7 @@ setInterval(() => undefined, 1000);`;
     expect(result.stdout).toContain('held after SIGINT');
     expect(result.exitCode).toBe(0);
     // no helper outlives the process that started it
-    await waitFor(async () => (await execa('pgrep', ['-f', lockFile], { reject: false })).exitCode === 1, 5000);
+    await until(async () => (await execa('pgrep', ['-f', lockFile], { reject: false })).exitCode === 1, 'no process holding the lock file', 5000);
     expect(await free()).toBe(true);
   });
 

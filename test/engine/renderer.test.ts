@@ -3,7 +3,8 @@ import { execa } from 'execa';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ROOT, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
+import { ROOT, toyProject, type ToyProject } from '../helpers/toy.ts';
+import { until } from '../helpers/wait.ts';
 
 let toy: ToyProject;
 let session: string;
@@ -32,11 +33,11 @@ describe('listr2 renderer on a TTY', () => {
     await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
     // mid-run: a is done, b and c sleep, d waits for them (the first frame shows all four waiting)
     let during = '';
-    await waitFor(async () => /✔ a: toy a \[\d+/.test((during = await screen())), 20_000);
+    await until(async () => /✔ a: toy a \[\d+/.test((during = await screen())), 'a finished with its time', 20_000);
     expect(during).toMatch(/d: toy d \(waiting\)/);
     expect(during).toMatch(/b: toy b/);
     expect(during).toMatch(/c: toy c/);
-    await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 30_000);
+    await until(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 'the build to exit', 30_000);
     expect((await readFile(exitFile, 'utf8')).trim()).toBe('0');
     const after = await screen();
     for (const id of ['a', 'b', 'c', 'd']) expect(after).toMatch(new RegExp(`✔ ${id}: toy ${id} \\[\\d`));
@@ -49,7 +50,7 @@ describe('listr2 renderer on a TTY', () => {
     const exitFile = path.join(toy.dir, 'exit');
     const command = `cd ${ROOT}; env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}; echo $? > ${exitFile}; sleep 60`;
     await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
-    await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 30_000);
+    await until(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 'the build to exit', 30_000);
     const after = await screen();
     expect(after).toMatch(/a: toy a: cached \(fresh in cache\)/);
     expect(after).toMatch(/0 ran, 4 cached/);
@@ -61,9 +62,9 @@ describe('listr2 renderer on a TTY', () => {
     const command = `cd ${ROOT}; env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}; echo $? > ${exitFile}; sleep 60`;
     await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
     const grandchildFile = path.join(toy.markers, 'grandchild.pid');
-    await waitFor(async () => (await readFile(grandchildFile, 'utf8').catch(() => '')).trim() !== '', 20_000);
+    await until(async () => (await readFile(grandchildFile, 'utf8').catch(() => '')).trim() !== '', 'the grandchild pid', 20_000);
     await execa('tmux', ['send-keys', '-t', session, 'C-c']);
-    await waitFor(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 30_000);
+    await until(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 'the build to exit', 30_000);
     expect((await readFile(exitFile, 'utf8')).trim()).toBe('1');
     expect(await screen()).toMatch(/^interrupted in .*: /m);
     await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow(/ENOENT/);

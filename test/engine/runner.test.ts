@@ -4,7 +4,8 @@ import { existsSync } from 'node:fs';
 import { lstat, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { alive, toyProject, waitFor, type ToyProject } from '../helpers/toy.ts';
+import { toyProject, type ToyProject } from '../helpers/toy.ts';
+import { running, until } from '../helpers/wait.ts';
 
 let toy: ToyProject;
 beforeEach(async () => {
@@ -300,7 +301,7 @@ describe('build, cache and resume', () => {
 
 describe('interruption', () => {
   const waitForGrandchild = () =>
-    waitFor(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0);
+    until(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0, 'the grandchild pid', 20_000);
 
   it('Ctrl-C kills the child and its grandchild, runs cleanups, publishes nothing, exits 1 (interrupted)', async () => {
     await toy.configure({ hang: 'c' });
@@ -308,12 +309,12 @@ describe('interruption', () => {
     await waitForGrandchild();
     const child = Number(await readFile(path.join(toy.markers, 'child.pid'), 'utf8'));
     const grandchild = Number(await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8'));
-    expect(alive(grandchild)).toBe(true);
+    expect(await running(grandchild)).toBe(true);
     run.kill('SIGINT');
     const result = await run;
     expect(result.exitCode).toBe(1);
     expect(result.stdout).toMatch(/^interrupted in /m);
-    await waitFor(async () => !alive(child) && !alive(grandchild), 5000);
+    await until(async () => !(await running(child)) && !(await running(grandchild)), 'both commands to end', 5000);
     expect(await readdir(path.join(toy.cache, 'artifacts')).catch(() => [])).toEqual([]);
     expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
     expect(await readdir(path.join(toy.cache, 'work')).catch(() => [])).toEqual([]);
@@ -323,7 +324,7 @@ describe('interruption', () => {
   it('Ctrl-C after every task finished (during a run-end cleanup) lets the cleanup finish and reports the build done, exit 0', async () => {
     await toy.configure({ slowRunEnd: 2 });
     const run = toy.start('build', 'a');
-    await waitFor(async () => existsSync(path.join(toy.markers, 'run-end.started')));
+    await until(() => existsSync(path.join(toy.markers, 'run-end.started')), 'the run-end cleanup to start', 20_000);
     run.kill('SIGINT');
     const result = await run;
     expect(result.stderr).toContain('SIGINT: stopping running tasks, cleaning up');
@@ -343,7 +344,7 @@ describe('interruption', () => {
     const result = await run;
     expect(result.exitCode).toBe(1);
     expect(result.stderr).toContain('SIGHUP: stopping running tasks, cleaning up');
-    await waitFor(async () => !alive(grandchild), 5000);
+    await until(async () => !(await running(grandchild)), 'the grandchild to end', 5000);
     expect(await readdir(path.join(toy.cache, 'staging')).catch(() => [])).toEqual([]);
     await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
   });
@@ -394,7 +395,7 @@ describe('interruption', () => {
     const waiting = toy.start('build', 'a');
     let said = '';
     waiting.stderr?.on('data', (chunk: Buffer) => (said += chunk.toString()));
-    await waitFor(async () => /waiting for another run \(pid \d+, build\)/.test(said));
+    await until(() => /waiting for another run \(pid \d+, build\)/.test(said), 'the waiting notice', 20_000);
     expect(await toy.runs()).not.toContain('a'); // it really waits
     first.kill('SIGINT');
     await first;

@@ -7,6 +7,7 @@ import { otherZfsUsers, ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-sessi
 import { detachDeadMounts, stopZfsFuseProcess } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { createExec } from '../../lib/execution/exec.ts';
 import { children, releaseAndRemove, withStatus } from './reliability.ts';
+import { sleep } from './wait.ts';
 
 /** A scratch image project: config, cache and output folders in a temporary folder. */
 export interface ImageProject {
@@ -189,9 +190,9 @@ async function startOrReuse(work: string, marker: string): Promise<{ stop(): Pro
     const started = await execa('zfs-fuse', ['--pidfile', pidFile, '--no-kstat-mount'], { reject: false });
     if (started.exitCode === 0) break;
     if (attempt >= 60) throw new Error(`zfs-fuse did not start: ${started.stderr || `exit ${started.exitCode}`}`);
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
-  for (let i = 0; i < 100 && !(await answers()); i++) await new Promise((r) => setTimeout(r, 100));
+  for (let i = 0; i < 100 && !(await answers()); i++) await sleep(100);
   const pid = Number((await readFile(pidFile, 'utf8')).trim());
   return {
     async stop() {
@@ -207,6 +208,6 @@ async function startOrReuse(work: string, marker: string): Promise<{ stop(): Pro
 async function killStuckZfsFuse(): Promise<void> {
   console.warn('zfs-fuse stopped answering: killing it and detaching its mounts so later tests do not hang');
   await execa('pkill', ['-KILL', '-x', 'zfs-fuse'], { reject: false });
-  await new Promise((r) => setTimeout(r, 500));
+  await sleep(500);
   await detachDeadMounts(createExec());
 }

@@ -8,6 +8,7 @@ import { mountsUnder } from '../../lib/execution/mount-table.ts';
 import { nixOptions } from '../../tasks/image/nix-options.ts';
 import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
 import { ROOT } from './toy.ts';
+import { sleep, until } from './wait.ts';
 
 /** A pool name no other test (or a second copy of this suite) uses: `<stem><6 hex>`. */
 export function uniquePool(stem: string): string {
@@ -101,24 +102,6 @@ export function killProcessGroup(pid: number): void {
   } catch {
     // already gone
   }
-}
-
-/** True while a process exists and is not a zombie. */
-export async function running(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  return stat !== '' && stat[stat.lastIndexOf(')') + 2] !== 'Z';
-}
-
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Polls `check` until it holds; throws `what` after `ms`. */
-export async function until(check: () => Promise<boolean> | boolean, what: string, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await sleep(100);
-  }
-  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
 }
 
 /** Collects a running child's stderr as it comes, to wait for a line before the child ends. */

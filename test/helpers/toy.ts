@@ -75,23 +75,3 @@ export async function toyProject(): Promise<ToyProject> {
     },
   };
 }
-
-/** Waits until `check` is true, polling; throws after `ms`. */
-export async function waitFor(check: () => Promise<boolean>, ms = 20_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('timed out waiting');
-}
-
-/** True while a pid exists. */
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}

@@ -5,9 +5,8 @@ import { copyFile, lstat, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { nixOptions } from '../../tasks/image/nix-options.ts';
 import { DEMO, imageProject, ran, withImportedPool, type ImageProject } from '../helpers/image.ts';
-import { leftovers, uniquePool } from '../helpers/reliability.ts';
+import { demoSystem, leftovers, uniquePool } from '../helpers/reliability.ts';
 
 const POOL = uniquePool('itank');
 const BIOS_BOOT = '21686148-6449-6E6F-744E-656564454649';
@@ -95,7 +94,7 @@ describe('a fresh build of the image pair', () => {
       expect(d.sha256).toBe((await execa('sha256sum', [full])).stdout.split(' ')[0]);
     }
     // the toplevel the demo expression builds, found by nix itself
-    const toplevel = (await execa('nix-build', [DEMO.system, '--no-out-link', ...nixOptions()])).stdout.trim();
+    const toplevel = await demoSystem();
     expect(info.system.toplevel).toBe(toplevel);
     // the datasets as configured, in the config's order
     const configured = JSON.parse(await readFile(project.configFile, 'utf8')) as { datasets: Record<string, { mount: string; properties?: Record<string, string> }> };
@@ -199,7 +198,7 @@ describe('incremental rebuilds', () => {
   });
 
   it('a new system toplevel reruns install and what follows, nothing before it', async () => {
-    const other = (await execa('nix-build', [DEMO.system, '--argstr', 'label', 'other', '--no-out-link', ...nixOptions()])).stdout.trim();
+    const other = await demoSystem('--argstr', 'label', 'other');
     await project.configure({ system: { toplevel: other } });
     const result = await project.build();
     expect(result.exitCode, result.stderr).toBe(0);

@@ -1,24 +1,12 @@
 import { access, constants, lstat, mkdir, mkdtemp, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createExec } from '../../lib/execution/exec.ts';
-import { nixOptions } from '../../tasks/image/nix-options.ts';
+import { demoSystem } from '../helpers/reliability.ts';
 
 const exec = createExec();
-const systemNix = fileURLToPath(new URL('../../tasks/image/demo/system.nix', import.meta.url));
 const isRoot = process.getuid?.() === 0;
-
-/** Builds the demo system with extra nix-build arguments; no binary cache on these machines. */
-async function buildSystem(...extra: string[]): Promise<string> {
-  const { stdout } = await exec(
-    'nix-build',
-    [systemNix, '--no-out-link', ...nixOptions(), ...extra],
-    { quiet: true },
-  );
-  return stdout.trim();
-}
 
 async function closureOf(storePath: string): Promise<string[]> {
   const { stdout } = await exec('nix-store', ['-qR', storePath], { quiet: true });
@@ -37,7 +25,7 @@ let closure: string[];
 const temps: string[] = [];
 
 beforeAll(async () => {
-  toplevel = await buildSystem();
+  toplevel = await demoSystem();
   closure = await closureOf(toplevel);
 }, 120_000);
 afterAll(async () => {
@@ -66,11 +54,11 @@ describe('demo system build', () => {
   });
 
   it('builds other toplevels from its arguments', async () => {
-    const other = await buildSystem('--argstr', 'label', 'other');
-    const failing = await buildSystem('--arg', 'failSwitch', 'true');
+    const other = await demoSystem('--argstr', 'label', 'other');
+    const failing = await demoSystem('--arg', 'failSwitch', 'true');
     expect(new Set([toplevel, other, failing]).size).toBe(3);
     expect(other).toMatch(/-nixos-system-other-/);
-    expect(await buildSystem()).toBe(toplevel);
+    expect(await demoSystem()).toBe(toplevel);
   }, 120_000);
 });
 
@@ -147,7 +135,7 @@ describe.skipIf(!isRoot)('demo system chrooted in an image root', () => {
   });
 
   it('fails on purpose when built with failSwitch', async () => {
-    const failing = await buildSystem('--arg', 'failSwitch', 'true');
+    const failing = await demoSystem('--arg', 'failSwitch', 'true');
     const root = await imageRoot(failing);
     const result = await exec('chroot', [root, `${failing}/bin/switch-to-configuration`, 'boot'], {
       env: install,

@@ -12,10 +12,10 @@ import {
   entries,
   importedPools,
   leftovers,
-  sleep,
   uniquePool,
   watchStderr,
 } from '../helpers/reliability.ts';
+import { sleep } from '../helpers/wait.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 
 let scratch: string;

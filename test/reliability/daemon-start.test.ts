@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
 import { findProgram } from '../../lib/execution/which.ts';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
-import { cleanupSteps, importedPools, uniquePool, until, zfsFuseDaemons } from '../helpers/reliability.ts';
+import { cleanupSteps, importedPools, uniquePool, zfsFuseDaemons } from '../helpers/reliability.ts';
+import { until } from '../helpers/wait.ts';
 
 const POOL = uniquePool('rds');
 let scratch: string | undefined;

@@ -12,14 +12,13 @@ import {
   children,
   cleanupSteps,
   leftovers,
-  running,
   uniquePool,
-  until,
   withStatus,
   zfsFuseDaemons,
   zfsFuseStarter,
   ZFS_FUSE_STARTER_FILE,
 } from '../helpers/reliability.ts';
+import { running, until } from '../helpers/wait.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 import { detachDeadMounts, stopZfsFuseProcess } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { otherZfsUsers, useZfs } from '../../tasks/image/stages/zfs-session.ts';

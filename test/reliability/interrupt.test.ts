@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, ran, type ImageProject } from '../helpers/image.ts';
-import { cleanupSteps, jsonEvents, uniquePool, until, zfsFuseDaemons } from '../helpers/reliability.ts';
+import { cleanupSteps, jsonEvents, uniquePool, zfsFuseDaemons } from '../helpers/reliability.ts';
+import { until } from '../helpers/wait.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 
 const POOL = uniquePool('rint');

@@ -17,15 +17,14 @@ import {
   jsonEvents,
   killProcessGroup,
   leftovers,
-  running,
   stopDaemonOfDeadRuns,
   uniquePool,
-  until,
   withStatus,
   zfsFuseDaemons,
   zfsFuseStarter,
   ZFS_FUSE_STARTER_FILE,
 } from '../helpers/reliability.ts';
+import { running, until } from '../helpers/wait.ts';
 import { otherZfsUsers } from '../../tasks/image/stages/zfs-session.ts';
 import { makeShims, type Shims } from '../helpers/shims.ts';
 

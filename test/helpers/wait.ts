@@ -1,0 +1,20 @@
+import { readFile } from 'node:fs/promises';
+
+/** Resolves after `ms` milliseconds. */
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `check` every 100 ms until it holds; throws, naming `what`, after `ms`. */
+export async function until(check: () => Promise<boolean> | boolean, what: string, ms = 60_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+/** True while a process exists and is not a zombie (a dead child nobody reaped yet counts as gone). */
+export async function running(pid: number): Promise<boolean> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat !== '' && stat[stat.lastIndexOf(')') + 2] !== 'Z';
+}
