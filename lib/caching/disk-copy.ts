@@ -1,14 +1,27 @@
 import { execFile } from 'node:child_process';
+import path from 'node:path';
 import { promisify } from 'node:util';
+import { allocatedSize, ensureFreeSpace } from './free-space.ts';
 
 const run = promisify(execFile);
 
 /**
- * Copies a disk image keeping its holes: `cp --reflink=auto --sparse=always`.
- * Node's copyFile and streams write every zero and would fill a sparse image.
+ * Copies a disk image keeping its holes: `cp --reflink=auto --sparse=always`, after
+ * ensureRoomForCopy. Node's copyFile and streams write every zero and would fill a sparse image.
  */
 export async function copyDisk(source: string, destination: string, signal?: AbortSignal): Promise<void> {
+  await ensureRoomForCopy(source, destination);
   await run('cp', copyDiskArgs(source, destination), { signal });
+}
+
+/**
+ * Fails early, with the numbers, unless the destination's file system has room for the source's
+ * allocated bytes (what a sparse copy writes); returns them. Better than ENOSPC half-way through.
+ */
+export async function ensureRoomForCopy(source: string, destination: string): Promise<number> {
+  const needed = await allocatedSize(source);
+  await ensureFreeSpace(path.dirname(destination), needed, `a copy of ${path.basename(source)}`);
+  return needed;
 }
 
 /** The argv after `cp` that copyDisk runs (task logs show it as a command). */

@@ -3,8 +3,8 @@ import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { safeName, type CacheEntry, type CacheStore } from '../caching/cache-store.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
-import { copyDiskArgs } from '../caching/disk-copy.ts';
-import { allocatedSize, ensureFreeSpace } from '../caching/free-space.ts';
+import { copyDiskArgs, ensureRoomForCopy } from '../caching/disk-copy.ts';
+import { allocatedSize } from '../caching/free-space.ts';
 import { formatBytes } from '../logging/format.ts';
 import { mountsUnder } from './mount-table.ts';
 import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
@@ -228,8 +228,7 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
       cleanups.push(fn);
     },
     copyDisk: async (source, destination) => {
-      const needed = await allocatedSize(source);
-      await ensureFreeSpace(path.dirname(destination), needed, `a copy of ${path.basename(source)}`);
+      const needed = await ensureRoomForCopy(source, destination);
       // Progress for copies that take a while: the destination's allocated bytes against the source's.
       const started = Date.now();
       const timer = setInterval(() => {

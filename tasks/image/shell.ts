@@ -9,7 +9,6 @@ import { diskFile } from './stages/create-disks.ts';
 import type { PoolLayout } from './stages/pool-layout.ts';
 import type { MountState } from './zfs/driver.ts';
 import { useZfs } from './stages/zfs-session.ts';
-import { allocatedSize, ensureFreeSpace } from '../../lib/caching/free-space.ts';
 
 /** Which published root and boot disks hold a stage's state: the latest checkpoint at or before it. */
 function checkpointsFor(available: readonly string[]): { root?: string; boot?: string } {
@@ -38,12 +37,12 @@ export function imageShell(config: ImageConfig, layout: PoolLayout): ShellProvid
         const disk = path.join(workDir, diskFile('root'));
         const root = path.join(workDir, 'root');
         await mkdir(root);
-        await ensureFreeSpace(workDir, await allocatedSize(outputs[rootTask]!.paths[diskFile('root')]!), `a copy of ${rootTask}'s root disk`);
+        // copied first: a disk that does not fit fails before a daemon is started for it
+        log(`copying ${rootTask}'s root disk`);
+        await copyDisk(outputs[rootTask]!.paths[diskFile('root')]!, disk);
         const driver = layout.makeDriver(exec);
         const use = await useZfs(driver, exec, log);
         undo.push(() => use.release());
-        log(`copying ${rootTask}'s root disk`);
-        await copyDisk(outputs[rootTask]!.paths[diskFile('root')]!, disk);
         const pool = await driver.importPool({ pool: config.rootPoolName, vdev: disk, root });
         const mounts = mountOrder(config.datasets).map((m) => ({ dataset: m.name, mount: m.mount }));
         let state: MountState = { mounted: [], restore: [] };

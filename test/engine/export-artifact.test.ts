@@ -72,6 +72,30 @@ describe('exportArtifact', () => {
     expect(await readdir(dir)).toEqual([]);
   });
 
+  it('refuses a copy across file systems that would not fit, with the numbers, before writing any of it', async () => {
+    other = await mkdtemp(path.join(tmpdir(), 'export-small-'));
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', other]);
+    try {
+      const source = path.join(dir, 'artifact.raw');
+      await execa('truncate', ['-s', '1G', source]); // large but sparse: only its 8 MiB of data count
+      await execa('dd', ['if=/dev/urandom', `of=${source}`, 'bs=1M', 'count=8', 'seek=100', 'conv=notrunc', 'status=none']);
+      const out = path.join(other, 'nixos.root.img');
+      await expect(exportArtifact(source, out)).rejects.toThrow(
+        new RegExp(`^not enough space for a copy of artifact\\.raw in ${other}: needs 8\\.0 MiB, \\d+(\\.\\d)? (KiB|MiB) free$`),
+      );
+      expect(await readdir(other)).toEqual([]);
+      // a sparse disk whose data fits is copied, holes and all
+      await execa('truncate', ['-s', '1G', source]);
+      await execa('fallocate', ['--punch-hole', '--offset', '0', '--length', String(1024 * 1024 * 1024), source]);
+      await execa('dd', ['if=/dev/urandom', `of=${source}`, 'bs=1M', 'count=1', 'seek=100', 'conv=notrunc', 'status=none']);
+      expect(await exportArtifact(source, out)).toBe(true);
+      expect((await stat(out)).size).toBe(1024 * 1024 * 1024);
+      expect(await readdir(other)).toEqual(['nixos.root.img']);
+    } finally {
+      await execa('umount', [other], { reject: false });
+    }
+  });
+
   it('leaves no hidden temporary when the rename fails', async () => {
     const source = path.join(dir, 'artifact.raw');
     await writeFile(source, 'disk');
