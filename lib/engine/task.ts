@@ -56,8 +56,14 @@ export interface TaskContext<I extends Json = Json> {
    * Registers a cleanup for the end of the whole run (after the last task, on failure and abort too),
    * once per key: for services several tasks share, such as a daemon the build started.
    */
-  atRunEnd(key: string, fn: () => Promise<void> | void): void;
+  atRunEnd(key: string, fn: (note: RunNote) => Promise<void> | void): void;
 }
+
+/**
+ * Tells the user something at the end of a run, when no task's log is open any more: a build note
+ * (`--json`: a `notice` event); `warn` ones are shown as warnings.
+ */
+export type RunNote = (level: 'info' | 'warn', message: string) => void;
 
 /**
  * A file or folder whose content goes into the fingerprint. `ignore` lists what the task never

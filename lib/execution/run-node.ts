@@ -9,7 +9,7 @@ import { formatBytes } from '../logging/format.ts';
 import { mountsUnder } from './mount-table.ts';
 import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
-import type { DependencyOutputs, Json, ResourceTask, Task, TaskContext } from '../engine/task.ts';
+import type { DependencyOutputs, Json, ResourceTask, RunNote, Task, TaskContext } from '../engine/task.ts';
 import type { Reporter } from '../logging/events.ts';
 import { CommandError } from './command-error.ts';
 import { createExec, formatCommand } from './exec.ts';
@@ -29,7 +29,7 @@ export interface NodeRun {
   readonly manifest: Manifest;
   readonly fingerprint: string;
   /** Run-scoped cleanups by key (see TaskContext.atRunEnd). */
-  readonly runEnd: Map<string, () => Promise<void> | void>;
+  readonly runEnd: Map<string, (note: RunNote) => Promise<void> | void>;
 }
 
 /** A finished task run: its values and published entry, or why it failed. */

@@ -5,7 +5,7 @@ import { sha256 } from '../caching/file-hash.ts';
 import { canonicalJson } from '../caching/canonical-json.ts';
 import { exportArtifacts } from '../caching/export-artifact.ts';
 import type { Graph } from '../engine/graph.ts';
-import { isResource, type DependencyOutputs, type GraphNode, type Json, type Task } from '../engine/task.ts';
+import { isResource, type DependencyOutputs, type GraphNode, type Json, type RunNote, type Task } from '../engine/task.ts';
 import type { Reporter, RunSummary, SummaryRow, TaskStatus } from '../logging/events.ts';
 import { holdResource, runTask, type NodeRun, type TaskRun } from './run-node.ts';
 import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
@@ -179,7 +179,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
     );
   };
 
-  const runEnd = new Map<string, () => Promise<void> | void>();
+  const runEnd = new Map<string, (note: RunNote) => Promise<void> | void>();
   const context = (run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun => ({ store, reporter, signal, runEnd, ...run });
 
   /** One plain task. */
@@ -372,9 +372,10 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   // every unit settles before the run's cleanups, even when one threw: a daemon the run started is stopped either way
   const settled = await Promise.allSettled(units.map(startUnit));
   await Promise.all(pointerUpdates);
+  const note: RunNote = (level, message) => reporter.event({ type: 'notice', level, message });
   for (const [key, fn] of [...runEnd].reverse()) {
     try {
-      await fn();
+      await fn(note);
     } catch (error) {
       reporter.event({ type: 'notice', level: 'warn', message: `run cleanup "${key}" failed: ${(error as Error).message}` });
     }

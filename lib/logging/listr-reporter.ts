@@ -52,7 +52,7 @@ export function createListrReporter(options: { verbose?: boolean } = {}): Report
     },
     event(event: RunEvent) {
       if (event.type === 'notice') {
-        notices.push(event.message);
+        notices.push(`${event.level === 'warn' ? 'warning' : 'note'}: ${event.message}`);
         return;
       }
       const row = rows.get(event.id);
@@ -73,7 +73,7 @@ export function createListrReporter(options: { verbose?: boolean } = {}): Report
     async end(summary) {
       await done;
       const write = (text: string): void => void process.stdout.write(`${text}\n`);
-      for (const notice of notices) write(`note: ${notice}`);
+      for (const notice of notices) write(notice);
       for (const task of summary.tasks) {
         const failure = task.failure;
         if (failure && 'tail' in failure && failure.tail.length > 0) {

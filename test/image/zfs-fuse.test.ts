@@ -423,7 +423,7 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
     process.kill(pid, 'SIGSTOP');
     try {
       await expect(impatient.isImported(pool)).rejects.toThrow(
-        /^zfs-fuse did not answer `\S*zpool list -H -o name` within 3 s: the daemon looks hung .*pkill -KILL zfs-fuse/,
+        /^zfs-fuse did not answer `\S*zpool list -H -o name` within 3 s: the daemon looks hung .*pkill -KILL -x zfs-fuse/,
       );
       expect(commands).toEqual(['zpool list -H -o name']);
       // later commands are not run at all, so a cleanup does not wait out the limit once per command

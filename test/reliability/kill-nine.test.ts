@@ -205,7 +205,9 @@ describe('kill -9 of the runner', () => {
     const next = await project.run('build');
     expect(next.exitCode, next.stderr + next.stdout).toBe(0);
     expect(next.stderr).toMatch(new RegExp(`^cleanup: exported pool ${POOL} left imported by a dead run$`, 'm'));
-    // The next build used that daemon and, the last one out with its starter dead, stopped it.
+    // The next build used that daemon and, the last one out with its starter dead, stopped it, and says so
+    // in its notes (at the run's end no task's log is open to take the line).
+    expect(next.stdout).toMatch(new RegExp(`^stopped the zfs-fuse daemon a finished build had started \\(pid ${left[0]}\\)$`, 'm'));
     expect(await zfsFuseDaemons()).toEqual([]);
     expect(await zfsFuseStarter()).toBeUndefined();
     expect(existsSync(pidDir)).toBe(false); // its pid file's folder went with it

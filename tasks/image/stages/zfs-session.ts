@@ -1,7 +1,7 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
-import type { TaskContext } from '../../../lib/engine/task.ts';
+import type { RunNote, TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver, ZfsSession } from '../zfs/driver.ts';
 import { pidIn, stopZfsFuseProcess, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
 import { CommandError, ranAndFailed } from '../../../lib/execution/command-error.ts';
@@ -44,7 +44,8 @@ export async function otherZfsUsers(dir = ZFS_USERS_DIR): Promise<number[]> {
 
 /** A registered use of the ZFS daemon; `release` stops the daemon when this was its last user. */
 export interface ZfsUse {
-  release(): Promise<void>;
+  /** Ends this use; what it did to the daemon goes to `note` (default: the log `useZfs` was given). */
+  release(note?: RunNote): Promise<void>;
 }
 
 /**
@@ -74,24 +75,24 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
     await writeFile(STARTER_FILE, `${process.pid}\n${session.pidFile ?? ''}\n`);
   }
   return {
-    release: () => registry().hold(async () => {
+    release: (note = (_level, line) => log(line)) => registry().hold(async () => {
       await rm(marker, { force: true });
       const others = await otherZfsUsers();
       if (others.length > 0) {
-        if (session.started) log(`left the ${driver.name} daemon running: builds ${others.join(', ')} still use it`);
+        if (session.started) note('info', `left the ${driver.name} daemon running: builds ${others.join(', ')} still use it`);
         return;
       }
       if (session.started) {
         const result = await session.stop();
         // Only a stopped daemon gives up its starter record; otherwise a later build may stop it.
         if (result.stopped) await rm(STARTER_FILE, { force: true });
-        else if (result.reason) throw new Error(result.reason);
+        else if (result.reason) note('warn', result.reason);
         return;
       }
       const { starter, pidFile } = await readStarter();
       if (driver.name === 'zfs-fuse' && starter > 0 && !isAlive(starter)) {
         // The build that started the daemon has ended (or was killed) while we used it: we are the last user.
-        if (await stopZfsFuseDaemon(exec, log, pidFile)) {
+        if (await stopZfsFuseDaemon(exec, note, pidFile)) {
           if (DRIVER_PID_FILE.test(pidFile)) await rm(path.dirname(pidFile), { recursive: true, force: true });
           await rm(STARTER_FILE, { force: true });
         }
@@ -137,9 +138,10 @@ export async function ensureZfs(ctx: TaskContext<any>, driver: ZfsDriver): Promi
     if (usesInRun.get(key) === pending) usesInRun.delete(key);
     throw error;
   }
-  ctx.atRunEnd(key, async () => {
+  // at the run's end no task's log is open: what release did goes to the build's notes
+  ctx.atRunEnd(key, async (note) => {
     usesInRun.delete(key);
-    await use.release();
+    await use.release(note);
   });
 }
 
@@ -159,7 +161,7 @@ export async function killHungZfsFuse(exec: Exec): Promise<boolean> {
  * Stops the daemon a build that has ended started (its pid file from the starter record), unless
  * a pool is still imported in it. Returns whether the starter record is done with.
  */
-async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void, pidFile: string): Promise<boolean> {
+async function stopZfsFuseDaemon(exec: Exec, note: RunNote, pidFile: string): Promise<boolean> {
   // under the command lock and time limit: this runs holding the users lock, which every other build waits on
   let pools = '';
   try {
@@ -167,25 +169,25 @@ async function stopZfsFuseDaemon(exec: Exec, log: (line: string) => void, pidFil
   } catch (error) {
     const failure = error instanceof CommandError ? error.failure : undefined;
     if (failure?.timedOutAfterMs !== undefined) {
-      log(`left zfs-fuse running: it did not answer \`zpool list\` (${(error as Error).message}); it looks hung, see the README's recovery steps`);
+      note('warn', `left zfs-fuse running: it did not answer \`zpool list\` (${(error as Error).message}); it looks hung, see the README's recovery steps`);
       return false;
     }
     // only "no daemon answers" (zpool ran and failed) means no pools; anything else proves nothing
     if (!ranAndFailed(error)) {
-      log(`left zfs-fuse running: could not ask it for its pools (${(error as Error).message})`);
+      note('warn', `left zfs-fuse running: could not ask it for its pools (${(error as Error).message})`);
       return false;
     }
   }
   if (pools !== '') {
-    log(`left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
+    note('warn', `left zfs-fuse running: pools still imported (${pools.split('\n').join(', ')})`);
     return false;
   }
   const pid = await pidIn(pidFile);
   // it waits for its worker threads, about 5 s; one that is still there after 30 s is stuck
   const how = await stopZfsFuseProcess(pid, exec, 30_000);
-  if (how === 'exited') log(`stopped the zfs-fuse daemon a finished build had started (pid ${pid})`);
-  if (how === 'killed') log(`killed the zfs-fuse daemon a finished build had started (pid ${pid}): it did not exit within 30 s of SIGTERM`);
-  if (how === 'still-running') log(`left zfs-fuse (pid ${pid}) behind: it did not exit, even after SIGKILL`);
+  if (how === 'exited') note('info', `stopped the zfs-fuse daemon a finished build had started (pid ${pid})`);
+  if (how === 'killed') note('warn', `killed the zfs-fuse daemon a finished build had started (pid ${pid}): it did not exit within 30 s of SIGTERM`);
+  if (how === 'still-running') note('warn', `left zfs-fuse (pid ${pid}) behind: it did not exit, even after SIGKILL`);
   // not-running: the daemon it started is gone; one that answers now is someone else's, and stays
   return how !== 'still-running';
 }

@@ -75,7 +75,7 @@ function hungDaemonError(command: string, limitMs: number): Error {
   return new Error(
     `zfs-fuse did not answer \`${command}\` within ${limitMs / 1000} s: the daemon looks hung (zfs-fuse 0.7 can deadlock). ` +
       'The build stops here; finished stages stay in the cache, and a daemon this build started is stopped when it ends. ' +
-      'Otherwise recover by hand: pkill -KILL zfs-fuse, then `umount -l` every fuse.zfs mount point that `grep fuse.zfs /proc/mounts` lists, ' +
+      'Otherwise recover by hand: pkill -KILL -x zfs-fuse, then `umount -l` every fuse.zfs mount point that `grep fuse.zfs /proc/mounts` lists, ' +
       'then rerun the build. ZFS_IMAGE_ZFS_TIMEOUT=<seconds> changes the limit.',
   );
 }
