@@ -97,12 +97,17 @@ function findCycle(list: readonly GraphNode[], nodes: ReadonlyMap<string, GraphN
   return undefined;
 }
 
-/** Resolves targets (task ids or stage names) to ids; no target means every task. */
+/**
+ * Resolves targets (task ids or stage names) to ids; no target means every task. A stage name means
+ * every task of the stage, also when one of them has the stage's name as its id.
+ */
 export function resolveTargets(graph: Graph, targets: readonly string[]): Result<string[], GraphError> {
   if (targets.length === 0) return ok([...graph.order]);
   const ids: string[] = [];
   for (const target of targets) {
-    if (graph.nodes.has(target)) {
+    const node = graph.nodes.get(target);
+    // a task named like its own stage (install, beside install:esp) stands for the stage, as documented
+    if (node && node.stage !== target) {
       ids.push(target);
       continue;
     }

@@ -53,6 +53,17 @@ describe('graph checks', () => {
     expect(closure(graph.value, ['y'])).toEqual(['x:root', 'y']);
     expect(resolveTargets(graph.value, ['nope']).ok).toBe(false);
   });
+  it('takes a name that is a task id and its own stage for the whole stage (install beside install:esp)', () => {
+    const graph = buildGraph([t('install'), t('install:esp', ['install'], 'install'), t('x:root', [], 'x'), t('x', [], 'other')]);
+    if (!graph.ok) throw new Error('graph');
+    const stage = resolveTargets(graph.value, ['install']);
+    expect(stage.ok && stage.value).toEqual(['install', 'install:esp']);
+    const task = resolveTargets(graph.value, ['install:esp']);
+    expect(task.ok && task.value).toEqual(['install:esp']);
+    // a task id that is another stage's name too means the task: the id is the more exact name
+    const id = resolveTargets(graph.value, ['x']);
+    expect(id.ok && id.value).toEqual(['x']);
+  });
   it('runs a named resource as the tasks that hold it', () => {
     const mount = { id: 'mount', stage: 'mount', title: 'mount', deps: ['pool'], inputs: {}, version: 1, kind: 'resource' as const, acquire: async () => undefined, release: async () => undefined };
     const graph = buildGraph([t('pool'), mount, t('install', ['mount']), t('export', ['install', 'mount']), t('convert', ['export'])]);
