@@ -45,7 +45,7 @@ export async function buildManifest(
   for (const tool of node.tools ?? []) {
     const found = await whichTool(tool);
     // the binary itself: Debian's nix-store, mcopy and mkfs.vfat are links, whose text never changes on an upgrade
-    tools[tool] = found ? await realpath(found).then((binary) => hashPath(binary, memo)).catch(() => 'unreadable') : 'missing';
+    tools[tool] = found ? await realpath(found).then((binary) => hashPath(binary, { memo })).catch(() => 'unreadable') : 'missing';
   }
   return { format: MANIFEST_FORMAT, id: node.id, version: node.version, inputs: node.inputs, files, tools, deps: { ...depKeys } };
 }
@@ -65,7 +65,7 @@ export async function unhashable(error: NodeJS.ErrnoException, target: string): 
 /** An input's hash with its own mode: a folder's entries carry theirs, and `cp -a` copies a contents file's too. */
 async function hashInput(target: string, memo: HashMemo | undefined, ignore: readonly string[]): Promise<string> {
   const mode = (await lstat(target)).mode & 0o7777;
-  return sha256(`mode ${mode.toString(8)}\0${await hashPath(target, memo, ignore)}`);
+  return sha256(`mode ${mode.toString(8)}\0${await hashPath(target, { memo, ignore })}`);
 }
 
 /** The fingerprint: sha256 over the canonical manifest. */

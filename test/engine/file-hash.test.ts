@@ -30,9 +30,28 @@ describe('hashFileContent', () => {
     await writeFile(file, '');
     await truncate(file, 130 * MiB);
     const heard: number[] = [];
-    const hash = await hashFileContent(file, (bytes) => heard.push(bytes));
+    const hash = await hashFileContent(file, { onProgress: (bytes) => heard.push(bytes) });
     expect(heard).toEqual([64 * MiB, 128 * MiB]);
     expect(hash).toBe(execFileSync('sha256sum', [file], { encoding: 'utf8' }).split(' ')[0]);
+  });
+
+  it('stops between reads when its signal is aborted, instead of reading to the end', async () => {
+    const file = path.join(dir, 'stopped');
+    await writeFile(file, '');
+    await truncate(file, 300 * MiB);
+    const controller = new AbortController();
+    const heard: number[] = [];
+    const hashing = hashFileContent(file, {
+      signal: controller.signal,
+      onProgress: (bytes) => {
+        heard.push(bytes);
+        controller.abort();
+      },
+    });
+    await expect(hashing).rejects.toMatchObject({ name: 'AbortError' });
+    expect(heard).toEqual([64 * MiB]); // the next report would have come at 128 MiB
+    await expect(hashFileContent(file, { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(hashPath(dir, { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
   });
 
   it('names the file when it cannot be read', async () => {
@@ -47,17 +66,17 @@ describe('hashFileContent', () => {
     await writeFile(bytesPath(bad), 'one');
     await writeFile(path.join(tree, 'plain.txt'), 'one');
     const memo = new Map<string, StatHash>();
-    const before = await hashPath(tree, memo);
+    const before = await hashPath(tree, { memo });
     await writeFile(path.join(tree, 'plain.txt'), 'two');
-    const sibling = await hashPath(tree, memo);
+    const sibling = await hashPath(tree, { memo });
     expect(sibling).not.toBe(before);
     await writeFile(bytesPath(bad), 'two');
-    const own = await hashPath(tree, memo);
+    const own = await hashPath(tree, { memo });
     expect(own).not.toBe(sibling);
     // another name that decodes to the same replacement text is another tree
     await rm(bytesPath(bad));
     await writeFile(bytesPath(Buffer.from([0x6e, 0xe8])), 'two');
-    expect(await hashPath(tree, memo)).not.toBe(own);
+    expect(await hashPath(tree, { memo })).not.toBe(own);
     // only paths that are text are remembered (the memo is stored as JSON)
     expect([...memo.keys()]).toEqual([path.join(tree, 'plain.txt')]);
   });
@@ -69,13 +88,13 @@ describe('hashFileContent', () => {
     await writeFile(path.join(tree, '.git/HEAD'), 'one\n');
     await writeFile(path.join(tree, 'lib/.git/HEAD'), 'one\n');
     await writeFile(path.join(tree, 'default.nix'), '{ }\n');
-    const before = await hashPath(tree, undefined, ['.git']);
+    const before = await hashPath(tree, { ignore: ['.git'] });
     await writeFile(path.join(tree, '.git/HEAD'), 'two\n');
-    expect(await hashPath(tree, undefined, ['.git'])).toBe(before);
+    expect(await hashPath(tree, { ignore: ['.git'] })).toBe(before);
     // without ignore the top .git counts, and a nested .git always does
     expect(await hashPath(tree)).not.toBe(before);
     await writeFile(path.join(tree, 'lib/.git/HEAD'), 'two\n');
-    expect(await hashPath(tree, undefined, ['.git'])).not.toBe(before);
+    expect(await hashPath(tree, { ignore: ['.git'] })).not.toBe(before);
   });
 
   it('leaves out ignored absolute paths at any depth, as if they were not there', async () => {
@@ -85,13 +104,13 @@ describe('hashFileContent', () => {
     await writeFile(path.join(tree, 'nested/keep.nix'), '1\n');
     const cache = path.join(tree, 'nested/cache');
     const skip = [cache, path.join(tree, 'result')]; // one that does not exist is no error
-    const before = await hashPath(tree, undefined, skip);
+    const before = await hashPath(tree, { ignore: skip });
     await writeFile(path.join(cache, 'artifacts/disk.raw'), 'changes every build');
-    expect(await hashPath(tree, undefined, skip)).toBe(before);
+    expect(await hashPath(tree, { ignore: skip })).toBe(before);
     await rm(cache, { recursive: true });
-    expect(await hashPath(tree, undefined, skip)).toBe(before);
+    expect(await hashPath(tree, { ignore: skip })).toBe(before);
     expect(await hashPath(tree)).toBe(before); // the same as a tree that never had it
     await writeFile(path.join(tree, 'nested/keep.nix'), '2\n');
-    expect(await hashPath(tree, undefined, skip)).not.toBe(before);
+    expect(await hashPath(tree, { ignore: skip })).not.toBe(before);
   });
 });

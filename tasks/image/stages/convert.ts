@@ -38,7 +38,10 @@ export function convertTask(disk: 'boot' | 'root', format: ImageFormat): Task {
       else await qemuImgConvert(ctx, format, disk, input, output);
       // Hashed here rather than in post-vm, so the two disks are hashed in parallel branches.
       const { size } = await stat(output);
-      const sha256 = await hashFileContent(output, (hashed) => ctx.progress(hashed / size, `sha256 of the ${disk} disk`));
+      const sha256 = await hashFileContent(output, {
+        onProgress: (hashed) => ctx.progress(hashed / size, `sha256 of the ${disk} disk`),
+        signal: ctx.signal,
+      });
       return { sha256 };
     },
   };

@@ -137,7 +137,7 @@ function realpathOr(file: string): string {
 
 /** A file's hash, or the stand-in inputs get: stable only for a missing file, never for an unreadable one. */
 async function evaluatedFileHash(file: string, memo?: HashMemo): Promise<string> {
-  return hashPath(file, memo).catch((error: NodeJS.ErrnoException) => unhashable(error, file));
+  return hashPath(file, { memo }).catch((error: NodeJS.ErrnoException) => unhashable(error, file));
 }
 
 /** The first file an earlier evaluation read that has changed since, as a reason; undefined when none has. */
