@@ -42,7 +42,7 @@ export function imageShell(config: ImageConfig, layout: PoolLayout): ShellProvid
         await copyDisk(outputs[rootTask]!.paths[diskFile('root')]!, disk);
         const driver = layout.makeDriver(exec);
         const use = await useZfs(driver, exec, log);
-        undo.push(() => use.release());
+        undo.push(() => use.release((level, line) => log(level === 'warn' ? `warning: ${line}` : line)));
         const pool = await driver.importPool({ pool: config.rootPoolName, vdev: disk, root });
         const mounts = mountOrder(config.datasets).map((m) => ({ dataset: m.name, mount: m.mount }));
         let state: MountState = { mounted: [], restore: [] };

@@ -84,9 +84,9 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
       }
       if (session.started) {
         const result = await session.stop();
+        if (result.reason) note('warn', result.reason);
         // Only a stopped daemon gives up its starter record; otherwise a later build may stop it.
         if (result.stopped) await rm(STARTER_FILE, { force: true });
-        else if (result.reason) note('warn', result.reason);
         return;
       }
       const { starter, pidFile } = await readStarter();

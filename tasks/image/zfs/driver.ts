@@ -86,7 +86,8 @@ export interface ZfsSession {
   /**
    * Stops what `prepare` started. A daemon that holds pools it did not hold at
    * start (another build's, or ours not exported) is left running and the reason
-   * returned; `abandon` names pools of this build that may go down with it.
+   * returned; `abandon` names pools of this build that may go down with it. A
+   * `reason` beside `stopped: true` says what went wrong on the way (it had to be killed).
    */
   stop(options?: { readonly abandon?: readonly string[] }): Promise<{ readonly stopped: boolean; readonly reason?: string }>;
 }

@@ -345,7 +345,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       if (how === 'still-running') return { stopped: false, reason: `zfs-fuse (pid ${pid}) did not exit, even after SIGKILL` };
       stopped = true;
       await rm(pidDir, { recursive: true, force: true });
-      return { stopped: true };
+      const limit = (options.stopTimeoutMs ?? 15_000) / 1000;
+      return how === 'killed' ? { stopped: true, reason: `killed the zfs-fuse daemon this build started (pid ${pid}): it did not exit within ${limit} s of SIGTERM` } : { stopped: true };
     };
     return { started: true, stop, pidFile };
   };
