@@ -15,6 +15,7 @@ import type { Reporter, RunSummary } from '../logging/events.ts';
 import { createJsonReporter } from '../logging/json-reporter.ts';
 import { createLineReporter } from '../logging/line-reporter.ts';
 import { helpText, parseCli, type CliArgs } from './args.ts';
+import { interruptMessage, interruptReason, type StopSignal } from './interrupt.ts';
 import { logs as printLogs } from './commands/logs.ts';
 import { maintain } from './commands/maintain.ts';
 import { explain, plan, planStates } from './commands/plan.ts';
@@ -49,10 +50,13 @@ const defaultIo = (): CliIo => ({
 /** Runs a Taskfile's command line and exits with its status. */
 export async function runTaskfile(options: TaskfileOptions, argv: readonly string[] = process.argv.slice(2)): Promise<never> {
   const controller = new AbortController();
-  const onSignal = (name: NodeJS.Signals): void => {
+  const parsed = parseCli(argv, 1);
+  const command = parsed.ok ? parsed.value.command : undefined;
+  const onSignal = (name: StopSignal): void => {
     if (controller.signal.aborted) return;
-    process.stderr.write(`\n${name}: stopping running tasks, cleaning up (nothing partial is published)...\n`);
-    controller.abort();
+    const message = interruptMessage(command, name);
+    if (message) process.stderr.write(`\n${message}\n`);
+    controller.abort(interruptReason(name));
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -65,8 +69,7 @@ export async function runTaskfile(options: TaskfileOptions, argv: readonly strin
   const code = await main(options, argv, defaultIo(), controller.signal);
   // In `shell`, Ctrl-C belongs to the interactive command, whose own status is the answer; `build`
   // and `run` report an interruption themselves (a signal after the last task cut nothing short).
-  const parsed = parseCli(argv, 1);
-  const ownStatus = parsed.ok && ['shell', 'build', 'run'].includes(parsed.value.command);
+  const ownStatus = command === 'shell' || command === 'build' || command === 'run';
   // the contract: an interrupted command exits 1, whichever signal stopped it
   process.exit(ownStatus ? code : controller.signal.aborted ? 1 : code);
 }
@@ -157,7 +160,7 @@ async function dispatch(options: TaskfileOptions, args: CliArgs, io: CliIo, sign
       io.stdout(`${args.command}: no cache folder at ${store.dir}; nothing to do\n`);
       return 0;
     }
-    return withLock(store, args, io, signal, sweepers, () => maintain(store, args, io));
+    return withLock(store, args, io, signal, sweepers, () => maintain(store, args, io, signal));
   }
   const { graph } = await loadGraph(options, args);
   switch (args.command) {

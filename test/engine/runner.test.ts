@@ -321,6 +321,24 @@ describe('interruption', () => {
     await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
   });
 
+  it('verify stops on Ctrl-C inside a disk\'s hash, says what it did not check, and exits 1', async () => {
+    await toy.configure({ diskMiB: 32768 }); // 32 GiB, sparse: about 20 s of SHA-256 to read it all
+    expect((await toy.run('build', 'disk')).exitCode).toBe(0);
+    const run = toy.start('verify');
+    let stdout = '';
+    run.stdout?.on('data', (chunk: Buffer | string) => {
+      stdout += chunk.toString();
+    });
+    await until(() => /^index: /m.test(stdout), 'verify to start on the artifacts', 30_000);
+    run.kill('SIGINT');
+    const result = await run;
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/^SIGINT: stopping\.\.\.$/m); // not the build's "stopping running tasks"
+    expect(result.stdout).toMatch(/^interrupted: 0 entries intact, 0 damaged; 1 of 1 not checked \(run verify again\)$/m);
+    expect(result.stdout).not.toMatch(/^\d+ entr(y|ies) intact/m);
+    await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
+  });
+
   it('Ctrl-C after every task finished (during a run-end cleanup) lets the cleanup finish and reports the build done, exit 0', async () => {
     await toy.configure({ slowRunEnd: 2 });
     const run = toy.start('build', 'a');

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
 import { uniquePool } from '../helpers/reliability.ts';
+import { until } from '../helpers/wait.ts';
 
 const POOL = uniquePool('dtank');
 let project: ImageProject;
@@ -86,6 +87,26 @@ describe('shell <stage> -- CMD', () => {
     expect(killed.exitCode).toBe(143);
     expect(killed.stderr).toContain('sh was killed by SIGTERM');
     expect((await project.run('shell', 'partition', '--', 'false')).exitCode).toBe(1);
+  });
+
+  it('passes SIGTERM on to the command (it comes to the runner alone), then releases the stage', async () => {
+    const marker = `sleep 293.${process.pid}`;
+    const shell = project.start('shell', 'export-pool', '--', 'sh', '-c', `exec ${marker}`);
+    let stderr = '';
+    shell.stderr?.on('data', (chunk: Buffer | string) => {
+      stderr += chunk.toString();
+    });
+    // anchored: the runner's own command line holds the marker too
+    await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the command inside the shell');
+    shell.kill('SIGTERM'); // the runner only, as a service manager or `timeout` would
+    const result = await shell;
+    expect(result.exitCode).toBe(143); // the command's own end: killed by SIGTERM
+    expect(stderr).toMatch(/^SIGTERM: passed on to sh; export-pool is released when it ends$/m);
+    expect(stderr).not.toMatch(/stopping running tasks/);
+    expect((await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode).toBe(1);
+    expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
+    expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
+    expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
   });
 
   it('refuses a stage that is not built yet', async () => {

@@ -12,6 +12,10 @@ import { isResource, type DependencyOutputs } from '../../engine/task.ts';
 import { createExec } from '../../execution/exec.ts';
 import type { CliArgs } from '../args.ts';
 import { dryRun, selection, withLock, type CliIo } from '../common.ts';
+import { interruptSignal } from '../interrupt.ts';
+
+/** Signals that reach only this process, not the command in the shell: passed on to it. */
+const PASSED_ON = ['SIGTERM', 'SIGHUP'] as const;
 
 /** `shell <stage>`: copies of the stage's fresh checkpoints opened by the plugin, a shell or one command, then everything undone. */
 export async function openShell(
@@ -55,15 +59,25 @@ export async function openShell(
   }
   const opened: ShellSession = session;
   try {
-    // the copy and import ran to the end (their undo needs the same commands); Ctrl-C meanwhile means no shell
+    // the copy and import ran to the end (their undo needs the same commands); a signal meanwhile means no shell
     if (signal.aborted) {
-      io.stderr(`interrupted before the shell opened; releasing ${stage}\n`);
+      io.stderr(`${interruptSignal(signal) ?? 'interrupted'}: not opening the shell; releasing ${stage}\n`);
       return 1;
     }
     for (const note of opened.notes) io.stderr(`${note}\n`);
     const [command, ...rest] = args.rest.length > 0 ? args.rest : [process.env['SHELL'] || 'bash'];
-    const child = await execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false });
-    if (signal.aborted) io.stderr('releasing the stage (Ctrl-C went to the shell, not to a build)\n');
+    const running = execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false });
+    // Ctrl-C reaches the command from the terminal itself (it decides what it means); SIGTERM and
+    // SIGHUP come to this process alone, so they are passed on (every time), and the stage is released after
+    const passOn = (name: NodeJS.Signals): void => {
+      io.stderr(`\n${name}: passed on to ${command}; ${stage} is released when it ends\n`);
+      running.kill(name);
+    };
+    for (const name of PASSED_ON) process.on(name, passOn);
+    const child = await running.finally(() => {
+      for (const name of PASSED_ON) process.off(name, passOn);
+    });
+    if (interruptSignal(signal) === 'SIGINT') io.stderr(`releasing ${stage} (Ctrl-C went to the command, not to a build)\n`);
     if (child.exitCode !== undefined) return child.exitCode;
     // as a shell reports them: a signal as 128 + its number, a command that could not start as 127
     if (child.signal) {
