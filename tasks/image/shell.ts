@@ -23,7 +23,7 @@ function checkpointsFor(available: readonly string[]): { root?: string; boot?: s
  * Nothing is written back: the copies are discarded on exit, the cache is untouched.
  */
 export function imageShell(config: ImageConfig, layout: PoolLayout): ShellProvider {
-  return async ({ outputs, workDir, exec, log }) => {
+  return async ({ stage, outputs, workDir, exec, log }) => {
     const notes: string[] = [];
     const undo: (() => Promise<void>)[] = [];
     const release = async (): Promise<void> => {
@@ -71,7 +71,10 @@ export function imageShell(config: ImageConfig, layout: PoolLayout): ShellProvid
         notes.push(`install: the ESP's files (as install left them) copied to ${esp} ($IMAGE_ESP)`);
         env['IMAGE_ESP'] = esp;
       }
-      notes.push('exit the shell to unmount, export and discard the copies; the cache is not changed');
+      if (cwd === workDir && env['IMAGE_ESP'] === undefined) {
+        throw new Error(`${stage} holds no disk to open: shell opens the pool from create-pool on and the ESP from partition on`);
+      }
+      notes.push('when it ends, the copies are unmounted, exported and discarded; the cache is not changed');
       return { cwd, env, notes, release };
     } catch (error) {
       await release();

@@ -109,6 +109,16 @@ describe('shell <stage> -- CMD', () => {
     expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
   });
 
+  it('refuses a stage that holds no disk to open, and opens nothing', async () => {
+    for (const stage of ['system', 'create-disks:root']) {
+      const result = await project.run('shell', stage, '--', 'sh', '-c', 'echo ran');
+      expect(result.exitCode).toBe(1);
+      expect(result.stdout).not.toContain('ran');
+      expect(result.stderr).toMatch(new RegExp(`^error: could not open ${stage}: ${stage} holds no disk to open: shell opens the pool from create-pool on and the ESP from partition on$`, 'm'));
+      expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
+    }
+  });
+
   it('refuses a stage that is not built yet', async () => {
     await project.configure({ rootSize: 144 });
     try {
