@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { fail, ok, type Result } from '../engine/result.ts';
+import { closest } from '../engine/suggest.ts';
 
 /** The commands the runner knows. */
 const COMMANDS = ['build', 'plan', 'run', 'explain', 'graph', 'clean', 'gc', 'logs', 'shell', 'verify', 'doctor', 'help'] as const;
@@ -25,6 +26,36 @@ export interface CliArgs {
   readonly rest: readonly string[];
 }
 
+const OPTIONS = {
+  config: { type: 'string', short: 'c' },
+  out: { type: 'string', short: 'o' },
+  'cache-dir': { type: 'string' },
+  json: { type: 'boolean' },
+  concurrency: { type: 'string', short: 'j' },
+  verbose: { type: 'boolean', short: 'v' },
+  force: { type: 'boolean', short: 'f' },
+  'no-wait': { type: 'boolean' },
+  format: { type: 'string' },
+  'max-size': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/** node:util's parse errors in this tool's words (its advice to use `--` means something else here). */
+function describeParseError(error: Error & { code?: string }): string {
+  const unknown = /^Unknown option '([^']+)'/.exec(error.message);
+  if (error.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' && unknown) {
+    const option = unknown[1]!;
+    const guess = option.startsWith('--') ? closest(option, Object.keys(OPTIONS).map((name) => `--${name}`)) : undefined;
+    return `unknown option ${option}${guess ? ` (did you mean ${guess}?)` : ''}`;
+  }
+  const option = /^Option '(?:-\w, )?(--[\w-]+)/.exec(error.message)?.[1];
+  if (error.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option) {
+    if (/ambiguous/.test(error.message)) return `${option} needs a value; one that starts with "-" is written ${option}=VALUE`;
+    return `${option} needs a value`;
+  }
+  return error.message;
+}
+
 /** Parses sizes such as `500M`, `10G`, `1GiB`, `2048` (bytes). */
 export function parseSize(text: string): number | undefined {
   const match = /^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$/i.exec(text.trim());
@@ -40,27 +71,9 @@ export function parseCli(argv: readonly string[], defaultConcurrency: number): R
   const rest = dashdash >= 0 ? argv.slice(dashdash + 1) : [];
   let parsed;
   try {
-    parsed = parseArgs({
-      args: [...head],
-      allowPositionals: true,
-      strict: true,
-      tokens: true,
-      options: {
-        config: { type: 'string', short: 'c' },
-        out: { type: 'string', short: 'o' },
-        'cache-dir': { type: 'string' },
-        json: { type: 'boolean' },
-        concurrency: { type: 'string', short: 'j' },
-        verbose: { type: 'boolean', short: 'v' },
-        force: { type: 'boolean', short: 'f' },
-        'no-wait': { type: 'boolean' },
-        format: { type: 'string' },
-        'max-size': { type: 'string' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
+    parsed = parseArgs({ args: [...head], allowPositionals: true, strict: true, tokens: true, options: OPTIONS });
   } catch (error) {
-    return fail((error as Error).message);
+    return fail(describeParseError(error as Error & { code?: string }));
   }
   const { values, positionals, tokens } = parsed;
   // `--config "$CFG"` with CFG unset must not quietly build the demo; a second --config must not win silently
@@ -73,7 +86,10 @@ export function parseCli(argv: readonly string[], defaultConcurrency: number): R
   }
   const word = positionals[0] ?? 'build';
   if (values.help || word === 'help' || word === '--help') return ok(defaults('help'));
-  if (!(COMMANDS as readonly string[]).includes(word)) return fail(`unknown command "${word}"; commands: ${COMMANDS.join(', ')}`);
+  if (!(COMMANDS as readonly string[]).includes(word)) {
+    const guess = closest(word, COMMANDS);
+    return fail(`unknown command "${word}"${guess ? ` (did you mean ${guess}?)` : ''}; commands: ${COMMANDS.join(', ')}`);
+  }
   const command = word as Command;
   const targets = positionals.slice(1);
   if ((command === 'run' || command === 'explain' || command === 'logs' || command === 'shell') && targets.length !== 1) {

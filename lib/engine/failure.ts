@@ -1,3 +1,5 @@
+import { closest } from './suggest.ts';
+
 /** Why a graph cannot be run at all: these are configuration errors (exit 2). */
 export type GraphError =
   | { readonly reason: 'duplicate-task'; readonly id: string }
@@ -35,7 +37,12 @@ export function describeGraphError(error: GraphError): string {
     case 'cycle':
       return `dependency cycle: ${error.path.join(' -> ')}`;
     case 'unknown-target':
-      return `unknown task or stage "${error.target}"; known: ${error.known.join(', ')}`;
+    {
+      const guess = closest(error.target, error.known);
+      // `build my-config.json`: the config is an option, not a target
+      const file = /\.json$|\//.test(error.target) ? '; a config file is given with --config FILE' : '';
+      return `unknown task or stage "${error.target}"${guess ? ` (did you mean ${guess}?)` : ''}${file}; known: ${error.known.join(', ')}`;
+    }
     case 'invalid-inputs':
       return `task "${error.id}" has invalid inputs: ${error.message}`;
     case 'export-not-from-dependency':
