@@ -109,6 +109,26 @@ describe('shell <stage> -- CMD', () => {
     expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
   });
 
+  it('a build of the same pool name while a shell has it open names that shell, instead of advising to export it', async () => {
+    const marker = `sleep 294.${process.pid}`;
+    const shell = project.start('shell', 'export-pool', '--', 'sh', '-c', `exec ${marker}`);
+    const other = await imageProject(POOL);
+    try {
+      await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the command inside the shell');
+      const result = await other.run('build');
+      expect(result.exitCode).toBe(1);
+      expect(result.stdout).toMatch(
+        new RegExp(`create-pool: failed .*a pool named '${POOL}' is already imported on this host by another run of this tool \\(pid ${shell.pid}, a shell, root \\S+/work/${shell.pid}\\.shell\\.\\w+/root\\\), .*end that run first`),
+      );
+      expect(result.stdout).not.toMatch(/zpool export/);
+    } finally {
+      await execa('pkill', ['-f', `^${marker}`], { reject: false });
+      await shell;
+      await other.cleanup();
+    }
+    expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
+  });
+
   it('refuses a stage that holds no disk to open, and opens nothing', async () => {
     for (const stage of ['system', 'create-disks:root']) {
       const result = await project.run('shell', stage, '--', 'sh', '-c', 'echo ran');

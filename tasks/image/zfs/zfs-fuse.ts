@@ -11,6 +11,7 @@ import { basename, join, resolve } from 'node:path';
 import { createExec, formatCommand } from '../../../lib/execution/exec.ts';
 import type { HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
+import { isAlive } from '../../../lib/caching/lock.ts';
 import { kernelPath, mountsAtOrBelow, readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import {
@@ -157,11 +158,29 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
   const refuseIfImported = async (pool: string): Promise<void> => {
     if (!POOL_NAME.test(pool)) throw new Error(`invalid pool name '${pool}'`);
     if (await isImported(pool)) {
+      const holder = await heldByRun(pool);
+      if (holder) {
+        // exporting it would pull it out from under that run (an open shell's mounted copy)
+        throw new Error(
+          `a pool named '${pool}' is already imported on this host by another run of this tool (pid ${holder.pid}, ${holder.what}, ` +
+            `root ${holder.root}), and zfs-fuse cannot import under a temporary name; end that run first, or choose another rootPoolName`,
+        );
+      }
       throw new Error(
         `a pool named '${pool}' is already imported on this host, and zfs-fuse cannot import under a temporary name; ` +
           `export it (zpool export ${pool}) or choose another rootPoolName`,
       );
     }
+  };
+
+  /** The live run of this tool whose working folder the pool is imported into (its altroot), if any. */
+  const heldByRun = async (pool: string): Promise<{ pid: number; what: string; root: string } | undefined> => {
+    // zfs-fuse's `zpool get` has no -H or -o; its `zpool list` has both
+    const listed = (await exec(zpool, ['list', '-H', '-o', 'name,altroot'], { quiet: true }).catch(() => undefined))?.stdout ?? '';
+    const root = listed.split('\n').find((line) => line.startsWith(`${pool}\t`))?.slice(pool.length + 1) ?? '';
+    const match = /\/(\d+)\.([a-z][\w:-]*)\.[^/]+\/root$/.exec(root);
+    if (!match || !isAlive(Number(match[1]))) return undefined;
+    return { pid: Number(match[1]), what: match[2] === 'shell' ? 'a shell' : 'a build', root };
   };
 
   // A create or import stopped part way (Ctrl-C, its time limit) may have finished in the daemon:
