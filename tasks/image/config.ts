@@ -73,7 +73,7 @@ const MAX_SIZE_MIB = 2 ** 33;
 
 function sizeMiB(min: number, tooSmall: string, max = MAX_SIZE_MIB, tooBig = `must be at most ${MAX_SIZE_MIB} MiB (8 PiB)`) {
   // the minimum is in both messages: a string "64" is as wrong as 20
-  return z.int({ error: `must be an integer number of MiB, at least ${min}` }).min(min, { error: tooSmall }).max(max, { error: tooBig });
+  return z.int({ error: `must be an integer number of MiB, at least ${min} and at most ${max}` }).min(min, { error: tooSmall }).max(max, { error: tooBig });
 }
 
 function propertiesSchema(scope: PropertyScope) {
@@ -272,7 +272,8 @@ export const DEFAULT_FILESYSTEM_PROPERTIES: Readonly<Record<string, string>> = {
 export const imageConfigSchema = strict(
   {
     name: z.string({ error: 'must be a string' }).min(1, { error: 'must not be empty' }).default('nixos-disk-image'),
-    format: z.enum(imageFormats, { error: `must be one of ${imageFormats.join(', ')}` }).default('raw'),
+    // VHD is qemu-img's vpc: a user asking for "vhd" is told so
+    format: z.enum(imageFormats, { error: `must be one of ${imageFormats.join(', ')} (VHD is vpc)` }).default('raw'),
     bootSize: sizeMiB(
       MIN_BOOT_SIZE_MIB,
       `must be at least ${MIN_BOOT_SIZE_MIB} MiB: the ESP gets bootSize - 3 MiB and FAT32 needs ${MIN_BOOT_SIZE_MIB - 3} MiB for its 65525 clusters`,

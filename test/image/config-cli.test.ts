@@ -38,7 +38,7 @@ describe('config errors on the command line', () => {
     ['non-numeric size', { bootSize: 'big' }, /config: bootSize: /],
     ['rootSize under 64', { rootSize: 32 }, /config: rootSize: .*64/],
     ['bootSize under the FAT32 minimum', { bootSize: 20 }, /config: bootSize: must be at least 36 MiB/],
-    ['unknown format', { format: 'iso' }, /config: format: must be one of raw, qcow2, qcow2-compressed, vdi, vpc/],
+    ['unknown format', { format: 'iso' }, /config: format: must be one of raw, qcow2, qcow2-compressed, vdi, vpc \(VHD is vpc\)/],
     ['reserved pool name', { rootPoolName: 'mirror' }, /config: rootPoolName: /],
     ['unknown key', { fromat: 'raw' }, /config: fromat: /],
     ['system not a store path', { system: { toplevel: '/usr/bin' } }, /config: system.toplevel: must be a store path/],

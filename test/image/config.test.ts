@@ -536,13 +536,14 @@ describe('error texts', () => {
   });
 
   it.each([
-    ['bootSize', '64', 36],
-    ['bootSize', null, 36],
-    ['bootSize', true, 36],
-    ['rootSize', '128', 64],
-    ['memSize', false, 256],
-  ])('gives the minimum when %s is %j, not an integer', (field, value, min) => {
-    expect(issueAt({ [field]: value }, field).message).toBe(`must be an integer number of MiB, at least ${min}`);
+    ['bootSize', '64', 36, 2097152],
+    ['bootSize', null, 36, 2097152],
+    ['bootSize', true, 36, 2097152],
+    ['bootSize', 1e400, 36, 2097152], // JSON's 1e400 is Infinity
+    ['rootSize', '128', 64, 2 ** 33],
+    ['memSize', false, 256, 2 ** 33],
+  ])('gives the bounds when %s is %j, not an integer', (field, value, min, max) => {
+    expect(issueAt({ [field]: value }, field).message).toBe(`must be an integer number of MiB, at least ${min} and at most ${max}`);
   });
 
   it('reads cleanly for a missing contents target', () => {

@@ -48,8 +48,8 @@ describe('zfs-fuse property adaptation', () => {
       expect.stringMatching(/^rootPoolFilesystemProperties\.acltype=posix: /),
       expect.stringMatching(/^rootPoolFilesystemProperties\.compression=lz4: .*gzip/),
       expect.stringMatching(/^rootPoolFilesystemProperties\.recordsize=1M: .*128K/),
-      expect.stringMatching(/^datasets\["tank\/home"\]\.properties\.compression=zstd: /),
-      expect.stringMatching(/^datasets\["tank\/home"\]\.properties\.dnodesize=auto: /),
+      expect.stringMatching(/^datasets\.tank\/home\.properties\.compression=zstd: /),
+      expect.stringMatching(/^datasets\.tank\/home\.properties\.dnodesize=auto: /),
     ]);
     expect(adapted.warnings).toEqual([]);
     expect(adapted.datasets['tank/home']).toEqual({ 'com.example:x': 'y' });

@@ -71,7 +71,7 @@ export function adaptPropertiesForZfsFuse(request: PropertyRequest, defaults: Pr
   const datasets: Record<string, Record<string, string>> = {};
   for (const [dataset, properties] of Object.entries(request.datasets)) {
     // dataset properties have no defaults: all of them were asked for
-    datasets[dataset] = filter('filesystem', `datasets["${dataset}"].properties`, properties, {});
+    datasets[dataset] = filter('filesystem', `datasets.${dataset}.properties`, properties, {});
   }
   return { pool, filesystem, datasets, warnings, refused };
 }
