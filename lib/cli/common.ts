@@ -14,6 +14,7 @@ import type { CliArgs } from './args.ts';
 export interface CliIo {
   readonly stdout: (text: string) => void;
   readonly stderr: (text: string) => void;
+  /** Whether stdout is a terminal the live display can draw in (one with a width). */
   readonly isTty: boolean;
   readonly env: Readonly<Record<string, string | undefined>>;
 }

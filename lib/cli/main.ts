@@ -43,7 +43,9 @@ export interface TaskfileOptions {
 const defaultIo = (): CliIo => ({
   stdout: (t) => void process.stdout.write(t),
   stderr: (t) => void process.stderr.write(t),
-  isTty: Boolean(process.stdout.isTTY),
+  // a pseudo-terminal nobody gave a size (`script -c` in a pipeline) reports 0 columns: listr2 would
+  // draw one character per line there, so it gets the plain line output
+  isTty: Boolean(process.stdout.isTTY) && (process.stdout.columns ?? 0) > 0,
   env: process.env,
 });
 

@@ -19,6 +19,18 @@ afterEach(async () => {
 
 const screen = async (): Promise<string> => (await execa('tmux', ['capture-pane', '-p', '-t', session])).stdout;
 
+describe('a terminal without a size', () => {
+  it('gets the plain line output, one line per event, instead of a display drawn in 0 columns', async () => {
+    // script(1) with no terminal on its input makes a pseudo-terminal of 0 x 0
+    const build = `env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}`;
+    const result = await execa('script', ['-qec', build, '/dev/null'], { cwd: ROOT, stdin: 'ignore', reject: false });
+    expect(result.exitCode, result.stdout).toBe(0);
+    const lines = result.stdout.split(/\r?\n/);
+    for (const id of ['a', 'b', 'c', 'd']) expect(lines).toContainEqual(expect.stringMatching(new RegExp(`^✔ ${id}: ran in `)));
+    expect(result.stdout).toMatch(/^done in .*: 4 ran, 0 cached/m);
+  });
+});
+
 describe('listr2 renderer on a TTY', () => {
   it('draws every task while it runs, then the summary, and ends cleanly', async () => {
     await toy.configure({ sleep: 2 });
