@@ -50,8 +50,10 @@ function describeParseError(error: Error & { code?: string }): string {
   }
   const option = /^Option '(?:-\w, )?(--[\w-]+)/.exec(error.message)?.[1];
   if (error.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' && option) {
+    // the same code covers a switch given a value (--json=x) and a value missing
+    if (/does not take an argument/.test(error.message)) return `${option} takes no value`;
     if (/ambiguous/.test(error.message)) return `${option} needs a value; one that starts with "-" is written ${option}=VALUE`;
-    return `${option} needs a value`;
+    if (/argument missing/.test(error.message)) return `${option} needs a value`;
   }
   return error.message;
 }

@@ -180,8 +180,9 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
   };
   // The task's own signal: the run's abort reaches it until the session closes.
   const controller = new AbortController();
-  const onAbort = (): void => controller.abort();
-  if (run.signal.aborted) controller.abort();
+  // the run's reason goes along: it names the signal that stopped the run
+  const onAbort = (): void => controller.abort(run.signal.reason);
+  if (run.signal.aborted) controller.abort(run.signal.reason);
   else run.signal.addEventListener('abort', onAbort, { once: true });
   const tail: string[] = [];
   const writeLine = (line: string): void => {

@@ -73,6 +73,8 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
       for (const to of await exportArtifacts(pairs, signal)) reporter.event({ type: 'output', id: node.id, line: `wrote ${to}` });
       return outcome;
     } catch (error) {
+      // a copy to --out that Ctrl-C stopped is an interruption like any other, not a failure
+      if (signal.aborted) return { status: 'failed', reason: describeTaskFailure({ reason: 'aborted' }) };
       return { status: 'failed', reason: `exporting outputs failed: ${(error as Error).message}` };
     }
   };

@@ -23,6 +23,9 @@ describe('usage errors', () => {
     expect(error('build', '--config')).toBe('--config needs a value');
     expect(error('build', '-c')).toBe('--config needs a value');
     expect(error('gc', '--max-size', '-5M')).toBe('--max-size needs a value; one that starts with "-" is written --max-size=VALUE');
+    // a switch given a value is the opposite mistake
+    expect(error('build', '--verbose=1')).toBe('--verbose takes no value');
+    expect(error('build', '--json=x')).toBe('--json takes no value');
   });
 
   it('an unknown command gets a guess, swapped letters included', () => {

@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { toyProject, type ToyProject } from '../helpers/toy.ts';
@@ -329,7 +329,14 @@ describe('interruption', () => {
     run.stdout?.on('data', (chunk: Buffer | string) => {
       stdout += chunk.toString();
     });
-    await until(() => /^index: /m.test(stdout), 'verify to start on the artifacts', 30_000);
+    // under way inside the disk's hash: the runner has the disk open
+    const hashing = async (): Promise<boolean> => {
+      const fds = await readdir(`/proc/${run.pid}/fd`).catch(() => [] as string[]);
+      const targets = await Promise.all(fds.map((fd) => readlink(`/proc/${run.pid}/fd/${fd}`).catch(() => '')));
+      return targets.some((target) => target.endsWith('/disk.raw'));
+    };
+    await until(hashing, 'verify to open the disk', 30_000);
+    expect(stdout).toMatch(/^index: /m);
     run.kill('SIGINT');
     const result = await run;
     expect(result.exitCode).toBe(1);

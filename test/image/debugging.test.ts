@@ -89,9 +89,10 @@ describe('shell <stage> -- CMD', () => {
     expect((await project.run('shell', 'partition', '--', 'false')).exitCode).toBe(1);
   });
 
-  it('passes SIGTERM on to the command (it comes to the runner alone), then releases the stage', async () => {
+  it('passes SIGTERM on to the command and what it started in the image (it comes to the runner alone), then releases the stage', async () => {
     const marker = `sleep 293.${process.pid}`;
-    const shell = project.start('shell', 'export-pool', '--', 'sh', '-c', `exec ${marker}`);
+    // not exec: sleep is the command's child, working in the mounted image, and would keep it busy
+    const shell = project.start('shell', 'export-pool', '--', 'sh', '-c', `cd "$IMAGE_ROOT/etc" && ${marker}; echo after`);
     let stderr = '';
     shell.stderr?.on('data', (chunk: Buffer | string) => {
       stderr += chunk.toString();
@@ -101,7 +102,7 @@ describe('shell <stage> -- CMD', () => {
     shell.kill('SIGTERM'); // the runner only, as a service manager or `timeout` would
     const result = await shell;
     expect(result.exitCode).toBe(143); // the command's own end: killed by SIGTERM
-    expect(stderr).toMatch(/^SIGTERM: passed on to sh; export-pool is released when it ends$/m);
+    expect(stderr).toMatch(/^SIGTERM: passed on to sh and to what else runs in the copy; export-pool is released when they end$/m);
     expect(stderr).not.toMatch(/stopping running tasks/);
     expect((await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode).toBe(1);
     expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);

@@ -125,16 +125,22 @@ describe('Ctrl-C and SIGTERM inside a stage', () => {
   });
 
   it('while convert hashes its output: stops inside the hash instead of reading the disk to its end', async () => {
-    // a large sparse raw disk: its sparse copy is quick, its hash reads 32 GiB (about 20 s of SHA-256)
+    const { rootSize, format } = JSON.parse(await readFile(project.configFile, 'utf8')) as Record<string, unknown>;
+    // a large sparse raw disk: its sparse copy is quick, its hash reads 32 GiB (20 s or more of SHA-256)
     await project.configure({ rootSize: 32768, format: 'raw' });
-    const child = project.start('build');
-    let stdout = '';
-    child.stdout?.on('data', (chunk: Buffer | string) => {
-      stdout += chunk.toString();
-    });
-    await until(() => /^ {2}convert:root: \d+% sha256 of the root disk$/m.test(stdout), 'convert:root to hash its output', 120_000);
-    child.kill('SIGINT');
-    const stopped = await child;
+    let stopped;
+    try {
+      const child = project.start('build');
+      let stdout = '';
+      child.stdout?.on('data', (chunk: Buffer | string) => {
+        stdout += chunk.toString();
+      });
+      await until(() => /^ {2}convert:root: \d+% sha256 of the root disk$/m.test(stdout), 'convert:root to hash its output', 150_000);
+      child.kill('SIGINT');
+      stopped = await child;
+    } finally {
+      await project.configure({ rootSize, format }); // the later tests build the usual image
+    }
     expect(stopped.exitCode).toBe(1);
     expect(stopped.stdout).toMatch(/convert:root: failed .*interrupted/);
     // progress is shown every 5 s and always at 100%: a hash that went on to the end would say so

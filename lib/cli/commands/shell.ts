@@ -1,11 +1,12 @@
 import { execa } from 'execa';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { entryOutputs, type CacheStore } from '../../caching/cache-store.ts';
 import { fingerprintOf } from '../../caching/fingerprint.ts';
 import type { Sweeper } from '../../caching/sweep.ts';
 import { mountsUnder } from '../../execution/mount-table.ts';
+import { processesUsing } from '../../execution/processes-using.ts';
 import type { Graph } from '../../engine/graph.ts';
 import type { ShellProvider, ShellSession } from '../../engine/shell.ts';
 import { isResource, type DependencyOutputs } from '../../engine/task.ts';
@@ -13,6 +14,30 @@ import { createExec } from '../../execution/exec.ts';
 import type { CliArgs } from '../args.ts';
 import { dryRun, selection, withLock, type CliIo } from '../common.ts';
 import { interruptSignal } from '../interrupt.ts';
+
+/**
+ * Processes working in the opened copy (the mounted root, else the folder the command ran in). Never
+ * the ZFS daemon: it holds the copied disk open, and must outlive the release.
+ */
+async function usersOfCopy(opened: ShellSession): Promise<number[]> {
+  const pids = await processesUsing(opened.env['IMAGE_ROOT'] ?? opened.cwd);
+  const names = await Promise.all(pids.map((pid) => readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')));
+  return pids.filter((_, i) => names[i]!.trim() !== 'zfs-fuse');
+}
+
+/** Waits up to 5 s for the processes a passed-on signal reached to leave the copy, so release can unmount it. */
+async function settle(opened: ShellSession): Promise<void> {
+  for (let i = 0; i < 50 && (await usersOfCopy(opened)).length > 0; i++) await new Promise((done) => setTimeout(done, 100));
+}
+
+/** Sends a signal to a process that may have ended since. */
+function signalProcess(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone already
+  }
+}
 
 /** Signals that reach only this process, not the command in the shell: passed on to it. */
 const PASSED_ON = ['SIGTERM', 'SIGHUP'] as const;
@@ -66,17 +91,26 @@ export async function openShell(
     }
     for (const note of opened.notes) io.stderr(`${note}\n`);
     const [command, ...rest] = args.rest.length > 0 ? args.rest : [process.env['SHELL'] || 'bash'];
-    const running = execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false });
+    const interactive = args.rest.length === 0;
+    // no SIGKILL of our own after a SIGTERM: the command is asked to end, and may take its time
+    const running = execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false, forceKillAfterDelay: false });
     // Ctrl-C reaches the command from the terminal itself (it decides what it means); SIGTERM and
     // SIGHUP come to this process alone, so they are passed on (every time), and the stage is released after
+    let passedOn = false;
     const passOn = (name: NodeJS.Signals): void => {
-      io.stderr(`\n${name}: passed on to ${command}; ${stage} is released when it ends\n`);
-      running.kill(name);
+      passedOn = true;
+      // an interactive shell ignores SIGTERM; a hangup ends it, and it hangs up its jobs
+      const sent = interactive ? 'SIGHUP' : name;
+      io.stderr(`\n${name}: passed on to ${command}${sent === name ? '' : ` as ${sent}`} and to what else runs in the copy; ${stage} is released when they end\n`);
+      running.kill(sent);
+      // what it started in the image (`cd "$IMAGE_ROOT"; long-cmd`) would keep the mounts busy
+      void usersOfCopy(opened).then((pids) => pids.forEach((pid) => signalProcess(pid, sent)));
     };
     for (const name of PASSED_ON) process.on(name, passOn);
     const child = await running.finally(() => {
       for (const name of PASSED_ON) process.off(name, passOn);
     });
+    if (passedOn) await settle(opened);
     if (interruptSignal(signal) === 'SIGINT') io.stderr(`releasing ${stage} (Ctrl-C went to the command, not to a build)\n`);
     if (child.exitCode !== undefined) return child.exitCode;
     // as a shell reports them: a signal as 128 + its number, a command that could not start as 127
