@@ -132,11 +132,8 @@ export async function hashFileContent(file: string | Buffer, options: HashFileOp
     for (;;) {
       const { bytesRead } = await pending;
       if (bytesRead === 0) break;
-      // a check per MiB costs nothing beside hashing it
-      if (signal?.aborted) {
-        await pending.catch(() => undefined);
-        signal.throwIfAborted();
-      }
+      // a check per MiB costs nothing beside hashing it; no read is in flight here
+      signal?.throwIfAborted();
       position += bytesRead;
       pending = handle.read(next, 0, HASH_CHUNK, position);
       hash.update(current.subarray(0, bytesRead));

@@ -68,6 +68,9 @@ export async function openShell(
   }
   let session: ShellSession | undefined;
   let workDir = '';
+  // a copy of a large disk takes a while, and runs to its end (its undo needs the same commands)
+  const early = (): void => io.stderr(`\n${interruptSignal(signal) ?? 'interrupted'}: the shell will not open; ${stage} is released once its copies are made\n`);
+  signal.addEventListener('abort', early, { once: true });
   // The copies are taken under the lock (no gc meanwhile); the shell itself does not hold it.
   const prepared = await withLock(store, args, io, signal, sweepers, async () => {
     await mkdir(store.workDir, { recursive: true });
@@ -78,6 +81,7 @@ export async function openShell(
     io.stderr(`error: could not open ${stage}: ${error.message}\n`);
     return 1;
   });
+  signal.removeEventListener('abort', early);
   if (prepared !== 0 || !session) {
     if (workDir && (await mountsUnder(workDir)).length === 0) await rm(workDir, { recursive: true, force: true });
     return prepared || 1;
