@@ -1,3 +1,5 @@
+import type { Command } from './args.ts';
+
 /** The process signals that stop a command the way Ctrl-C does. */
 export type StopSignal = 'SIGINT' | 'SIGTERM' | 'SIGHUP';
 
@@ -22,7 +24,7 @@ export function interruptSignal(signal: AbortSignal): StopSignal | undefined {
  * What a command says when a signal stops it: only build and run have tasks to stop; shell says
  * its own (the signal may belong to the command inside it).
  */
-export function interruptMessage(command: string | undefined, signalName: StopSignal): string | undefined {
+export function interruptMessage(command: Command | undefined, signalName: StopSignal): string | undefined {
   if (command === 'shell') return undefined;
   if (command === 'build' || command === 'run') return `${signalName}: stopping running tasks, cleaning up (nothing partial is published)...`;
   return `${signalName}: stopping...`;

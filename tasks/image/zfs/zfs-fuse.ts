@@ -178,7 +178,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     // zfs-fuse's `zpool get` has no -H or -o; its `zpool list` has both
     const listed = (await exec(zpool, ['list', '-H', '-o', 'name,altroot'], { quiet: true }).catch(() => undefined))?.stdout ?? '';
     const root = listed.split('\n').find((line) => line.startsWith(`${pool}\t`))?.slice(pool.length + 1) ?? '';
-    const match = /\/(\d+)\.([a-z][\w:-]*)\.[^/]+\/root$/.exec(root);
+    // a run's folders are staging/<pid>.<task>.<suffix> and work/<pid>.<task or shell>.<suffix>
+    const match = /\/(?:staging|work)\/(\d+)\.([a-z][\w:-]*)\.[^/]+\//.exec(`${root}/`);
     if (!match || !isAlive(Number(match[1]))) return undefined;
     return { pid: Number(match[1]), what: match[2] === 'shell' ? 'a shell' : 'a build', root };
   };
