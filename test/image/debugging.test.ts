@@ -5,6 +5,7 @@ import { lstat, readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
+import { ROOT } from '../helpers/toy.ts';
 import { uniquePool } from '../helpers/reliability.ts';
 import { until } from '../helpers/wait.ts';
 
@@ -108,6 +109,33 @@ describe('shell <stage> -- CMD', () => {
     expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
     expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
     expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
+  });
+
+  it('an interactive shell gets SIGHUP for a SIGTERM (bash ignores SIGTERM) and hangs up the job it started in the image', async () => {
+    const session = `shell-${process.pid}-${Date.now()}`;
+    const exitFile = path.join(project.dir, 'shell-exit');
+    const marker = `sleep 297.${process.pid}`;
+    const runner = `${process.execPath} ${path.join(ROOT, 'bin/zfs-image.js')} shell export-pool --config ${project.configFile} --cache-dir ${project.cache} --out ${project.out}`;
+    // a terminal for an interactive bash; the exit status and the screen are read afterwards
+    const command = `SHELL=/bin/bash ${runner}; echo $? > ${exitFile}; sleep 60`;
+    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '50', command]);
+    try {
+      const screen = async (): Promise<string> => (await execa('tmux', ['capture-pane', '-p', '-t', session])).stdout;
+      await until(async () => /\(\$IMAGE_ROOT\)/.test(await screen()), 'the shell to open', 60_000);
+      await execa('tmux', ['send-keys', '-t', session, `cd "$IMAGE_ROOT/etc" && ${marker} &`, 'Enter']);
+      await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the job in the image');
+      const pid = (await execa('pgrep', ['-f', `^${runner.replaceAll('.', '\\.')}$`])).stdout.trim();
+      process.kill(Number(pid), 'SIGTERM');
+      await until(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 'the runner to exit', 60_000);
+      expect((await readFile(exitFile, 'utf8')).trim()).toBe('129'); // bash ended by SIGHUP
+      expect((await screen()).replace(/\n/g, '')).toContain('SIGTERM: passed on to /bin/bash as SIGHUP and to what else runs in the copy; export-pool is released when they end');
+      expect((await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode).toBe(1);
+      expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
+      expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
+    } finally {
+      await execa('tmux', ['kill-session', '-t', session], { reject: false });
+      await execa('pkill', ['-f', `^${marker}`], { reject: false });
+    }
   });
 
   it('a build of the same pool name while a shell has it open names that shell, instead of advising to export it', async () => {
