@@ -21,6 +21,7 @@ export function createListrReporter(options: { verbose?: boolean } = {}): Report
   const rows = new Map<string, Row>();
   let done: Promise<unknown> = Promise.resolve();
   const notices: string[] = [];
+  let drawn = false;
   return {
     begin(tasks) {
       for (const task of tasks) rows.set(task.id, { title: task.id === task.title ? task.id : `${task.id}: ${task.title}` });
@@ -48,11 +49,20 @@ export function createListrReporter(options: { verbose?: boolean } = {}): Report
           rendererOptions: { collapseSkips: true, collapseErrors: true, collapseSubtasks: false },
         },
       );
-      done = list.run().catch(() => undefined);
+      done = list
+        .run()
+        .catch(() => undefined)
+        .then(() => {
+          drawn = true;
+          for (const line of notices.splice(0)) process.stdout.write(`${line}\n`);
+        });
     },
     event(event: RunEvent) {
       if (event.type === 'notice') {
-        notices.push(`${event.level === 'warn' ? 'warning' : 'note'}: ${event.message}`);
+        const line = `${event.level === 'warn' ? 'warning' : 'note'}: ${event.message}`;
+        // once the tree is drawn (the run's end: stopping a daemon), a note is shown when it happens
+        if (drawn) process.stdout.write(`${line}\n`);
+        else notices.push(line);
         return;
       }
       const row = rows.get(event.id);

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ZFS_USERS_DIR } from '../../tasks/image/stages/zfs-session.ts';
 import { findProgram } from '../../lib/execution/which.ts';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
-import { cleanupSteps, importedPools, uniquePool, zfsFuseDaemons } from '../helpers/reliability.ts';
+import { cleanupSteps, importedPools, jsonEvents, uniquePool, zfsFuseDaemons } from '../helpers/reliability.ts';
 import { until } from '../helpers/wait.ts';
 
 const POOL = uniquePool('rds');
@@ -72,5 +72,9 @@ describe('Ctrl-C while the zfs-fuse daemon starts', () => {
     const resumed = await project!.build();
     expect(resumed.exitCode, resumed.stderr).toBe(0);
     expect(resumed.statuses['create-pool']).toBe('ran');
+    // it started its own daemon, and says so while it stops it (the seconds after the last task)
+    const notes = jsonEvents(resumed.stdout).filter((e) => e.type === 'notice').map((e) => e.message);
+    expect(notes).toContain('stopping the zfs-fuse daemon started for this run (a few seconds)');
+    expect(await ourDaemons()).toEqual([]);
   });
 });

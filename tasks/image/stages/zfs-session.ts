@@ -83,6 +83,8 @@ export async function useZfs(driver: ZfsDriver, exec: Exec, log: (line: string) 
         return;
       }
       if (session.started) {
+        // it takes seconds (zfs-fuse waits for its threads): the pause after the last task is this
+        note('info', `stopping the ${driver.name} daemon started for this run (a few seconds)`);
         const result = await session.stop();
         if (result.reason) note('warn', result.reason);
         // Only a stopped daemon gives up its starter record; otherwise a later build may stop it.
