@@ -15,6 +15,7 @@ export interface ShellRequest {
 /** A prepared shell: where to start it, what to tell the user, and how to undo everything. */
 export interface ShellSession {
   readonly cwd: string;
+  /** The command's whole environment (not added to the runner's): leave a variable out to unset it. */
   readonly env: Readonly<Record<string, string>>;
   /** Lines printed before the shell starts (what is mounted where). */
   readonly notes: readonly string[];

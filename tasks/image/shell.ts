@@ -32,6 +32,8 @@ export function imageShell(config: ImageConfig, layout: PoolLayout): ShellProvid
     try {
       const { root: rootTask, boot: bootTask } = checkpointsFor(Object.keys(outputs));
       const env: Record<string, string> = { ...(process.env as Record<string, string>) };
+      // a shell opened inside another one must not see the outer copy's paths as its own
+      for (const name of ['IMAGE_ROOT', 'IMAGE_POOL', 'IMAGE_ESP']) delete env[name];
       let cwd = workDir;
       if (rootTask) {
         const disk = path.join(workDir, diskFile('root'));

@@ -158,6 +158,19 @@ describe('shell <stage> -- CMD', () => {
     expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
   });
 
+  it('a shell opened inside another one does not take the outer copy\'s IMAGE_ROOT, IMAGE_POOL or IMAGE_ESP for its own', async () => {
+    const outer = { IMAGE_ROOT: '/outer/root', IMAGE_POOL: 'outer', IMAGE_ESP: '/outer/esp' };
+    Object.assign(process.env, outer); // the runner inherits this test's environment
+    try {
+      // partition has an ESP but no pool: IMAGE_ROOT and IMAGE_POOL must be unset, IMAGE_ESP its own
+      const result = await project.run('shell', 'partition', '--', 'sh', '-c', 'echo "root=${IMAGE_ROOT-unset} pool=${IMAGE_POOL-unset} esp=$IMAGE_ESP"');
+      expect(result.exitCode, result.stderr).toBe(0);
+      expect(result.stdout).toMatch(/^root=unset pool=unset esp=\/\S+\/work\/\d+\.shell\.\w+\/esp$/m);
+    } finally {
+      for (const name of Object.keys(outer)) delete process.env[name];
+    }
+  });
+
   it('refuses a stage that holds no disk to open, and opens nothing', async () => {
     for (const stage of ['system', 'create-disks:root']) {
       const result = await project.run('shell', stage, '--', 'sh', '-c', 'echo ran');

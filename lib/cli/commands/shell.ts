@@ -97,7 +97,8 @@ export async function openShell(
     const [command, ...rest] = args.rest.length > 0 ? args.rest : [process.env['SHELL'] || 'bash'];
     const interactive = args.rest.length === 0;
     // no SIGKILL of our own after a SIGTERM: the command is asked to end, and may take its time
-    const running = execa(command!, rest, { cwd: opened.cwd, env: opened.env, stdio: 'inherit', reject: false, forceKillAfterDelay: false });
+    // the provider's env is the whole environment: what it left out stays out (extendEnv)
+    const running = execa(command!, rest, { cwd: opened.cwd, env: opened.env, extendEnv: false, stdio: 'inherit', reject: false, forceKillAfterDelay: false });
     // Ctrl-C reaches the command from the terminal itself (it decides what it means); SIGTERM and
     // SIGHUP come to this process alone, so they are passed on (every time), and the stage is released after
     let passedOn = false;
