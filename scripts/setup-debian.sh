@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 # qemu-utils: qemu-img; parted, fdisk: partitioning; dosfstools, mtools: the ESP;
 # zfs-fuse: userspace ZFS; nix-bin: nix-build and nix-store; busybox-static: the demo system;
-# tmux: the terminal-renderer test.
+# tmux: the terminal-renderer test; btrfs-progs: the test of an export to a compressing file system.
 $sudo apt-get install -y -qq --no-install-recommends \
-  qemu-utils parted fdisk dosfstools mtools zfs-fuse nix-bin busybox-static tmux util-linux coreutils >/dev/null
+  qemu-utils parted fdisk dosfstools mtools zfs-fuse nix-bin busybox-static tmux util-linux coreutils btrfs-progs >/dev/null
 npm ci --no-audit --no-fund

@@ -2,7 +2,7 @@
 // name, then a rename; what a failed or killed export leaves is removed.
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -93,6 +93,28 @@ describe('exportArtifact', () => {
       expect(await readdir(other)).toEqual(['nixos.root.img']);
     } finally {
       await execa('umount', [other], { reject: false });
+    }
+  });
+
+  it('tries a copy that looks too big on a file system that compresses (btrfs, compress-force), where it fits', async () => {
+    other = await mkdtemp(path.join(tmpdir(), 'export-btrfs-'));
+    const image = path.join(other, 'fs.img');
+    const mnt = path.join(other, 'mnt');
+    await execa('truncate', ['-s', '160M', image]);
+    await execa('mkfs.btrfs', ['-q', image]);
+    await mkdir(mnt);
+    await execa('mount', ['-o', 'loop,compress-force=zstd', image, mnt]); // the loop device goes with the unmount
+    try {
+      const source = path.join(dir, 'artifact.raw');
+      // 120 MiB of text: more than the ~80 MiB free, a few KiB once compressed
+      await execa('sh', ['-c', `yes nixos | head -c ${120 * 1024 * 1024} > '${source}'`]);
+      const info = await statfs(mnt);
+      expect(info.bavail * info.bsize).toBeLessThan(120 * 1024 * 1024);
+      const out = path.join(mnt, 'nixos.root.img');
+      expect(await exportArtifact(source, out)).toBe(true);
+      expect((await execa('cmp', [source, out], { reject: false })).exitCode).toBe(0);
+    } finally {
+      await execa('umount', [mnt], { reject: false });
     }
   });
 
