@@ -1,7 +1,8 @@
 import { execFile } from 'node:child_process';
-import { statfs } from 'node:fs/promises';
+import { realpath, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { mountHolding, readMountTable } from '../execution/mount-table.ts';
 import { allocatedSize, ensureFreeSpace } from './free-space.ts';
 
 const run = promisify(execFile);
@@ -23,13 +24,26 @@ export async function copyDisk(source: string, destination: string, signal?: Abo
 export async function ensureRoomForCopy(source: string, destination: string): Promise<number> {
   const needed = await allocatedSize(source);
   const dir = path.dirname(destination);
-  if (COMPRESSING.has((await statfs(dir)).type)) return needed;
+  if (await mayCompress(dir)) return needed;
   await ensureFreeSpace(dir, needed, `a copy of ${path.basename(source)}`);
   return needed;
 }
 
-/** statfs f_type of file systems that can compress (btrfs, ZFS, bcachefs): free space says too little there. */
-const COMPRESSING = new Set([0x9123683e, 0x2fc12fc1, 0xca451a4e]);
+/** statfs f_type of btrfs, ZFS and bcachefs. */
+const BTRFS = 0x9123683e;
+const COMPRESSES_BY_PROPERTY = new Set([0x2fc12fc1, 0xca451a4e]);
+
+/**
+ * Whether `dir`'s file system may store a copy in fewer bytes than it has: ZFS and bcachefs (their
+ * compression is a property, not a mount option), btrfs mounted with compress or compress-force.
+ */
+async function mayCompress(dir: string): Promise<boolean> {
+  const type = (await statfs(dir)).type;
+  if (COMPRESSES_BY_PROPERTY.has(type)) return true;
+  if (type !== BTRFS) return false;
+  const mount = mountHolding(await readMountTable(), await realpath(dir));
+  return /(^|,)compress(-force)?(=|,|$)/.test(mount?.options ?? '');
+}
 
 /** The argv after `cp` that copyDisk runs (task logs show it as a command). */
 export function copyDiskArgs(source: string, destination: string): string[] {

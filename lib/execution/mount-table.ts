@@ -9,6 +9,8 @@ export interface MountEntry {
   readonly target: string;
   /** File system type, e.g. `ext4`, `fuse.zfs`, `zfs`. */
   readonly fsType: string;
+  /** The file system's own options (mountinfo's last field), e.g. `rw,compress-force=zstd:3`. */
+  readonly options: string;
 }
 
 /** Mount points escape space, tab, newline and backslash as three octal digits. */
@@ -27,7 +29,7 @@ export function parseMountInfo(text: string): MountEntry[] {
     const fsType = fields[separator + 1];
     const source = fields[separator + 2];
     if (separator === -1 || target === undefined || fsType === undefined || source === undefined) continue;
-    entries.push({ source: unescapeMountField(source), target: unescapeMountField(target), fsType });
+    entries.push({ source: unescapeMountField(source), target: unescapeMountField(target), fsType, options: fields[separator + 3] ?? '' });
   }
   return entries;
 }
@@ -39,6 +41,17 @@ export function parseMountInfo(text: string): MountEntry[] {
  */
 export async function readMountTable(): Promise<MountEntry[]> {
   return parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
+}
+
+/** The mount that holds `file` (an absolute path without links): the last-mounted of the longest targets above it. */
+export function mountHolding(table: readonly MountEntry[], file: string): MountEntry | undefined {
+  let found: MountEntry | undefined;
+  for (const entry of table) {
+    const prefix = entry.target === '/' ? '/' : `${entry.target}/`;
+    if (file !== entry.target && !file.startsWith(prefix)) continue;
+    if (!found || entry.target.length >= found.target.length) found = entry;
+  }
+  return found;
 }
 
 /** Mount points at or below `dir`. */

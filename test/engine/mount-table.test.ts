@@ -3,7 +3,7 @@ import { mkdir, mkdtemp, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { mountsAtOrBelow, mountsUnder, parseMountInfo, readMountTable } from '../../lib/execution/mount-table.ts';
+import { mountHolding, mountsAtOrBelow, mountsUnder, parseMountInfo, readMountTable } from '../../lib/execution/mount-table.ts';
 
 // lines as Linux 6.x writes them: optional fields (shared:, master:) before the '-'
 const SAMPLE = [
@@ -19,12 +19,20 @@ const SAMPLE = [
 describe('mount table', () => {
   it('reads source, mount point and type past any optional fields, unescaping octal escapes', () => {
     expect(parseMountInfo(SAMPLE)).toEqual([
-      { source: '/dev/vda', target: '/', fsType: 'ext4' },
-      { source: 'tank/root', target: '/tmp/w/root', fsType: 'fuse.zfs' },
-      { source: 'tank/home', target: '/tmp/w/root/my files', fsType: 'fuse.zfs' },
-      { source: 'tank/x', target: '/tmp/w/root/back\\slash', fsType: 'fuse.zfs' },
-      { source: 'tmpfs', target: '/tmp/w/rootless', fsType: 'tmpfs' },
+      { source: '/dev/vda', target: '/', fsType: 'ext4', options: 'rw' },
+      { source: 'tank/root', target: '/tmp/w/root', fsType: 'fuse.zfs', options: 'rw,user_id=0,group_id=0' },
+      { source: 'tank/home', target: '/tmp/w/root/my files', fsType: 'fuse.zfs', options: 'rw,user_id=0' },
+      { source: 'tank/x', target: '/tmp/w/root/back\\slash', fsType: 'fuse.zfs', options: 'rw' },
+      { source: 'tmpfs', target: '/tmp/w/rootless', fsType: 'tmpfs', options: 'rw' },
     ]);
+  });
+
+  it('finds the mount holding a file: the longest mount point above it, not a sibling with the same prefix', () => {
+    const table = parseMountInfo(SAMPLE);
+    expect(mountHolding(table, '/tmp/w/root/my files/a')?.source).toBe('tank/home');
+    expect(mountHolding(table, '/tmp/w/root/etc/fstab')?.source).toBe('tank/root');
+    expect(mountHolding(table, '/tmp/w/rootless')?.source).toBe('tmpfs');
+    expect(mountHolding(table, '/tmp/w/roots/x')?.source).toBe('/dev/vda');
   });
 
   it('finds mounts at or below a folder, not beside it with the same prefix', () => {

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
 import { ROOT } from '../helpers/toy.ts';
 import { uniquePool } from '../helpers/reliability.ts';
-import { until } from '../helpers/wait.ts';
+import { running, until } from '../helpers/wait.ts';
 
 const POOL = uniquePool('dtank');
 let project: ImageProject;
@@ -111,30 +111,68 @@ describe('shell <stage> -- CMD', () => {
     expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
   });
 
+  it('a process working in the copy that is not the command\'s own is never signalled', async () => {
+    const marker = `sleep 299.${process.pid}`;
+    const shell = project.start('shell', 'export-pool', '--', 'sh', '-c', `exec ${marker}`);
+    let stderr = '';
+    shell.stderr?.on('data', (chunk: Buffer | string) => {
+      stderr += chunk.toString();
+    });
+    let outsider: ReturnType<typeof execa> | undefined;
+    try {
+      await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the command inside the shell');
+      const root = /datasets mounted at (\S+) \(\$IMAGE_ROOT\)/.exec(stderr)![1]!;
+      // as if from another terminal: cd'ed into the copy, but no child of the shell's command
+      outsider = execa('sleep', [`298.${process.pid}`], { cwd: path.join(root, 'etc'), reject: false });
+      shell.kill('SIGTERM');
+      await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 1, 'the command to end', 30_000);
+      await new Promise((done) => setTimeout(done, 1_000)); // give a wrong signal time to land
+      expect(await running(outsider.pid!)).toBe(true);
+      outsider.kill('SIGKILL');
+      await outsider;
+      const result = await shell;
+      expect(result.exitCode).toBe(143);
+    } finally {
+      outsider?.kill('SIGKILL');
+      await shell.catch(() => undefined);
+    }
+    // whatever the release could not undo while the outsider was there, the next run's sweep does
+    await project.run('gc');
+    expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
+    expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
+    expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
+  });
+
   it('an interactive shell gets SIGHUP for a SIGTERM (bash ignores SIGTERM) and hangs up the job it started in the image', async () => {
-    const session = `shell-${process.pid}-${Date.now()}`;
-    const exitFile = path.join(project.dir, 'shell-exit');
+    // a private tmux server: nothing of a server already running leaks in
+    const tmux = (...args: string[]) => execa('tmux', ['-L', `zfs-image-test-${process.pid}`, ...args], { reject: false });
+    const pidFile = path.join(project.dir, 'runner-pid');
     const marker = `sleep 297.${process.pid}`;
     const runner = `${process.execPath} ${path.join(ROOT, 'bin/zfs-image.js')} shell export-pool --config ${project.configFile} --cache-dir ${project.cache} --out ${project.out}`;
-    // a terminal for an interactive bash; the exit status and the screen are read afterwards
-    const command = `SHELL=/bin/bash ${runner}; echo $? > ${exitFile}; sleep 60`;
-    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '160', '-y', '50', command]);
+    // a terminal for an interactive bash (no history written); `exec` makes the runner the pane's process, whose pid is recorded
+    const command = `echo $$ > ${pidFile}; exec env SHELL=/bin/bash HISTFILE=/dev/null ${runner}`;
+    await tmux('new-session', '-d', '-s', 'shell', '-x', '160', '-y', '50', command);
+    await tmux('set-option', '-t', 'shell', 'remain-on-exit', 'on'); // the pane keeps its screen and exit status
+    let pid = 0;
     try {
-      const screen = async (): Promise<string> => (await execa('tmux', ['capture-pane', '-p', '-t', session])).stdout;
+      const screen = async (): Promise<string> => (await tmux('capture-pane', '-p', '-S', '-', '-t', 'shell')).stdout;
       await until(async () => /\(\$IMAGE_ROOT\)/.test(await screen()), 'the shell to open', 60_000);
-      await execa('tmux', ['send-keys', '-t', session, `cd "$IMAGE_ROOT/etc" && ${marker} &`, 'Enter']);
+      pid = Number(await readFile(pidFile, 'utf8'));
+      await tmux('send-keys', '-t', 'shell', `cd "$IMAGE_ROOT/etc" && ${marker} &`, 'Enter');
       await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the job in the image');
-      const pid = (await execa('pgrep', ['-f', `^${runner.replaceAll('.', '\\.')}$`])).stdout.trim();
-      process.kill(Number(pid), 'SIGTERM');
-      await until(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 'the runner to exit', 60_000);
-      expect((await readFile(exitFile, 'utf8')).trim()).toBe('129'); // bash ended by SIGHUP
+      process.kill(pid, 'SIGTERM');
+      await until(async () => !(await running(pid)), 'the runner to exit', 60_000);
+      const status = (await tmux('display-message', '-p', '-t', 'shell', '#{pane_dead_status}')).stdout.trim();
+      expect(status).toBe('129'); // bash ended by SIGHUP, and the runner returns its status
       expect((await screen()).replace(/\n/g, '')).toContain('SIGTERM: passed on to /bin/bash as SIGHUP and to what else runs in the copy; export-pool is released when they end');
       expect((await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode).toBe(1);
       expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
       expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
     } finally {
-      await execa('tmux', ['kill-session', '-t', session], { reject: false });
+      await tmux('kill-server');
       await execa('pkill', ['-f', `^${marker}`], { reject: false });
+      // a runner still releasing after a failure would hold the pool name the next test uses
+      if (pid > 0) await until(async () => !(await running(pid)), 'the runner to finish its release', 60_000).catch(() => undefined);
     }
   });
 

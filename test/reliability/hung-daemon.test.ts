@@ -232,7 +232,10 @@ describe('a zfs-fuse daemon whose starter is dead, hung when the last user leave
       const again: string[] = [];
       const use = await useZfs(createZfsFuseDriver({ commandTimeoutMs: 10_000 }), createExec(), (line) => again.push(line));
       await use.release();
-      expect(again).toEqual([`stopped the zfs-fuse daemon a finished build had started (pid ${daemon})`]);
+      expect(again).toEqual([
+        `stopping the zfs-fuse daemon a finished build had started (pid ${daemon}; a few seconds)`,
+        `stopped the zfs-fuse daemon a finished build had started (pid ${daemon})`,
+      ]);
       expect(await zfsFuseDaemons()).toEqual([]);
       expect(await zfsFuseStarter()).toBeUndefined();
       expect(existsSync(pidDir)).toBe(false);

@@ -6,7 +6,7 @@ import { entryOutputs, type CacheStore } from '../../caching/cache-store.ts';
 import { fingerprintOf } from '../../caching/fingerprint.ts';
 import type { Sweeper } from '../../caching/sweep.ts';
 import { mountsUnder } from '../../execution/mount-table.ts';
-import { processesUsing } from '../../execution/processes-using.ts';
+import { processesUsing, processTree } from '../../execution/processes-using.ts';
 import type { Graph } from '../../engine/graph.ts';
 import type { ShellProvider, ShellSession } from '../../engine/shell.ts';
 import { isResource, type DependencyOutputs } from '../../engine/task.ts';
@@ -16,18 +16,28 @@ import { dryRun, selection, withLock, type CliIo } from '../common.ts';
 import { interruptSignal } from '../interrupt.ts';
 
 /**
- * Processes working in the opened copy (the mounted root, else the folder the command ran in). Never
- * the ZFS daemon: it holds the copied disk open, and must outlive the release.
+ * The command's own processes (it and everything below it) working in the opened copy: the mounted
+ * root, else the folder the command ran in. Another terminal's shell that happens to be in the copy
+ * is not the command's, and is never signalled; nor is the ZFS daemon, which holds the copied disk.
  */
-async function usersOfCopy(opened: ShellSession): Promise<number[]> {
-  const pids = await processesUsing(opened.env['IMAGE_ROOT'] ?? opened.cwd);
+async function jobsInCopy(opened: ShellSession, commandPid: number): Promise<number[]> {
+  const [using, tree] = await Promise.all([processesUsing(copyFolder(opened)), processTree(commandPid)]);
+  const pids = using.filter((pid) => tree.has(pid));
   const names = await Promise.all(pids.map((pid) => readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')));
   return pids.filter((_, i) => names[i]!.trim() !== 'zfs-fuse');
 }
 
+/** Where the opened copy is: what keeps it busy works in there. */
+function copyFolder(opened: ShellSession): string {
+  return opened.env['IMAGE_ROOT'] ?? opened.cwd;
+}
+
 /** Waits up to 5 s for the processes a passed-on signal reached to leave the copy, so release can unmount it. */
-async function settle(opened: ShellSession): Promise<void> {
-  for (let i = 0; i < 50 && (await usersOfCopy(opened)).length > 0; i++) await new Promise((done) => setTimeout(done, 100));
+async function settle(opened: ShellSession, signalled: ReadonlySet<number>): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (Date.now() < deadline && (await processesUsing(copyFolder(opened))).some((pid) => signalled.has(pid))) {
+    await new Promise((done) => setTimeout(done, 100));
+  }
 }
 
 /** Sends a signal to a process that may have ended since. */
@@ -101,21 +111,31 @@ export async function openShell(
     const running = execa(command!, rest, { cwd: opened.cwd, env: opened.env, extendEnv: false, stdio: 'inherit', reject: false, forceKillAfterDelay: false });
     // Ctrl-C reaches the command from the terminal itself (it decides what it means); SIGTERM and
     // SIGHUP come to this process alone, so they are passed on (every time), and the stage is released after
-    let passedOn = false;
+    // the command's processes a passed-on signal reached: release waits for them to leave the copy
+    const signalled = new Set<number>();
+    let passing: Promise<void> = Promise.resolve();
     const passOn = (name: NodeJS.Signals): void => {
-      passedOn = true;
       // an interactive shell ignores SIGTERM; a hangup ends it, and it hangs up its jobs
       const sent = interactive ? 'SIGHUP' : name;
       io.stderr(`\n${name}: passed on to ${command}${sent === name ? '' : ` as ${sent}`} and to what else runs in the copy; ${stage} is released when they end\n`);
-      running.kill(sent);
-      // what it started in the image (`cd "$IMAGE_ROOT"; long-cmd`) would keep the mounts busy
-      void usersOfCopy(opened).then((pids) => pids.forEach((pid) => signalProcess(pid, sent)));
+      // found while the command lives: once it has ended, its children belong to init
+      const pid = running.pid;
+      passing = (async () => {
+        const jobs = pid === undefined ? [] : await jobsInCopy(opened, pid);
+        running.kill(sent);
+        // what it started in the image (`cd "$IMAGE_ROOT"; long-cmd`) would keep the mounts busy
+        for (const job of jobs) {
+          signalled.add(job);
+          signalProcess(job, sent);
+        }
+      })();
     };
     for (const name of PASSED_ON) process.on(name, passOn);
     const child = await running.finally(() => {
       for (const name of PASSED_ON) process.off(name, passOn);
     });
-    if (passedOn) await settle(opened);
+    await passing;
+    if (signalled.size > 0) await settle(opened, signalled);
     if (interruptSignal(signal) === 'SIGINT') io.stderr(`releasing ${stage} (Ctrl-C went to the command, not to a build)\n`);
     if (child.exitCode !== undefined) return child.exitCode;
     // as a shell reports them: a signal as 128 + its number, a command that could not start as 127

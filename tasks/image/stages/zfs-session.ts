@@ -3,13 +3,12 @@ import path from 'node:path';
 import { isAlive } from '../../../lib/caching/lock.ts';
 import type { RunNote, TaskContext } from '../../../lib/engine/task.ts';
 import type { ZfsDriver, ZfsSession } from '../zfs/driver.ts';
-import { pidIn, stopZfsFuseProcess, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
+import { isZfsFuseProcess, pidIn, stopZfsFuseProcess, ZFS_USERS_DIR, zfsFuseRequests } from '../zfs/zfs-fuse-host.ts';
 import { CommandError, ranAndFailed } from '../../../lib/execution/command-error.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 
-/** Builds using a ZFS daemon register here (one file per pid), so none stops it under another. */
-export const ZFS_USERS_DIR = '/run/nixos-zfs-image/zfs-users';
+export { ZFS_USERS_DIR };
 
 /** Names the build that started the zfs-fuse daemon (and its pid file), so the last build out can stop it if that one is gone. */
 export const STARTER_FILE = '/run/nixos-zfs-image/zfs-fuse-started-by';
@@ -185,6 +184,7 @@ async function stopZfsFuseDaemon(exec: Exec, note: RunNote, pidFile: string): Pr
     return false;
   }
   const pid = await pidIn(pidFile);
+  if (await isZfsFuseProcess(pid)) note('info', `stopping the zfs-fuse daemon a finished build had started (pid ${pid}; a few seconds)`);
   // it waits for its worker threads, about 5 s; one that is still there after 30 s is stuck
   const how = await stopZfsFuseProcess(pid, exec, 30_000);
   if (how === 'exited') note('info', `stopped the zfs-fuse daemon a finished build had started (pid ${pid})`);

@@ -45,6 +45,9 @@ export function zfsCommandTimeoutMsOrDefault(): number | undefined {
  */
 const ZFS_FUSE_LOCK_FILE = '/run/nixos-zfs-image/zfs-fuse.lock';
 
+/** Builds and shells using a ZFS daemon register here (one file per pid), so none stops it under another. */
+export const ZFS_USERS_DIR = '/run/nixos-zfs-image/zfs-users';
+
 let sharedLock: HostLock | undefined;
 
 /** This process's hold on {@link ZFS_FUSE_LOCK_FILE}, shared so its own commands queue too. */
@@ -102,7 +105,7 @@ export async function pidIn(pidFile: string): Promise<number> {
 }
 
 /** Whether `pid` is a live zfs-fuse process: a pid file may be stale, and its pid reused. */
-async function isZfsFuseProcess(pid: number): Promise<boolean> {
+export async function isZfsFuseProcess(pid: number): Promise<boolean> {
   if (!(Number.isInteger(pid) && pid > 0)) return false;
   const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
   return comm.trim() === 'zfs-fuse' && (await processAlive(pid));

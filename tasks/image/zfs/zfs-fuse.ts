@@ -6,7 +6,7 @@
  */
 import { access, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { constants } from 'node:fs';
+import { constants, existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { createExec, formatCommand } from '../../../lib/execution/exec.ts';
 import type { HostLock } from '../../../lib/execution/host-lock.ts';
@@ -38,6 +38,7 @@ import type {
 } from './driver.ts';
 import {
   ZFS_FUSE_FS_TYPE,
+  ZFS_USERS_DIR,
   pidIn,
   stopZfsFuseProcess,
   zfsCommandTimeoutMs,
@@ -178,9 +179,11 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     // zfs-fuse's `zpool get` has no -H or -o; its `zpool list` has both
     const listed = (await exec(zpool, ['list', '-H', '-o', 'name,altroot'], { quiet: true }).catch(() => undefined))?.stdout ?? '';
     const root = listed.split('\n').find((line) => line.startsWith(`${pool}\t`))?.slice(pool.length + 1) ?? '';
-    // a run's folders are staging/<pid>.<task>.<suffix> and work/<pid>.<task or shell>.<suffix>
-    const match = /\/(?:staging|work)\/(\d+)\.([a-z][\w:-]*)\.[^/]+\//.exec(`${root}/`);
-    if (!match || !isAlive(Number(match[1]))) return undefined;
+    // a run's folders are staging/<pid>.<task>.<suffix> and work/<pid>.<task or shell>.<suffix>; the
+    // last such segment is the cache's own (a cache may itself lie under a folder called work)
+    const match = /^.*\/(?:staging|work)\/(\d+)\.([a-z][\w:-]*)\.[^/]+\//.exec(`${root}/`);
+    // alive and registered as a ZFS user: a run of this tool, not a process that reused a dead run's pid
+    if (!match || !isAlive(Number(match[1])) || !existsSync(join(ZFS_USERS_DIR, match[1]!))) return undefined;
     return { pid: Number(match[1]), what: match[2] === 'shell' ? 'a shell' : 'a build', root };
   };
 
