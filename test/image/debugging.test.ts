@@ -144,8 +144,8 @@ describe('shell <stage> -- CMD', () => {
   });
 
   it('an interactive shell gets SIGHUP for a SIGTERM (bash ignores SIGTERM) and hangs up the job it started in the image', async () => {
-    // a private tmux server: nothing of a server already running leaks in
-    const tmux = (...args: string[]) => execa('tmux', ['-L', `zfs-image-test-${process.pid}`, ...args], { reject: false });
+    // a private tmux server, its socket in the project's folder (removed with it): nothing of a server already running leaks in
+    const tmux = (...args: string[]) => execa('tmux', ['-S', path.join(project.dir, 'tmux.sock'), ...args], { reject: false });
     const pidFile = path.join(project.dir, 'runner-pid');
     const marker = `sleep 297.${process.pid}`;
     const runner = `${process.execPath} ${path.join(ROOT, 'bin/zfs-image.js')} shell export-pool --config ${project.configFile} --cache-dir ${project.cache} --out ${project.out}`;
