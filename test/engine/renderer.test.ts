@@ -13,11 +13,14 @@ beforeEach(async () => {
   session = `render-${process.pid}-${Date.now()}`;
 });
 afterEach(async () => {
-  await execa('tmux', ['kill-session', '-t', session], { reject: false });
+  await tmux(['kill-session', '-t', session], { reject: false });
   await toy.cleanup();
 });
 
-const screen = async (): Promise<string> => (await execa('tmux', ['capture-pane', '-p', '-t', session])).stdout;
+/** tmux on a private server whose socket lies in the toy folder: removed with it, no server shared. */
+const tmux = (args: string[], options: { reject?: boolean } = {}) => execa('tmux', ['-S', path.join(toy.dir, 'tmux.sock'), ...args], options);
+
+const screen = async (): Promise<string> => (await tmux(['capture-pane', '-p', '-t', session])).stdout;
 
 describe('a terminal without a size', () => {
   it('gets the plain line output, one line per event, instead of a display drawn in 0 columns', async () => {
@@ -42,7 +45,7 @@ describe('listr2 renderer on a TTY', () => {
       `echo $? > ${exitFile}`,
       'sleep 60',
     ].join('; ');
-    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
+    await tmux(['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
     // mid-run: a is done, b and c sleep, d waits for them (the first frame shows all four waiting)
     let during = '';
     await until(async () => /✔ a: toy a \[\d+/.test((during = await screen())), 'a finished with its time', 20_000);
@@ -61,7 +64,7 @@ describe('listr2 renderer on a TTY', () => {
     expect((await toy.run('build')).exitCode).toBe(0);
     const exitFile = path.join(toy.dir, 'exit');
     const command = `cd ${ROOT}; env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}; echo $? > ${exitFile}; sleep 60`;
-    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
+    await tmux(['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
     await until(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 'the build to exit', 30_000);
     const after = await screen();
     expect(after).toMatch(/a: toy a: cached \(fresh in cache\)/);
@@ -72,10 +75,10 @@ describe('listr2 renderer on a TTY', () => {
     await toy.configure({ hang: 'b' });
     const exitFile = path.join(toy.dir, 'exit');
     const command = `cd ${ROOT}; env -u CI ${process.execPath} --import tsx test/fixtures/toy-taskfile.ts build --config ${path.join(toy.dir, 'config.json')} --cache-dir ${toy.cache}; echo $? > ${exitFile}; sleep 60`;
-    await execa('tmux', ['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
+    await tmux(['new-session', '-d', '-s', session, '-x', '120', '-y', '40', command]);
     const grandchildFile = path.join(toy.markers, 'grandchild.pid');
     await until(async () => (await readFile(grandchildFile, 'utf8').catch(() => '')).trim() !== '', 'the grandchild pid', 20_000);
-    await execa('tmux', ['send-keys', '-t', session, 'C-c']);
+    await tmux(['send-keys', '-t', session, 'C-c']);
     await until(async () => (await readFile(exitFile, 'utf8').catch(() => '')).trim() !== '', 'the build to exit', 30_000);
     expect((await readFile(exitFile, 'utf8')).trim()).toBe('1');
     expect(await screen()).toMatch(/^interrupted in .*: /m);
