@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { processAlive } from '../../lib/execution/processes.ts';
 
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -14,7 +14,4 @@ export async function until(check: () => Promise<boolean> | boolean, what: strin
 }
 
 /** True while a process exists and is not a zombie (a dead child nobody reaped yet counts as gone). */
-export async function running(pid: number): Promise<boolean> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-  return stat !== '' && stat[stat.lastIndexOf(')') + 2] !== 'Z';
-}
+export const running = processAlive;

@@ -79,13 +79,13 @@ async function verify(store: CacheStore, io: CliIo, signal: AbortSignal): Promis
   let checked = 0;
   for (const key of after) {
     if (signal.aborted) break;
-    checked += 1;
     const fingerprint = key.slice('entry/'.length);
     const found = await store.lookup(fingerprint);
     if (!found.ok) {
       damaged += 1;
       const owner = owners.get(fingerprint) ?? (await store.recordedTaskId(fingerprint));
       io.stdout(`damaged: ${owner ? `${owner} ` : ''}${fingerprint.slice(0, 12)}: ${found.error.reason === 'damaged' ? found.error.detail : 'index record lost'} (a miss: the next build redoes it)\n`);
+      checked += 1;
       continue;
     }
     const entry = found.value;
@@ -111,10 +111,8 @@ async function verify(store: CacheStore, io: CliIo, signal: AbortSignal): Promis
     }
     if (recorded) await cacache.put(store.indexDir, baselineKey, JSON.stringify(baseline));
     // an entry whose hashing was cut short counts only when it already showed damage
-    if (cut && problems.length === 0) {
-      checked -= 1;
-      break;
-    }
+    if (cut && problems.length === 0) break;
+    checked += 1;
     if (problems.length > 0) {
       damaged += 1;
       await store.evict(fingerprint);

@@ -6,7 +6,7 @@ import { entryOutputs, type CacheStore } from '../../caching/cache-store.ts';
 import { fingerprintOf } from '../../caching/fingerprint.ts';
 import type { Sweeper } from '../../caching/sweep.ts';
 import { mountsUnder } from '../../execution/mount-table.ts';
-import { processesUsing, processTree } from '../../execution/processes-using.ts';
+import { processesUsing, processTree, signalProcess } from '../../execution/processes.ts';
 import type { Graph } from '../../engine/graph.ts';
 import type { ShellProvider, ShellSession } from '../../engine/shell.ts';
 import { isResource, type DependencyOutputs } from '../../engine/task.ts';
@@ -37,15 +37,6 @@ async function settle(opened: ShellSession, signalled: ReadonlySet<number>): Pro
   const deadline = Date.now() + 5_000;
   while (Date.now() < deadline && (await processesUsing(copyFolder(opened))).some((pid) => signalled.has(pid))) {
     await new Promise((done) => setTimeout(done, 100));
-  }
-}
-
-/** Sends a signal to a process that may have ended since. */
-function signalProcess(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // gone already
   }
 }
 

@@ -6,6 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 import { readMountTable } from '../../../lib/execution/mount-table.ts';
+import { processAlive, signalProcess } from '../../../lib/execution/processes.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 
 /** The default limit for one zpool or zfs command: they answer in well under a second when the daemon is healthy. */
@@ -77,26 +78,6 @@ export function zfsFuseRequests(exec: Exec, options: ZfsFuseRequestOptions = {})
       options.onTurn?.(file, args);
       return exec(file, args, { ...execOptions, ...(timeoutMs === undefined ? {} : { timeoutMs }) });
     });
-}
-
-/** Whether a process exists and is not a zombie. */
-async function processAlive(pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-    // the state follows the parenthesised command name, which may itself hold parentheses
-    return stat[stat.lastIndexOf(')') + 2] !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Sends a signal to a process that may have exited since it was looked at. */
-function signalProcess(pid: number, name: NodeJS.Signals): void {
-  try {
-    process.kill(pid, name);
-  } catch {
-    // gone already
-  }
 }
 
 /** The pid a pid file holds; NaN when it is missing or unreadable. */

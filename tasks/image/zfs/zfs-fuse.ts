@@ -364,12 +364,13 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
         return { stopped: false, reason: `zfs-fuse left running: pools still imported (${others.join(', ')})` };
       }
       // only the daemon the pid file names, and only while it is zfs-fuse (the file may be stale)
-      const how = await stopZfsFuseProcess(pid, exec, options.stopTimeoutMs ?? 15_000);
+      const graceMs = options.stopTimeoutMs ?? 15_000;
+      const how = await stopZfsFuseProcess(pid, exec, graceMs);
       if (how === 'still-running') return { stopped: false, reason: `zfs-fuse (pid ${pid}) did not exit, even after SIGKILL` };
       stopped = true;
       await rm(pidDir, { recursive: true, force: true });
-      const limit = (options.stopTimeoutMs ?? 15_000) / 1000;
-      return how === 'killed' ? { stopped: true, reason: `killed the zfs-fuse daemon this build started (pid ${pid}): it did not exit within ${limit} s of SIGTERM` } : { stopped: true };
+      if (how !== 'killed') return { stopped: true };
+      return { stopped: true, reason: `killed the zfs-fuse daemon this build started (pid ${pid}): it did not exit within ${graceMs / 1000} s of SIGTERM` };
     };
     return { started: true, stop, pidFile };
   };

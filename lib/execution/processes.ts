@@ -24,14 +24,36 @@ export async function processesUsing(dir: string): Promise<number[]> {
 export async function processTree(root: number): Promise<Set<number>> {
   const children = new Map<number, number[]>();
   for (const pid of await allPids()) {
-    const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
-    // the command name in parentheses may hold spaces: the parent pid is the second field after it
-    const parent = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    const parent = Number((await statFields(pid))?.[1]);
     if (Number.isInteger(parent)) children.set(parent, [...(children.get(parent) ?? []), pid]);
   }
   const tree = new Set([root]);
   for (const pid of tree) for (const child of children.get(pid) ?? []) tree.add(child);
   return tree;
+}
+
+/** Whether a process exists and is not a zombie (a dead child nobody reaped yet counts as gone). */
+export async function processAlive(pid: number): Promise<boolean> {
+  const state = (await statFields(pid))?.[0];
+  return state !== undefined && state !== 'Z';
+}
+
+/** Sends a signal to a process that may have exited since it was looked at. */
+export function signalProcess(pid: number, name: NodeJS.Signals): void {
+  try {
+    process.kill(pid, name);
+  } catch {
+    // gone already
+  }
+}
+
+/**
+ * The fields of /proc/<pid>/stat after the command name (state, parent pid, …), or undefined for a
+ * process that is gone. The name is in parentheses and may itself hold spaces and parentheses.
+ */
+async function statFields(pid: number): Promise<string[] | undefined> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat === '' ? undefined : stat.slice(stat.lastIndexOf(')') + 2).split(' ');
 }
 
 async function allPids(): Promise<number[]> {
