@@ -140,6 +140,9 @@ interface Iteration {
   readonly scriptRaw: number;
   readonly stagedRootOutput: number;
   readonly scriptRootOutput: number;
+  /** Which side of (a) ran first in this iteration, and whether (b)'s rebuild ran before its converts. */
+  readonly stagedFirst: boolean;
+  readonly rebuildFirst: boolean;
 }
 
 const REBUILT = ['convert:boot', 'convert:root', 'post-vm'];
@@ -151,10 +154,12 @@ async function iteration(base: string, index: number, toplevel: string): Promise
   await mkdir(stagedDir);
   const runStaged = () => stagedBuild(stagedDir, FIRST_FORMAT, toplevel);
   const runScript = () => scriptBuild(scriptDir, FIRST_FORMAT, toplevel);
-  // alternate the order, so neither side always runs on the other's warm caches
+  // alternate the order, so neither side always runs on the other's warm caches (and with an even
+  // number of runs, each side runs second as often as the other: on this VM the second runs slower)
+  const stagedFirst = index % 2 === 0;
   let fresh: StagedRun;
   let script: Awaited<ReturnType<typeof scriptBuild>>;
-  if (index % 2 === 0) {
+  if (stagedFirst) {
     fresh = await runStaged();
     script = await runScript();
   } else {
@@ -165,10 +170,20 @@ async function iteration(base: string, index: number, toplevel: string): Promise
   if (notRan.length > 0) throw new Error(`fresh build did not run everything: ${JSON.stringify(notRan)}`);
   const cache = path.join(stagedDir, 'cache');
   const cacheAfterFresh = await duBytes(cache);
-  const rebuild = await stagedBuild(stagedDir, SECOND_FORMAT, toplevel);
+  // (b) alternates too: the rebuild works on the cache's disks, the converts alone on the script's
+  const rebuildFirst = stagedFirst;
+  let rebuild: StagedRun;
+  let alone: { convertsMs: number; hashMs: number };
+  if (rebuildFirst) {
+    rebuild = await stagedBuild(stagedDir, SECOND_FORMAT, toplevel);
+    alone = await convertsAlone(scriptDir, SECOND_FORMAT);
+  } else {
+    alone = await convertsAlone(scriptDir, SECOND_FORMAT);
+    rebuild = await stagedBuild(stagedDir, SECOND_FORMAT, toplevel);
+  }
   const ran = Object.entries(rebuild.statuses).filter(([, s]) => s === 'ran').map(([id]) => id).sort();
   if (JSON.stringify(ran) !== JSON.stringify(REBUILT)) throw new Error(`format change reran ${ran.join(', ')}, expected ${REBUILT.join(', ')}`);
-  const { convertsMs, hashMs } = await convertsAlone(scriptDir, SECOND_FORMAT);
+  const { convertsMs, hashMs } = alone;
   const result: Iteration = {
     fresh,
     script,
@@ -181,6 +196,8 @@ async function iteration(base: string, index: number, toplevel: string): Promise
     scriptRaw: (await allocatedBytes(path.join(scriptDir, 'boot.raw'))) + (await allocatedBytes(path.join(scriptDir, 'root.work.raw'))),
     stagedRootOutput: await allocatedBytes(path.join(stagedDir, 'out', `nixos.root.${FIRST_FORMAT}`)),
     scriptRootOutput: await allocatedBytes(path.join(scriptDir, `nixos.root.${FIRST_FORMAT}`)),
+    stagedFirst,
+    rebuildFirst,
   };
   for (const report of [...(await scrub(stagedDir, POOL)), ...(await scrub(scriptDir, POOL))]) console.error(`image bench: ${report}`);
   return result;
@@ -226,6 +243,7 @@ function metrics(runs: readonly Iteration[], daemon: { startMs?: number; stopMs?
     { name: '(b) rebuild / converts', value: round(rebuild / converts, 2), unit: 'ratio', max: GOALS.rebuild },
     { name: '(b) sha256 of the two outputs alone (openssl)', value: round(m((r) => r.hashMs)), unit: 'ms' },
     { name: '(b) rebuild / (converts + sha256)', value: round(rebuild / m((r) => r.convertsMs + r.hashMs), 2), unit: 'ratio' },
+    ...byOrder(runs),
     { name: '(c) cache after (a), du', value: cache, unit: 'bytes' },
     { name: '(c) final raw disks, allocated', value: raw, unit: 'bytes' },
     { name: '(c) cache / final raw disks', value: round(cache / raw, 2), unit: 'ratio', max: GOALS.cache },
@@ -241,8 +259,31 @@ function metrics(runs: readonly Iteration[], daemon: { startMs?: number; stopMs?
   return list;
 }
 
-/** Runs the image benchmark: one warm-up iteration, then `runs` measured ones. */
-export async function imageBench(runs = Number(process.env['BENCH_RUNS'] ?? 5)): Promise<BenchResult> {
+/**
+ * The ratios of (a) and (b) split by which side ran first: the machine makes the second command of
+ * an iteration slower, so these show how much of a ratio is order, not code.
+ */
+function byOrder(runs: readonly Iteration[]): Metric[] {
+  const ratio = (list: readonly Iteration[], pick: (r: Iteration) => number): number => round(median(list.map(pick)), 2);
+  const rows: Metric[] = [];
+  for (const first of [true, false]) {
+    const fresh = runs.filter((r) => r.stagedFirst === first);
+    const rebuild = runs.filter((r) => r.rebuildFirst === first);
+    const side = first ? 'first' : 'second';
+    if (fresh.length > 0) rows.push({ name: `(a) staged / script, runs where staged ran ${side} (${fresh.length})`, value: ratio(fresh, (r) => r.fresh.wallMs / r.script.wallMs), unit: 'ratio' });
+    if (rebuild.length > 0) rows.push({ name: `(b) rebuild / converts, runs where the rebuild ran ${side} (${rebuild.length})`, value: ratio(rebuild, (r) => r.rebuild.wallMs / r.convertsMs), unit: 'ratio' });
+  }
+  return rows;
+}
+
+/** Measured runs: even, so that each side of (a) and (b) runs second in half of them. */
+export function evenRuns(requested: number): number {
+  return Math.max(2, requested + (requested % 2));
+}
+
+/** Runs the image benchmark: one warm-up iteration, then `runs` measured ones (made even). */
+export async function imageBench(requested = Number(process.env['BENCH_RUNS'] ?? 6)): Promise<BenchResult> {
+  const runs = evenRuns(requested);
   const system = await buildSystem();
   if ((await importedPools()).includes(POOL)) throw new Error(`a pool named ${POOL} is already imported; export it first`);
   const base = await scratchDir('image');
@@ -266,7 +307,7 @@ export async function imageBench(runs = Number(process.env['BENCH_RUNS'] ?? 5)):
     metrics: metrics(measured, { startMs: daemon.startMs, stopMs: stop.stopMs }),
     notes: [
       `system ${system.toplevel}, closure ${round(system.closureBytes / 2 ** 20, 1)} MiB (bench/image/big-system.nix)`,
-      `(a) and (c): format ${FIRST_FORMAT}; (b): format changed to ${SECOND_FORMAT}; pool ${POOL}; one warm-up iteration, then ${runs} measured; staged and script alternate which runs first`,
+      `(a) and (c): format ${FIRST_FORMAT}; (b): format changed to ${SECOND_FORMAT}; pool ${POOL}; one warm-up iteration, then ${runs} measured${runs === requested ? '' : ` (${requested} asked, made even)`}; staged and script alternate which runs first, and so do (b)'s rebuild and converts, so each side runs second in half the runs`,
       'zfs-fuse daemon start and stop are outside the measured time on both sides: the benchmark holds one daemon for all runs, so neither the staged build nor the script starts or stops it',
       `daemon: ${daemon.startMs === undefined ? 'already running (another user), reused' : `started by the benchmark in ${round(daemon.startMs)} ms`}; ${stop.note}; script saw: ${scriptDaemon}`,
       'both sides write what image-info.json records: qemu-img info and sha256 of both outputs (the staged build in its convert and post-vm tasks, the script in its post-vm phase with openssl)',
@@ -294,6 +335,8 @@ export async function imageBench(runs = Number(process.env['BENCH_RUNS'] ?? 5)):
         scriptFinalRaw: r.scriptRaw,
         stagedRootOutput: r.stagedRootOutput,
         scriptRootOutput: r.scriptRootOutput,
+        stagedFirst: r.stagedFirst,
+        rebuildFirst: r.rebuildFirst,
       })),
     },
   };
