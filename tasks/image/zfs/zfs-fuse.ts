@@ -4,47 +4,20 @@
  * file; datasets are mounted through their mountpoint property under the
  * pool's altroot and set back before export; the daemon is started on demand.
  */
-import { access, mkdtemp, readFile, rm, symlink } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { access, symlink } from 'node:fs/promises';
 import { constants, existsSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { createExec, formatCommand } from '../../../lib/execution/exec.ts';
 import type { HostLock } from '../../../lib/execution/host-lock.ts';
 import { CommandError } from '../../../lib/execution/command-error.ts';
 import { isAlive } from '../../../lib/caching/lock.ts';
-import { kernelPath, mountsAtOrBelow, readMountTable, type MountEntry } from '../../../lib/execution/mount-table.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
-import {
-  POOL_NAME,
-  hostPath,
-  inCoreName,
-  makeTempDir,
-  mayHaveFinished,
-  releaseExecOptions,
-  removeTempDir,
-  UNDO,
-} from './driver.ts';
-import { compareMounts, inMountOrder, zfsCreateArgs, zpoolCreateArgs } from '../generators.ts';
-import type {
-  CreatePoolOptions,
-  DatasetMount,
-  ImportPoolOptions,
-  MountState,
-  PoolHandle,
-  ReleaseOptions,
-  ZfsDriver,
-  ZfsProperties,
-  ZfsSession,
-} from './driver.ts';
-import {
-  ZFS_FUSE_FS_TYPE,
-  ZFS_USERS_DIR,
-  pidIn,
-  stopZfsFuseProcess,
-  zfsCommandTimeoutMs,
-  zfsFuseLock,
-  zfsFuseRequests,
-} from './zfs-fuse-host.ts';
+import { POOL_NAME, inCoreName, makeTempDir, mayHaveFinished, releaseExecOptions, removeTempDir, UNDO } from './driver.ts';
+import { zfsCreateArgs, zpoolCreateArgs } from '../generators.ts';
+import type { CreatePoolOptions, ImportPoolOptions, PoolHandle, ReleaseOptions, ZfsDriver, ZfsProperties, ZfsSession } from './driver.ts';
+import { prepareDaemon } from './zfs-fuse-daemon.ts';
+import { ZFS_USERS_DIR, zfsCommandTimeoutMs, zfsFuseLock, zfsFuseRequests } from './zfs-fuse-host.ts';
+import { mountDatasets, unmountAll, unmountEverything, type ZfsFuseCommands } from './zfs-fuse-mounts.ts';
 import { adaptPropertiesForZfsFuse } from './zfs-fuse-properties.ts';
 
 /** How to reach zfs-fuse; every field has a working default on Debian. */
@@ -81,20 +54,6 @@ function hungDaemonError(command: string, limitMs: number): Error {
       'then rerun the build. ZFS_IMAGE_ZFS_TIMEOUT=<seconds> changes the limit.',
   );
 }
-
-/**
- * The pool's datasets mounted on this host, from the kernel's mount table: what
- * really is mounted where (zfs-fuse's `mounted` property can disagree), at no
- * daemon round trip.
- */
-async function mountedDatasets(pool: string, root: string): Promise<MountEntry[]> {
-  // only under this pool's root: a dead earlier daemon may have left mounts of a pool of the same name elsewhere
-  return mountsAtOrBelow(await readMountTable(), await kernelPath(root)).filter(
-    (entry) => entry.fsType === ZFS_FUSE_FS_TYPE && (entry.source === pool || entry.source.startsWith(`${pool}/`)),
-  );
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(done, ms));
 
 /** Creates the zfs-fuse driver. */
 export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
@@ -196,98 +155,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     if (listed?.stdout.split('\n').includes(pool)) await exec(zpool, ['export', '-f', pool], UNDO).catch(() => undefined);
   };
 
-  // unmounts every mounted dataset of the pool, deepest mountpoint first
-  const unmountEverything = async (name: string, root: string, force: boolean, errors: unknown[]): Promise<void> => {
-    const mounted = (await mountedDatasets(name, root)).sort((a, b) => compareMounts(b.target, a.target));
-    for (const entry of mounted) {
-      try {
-        // no -f: a forced FUSE unmount detaches the mount but leaves the pool busy for export
-        await exec(zfs, ['umount', entry.source], releaseExecOptions({ force }));
-      } catch (error) {
-        if (!force) throw error;
-        errors.push(error);
-      }
-    }
-  };
-
-  const unmountAll = async (handle: PoolHandle, state: MountState, release: ReleaseOptions = {}): Promise<void> => {
-    const force = release.force ?? false;
-    const errors: unknown[] = [];
-    await unmountEverything(handle.name, handle.root, force, errors);
-    // parents first: a child set back to inherit must not inherit a parent's temporary mountpoint
-    const depth = (dataset: string): number => dataset.split('/').length;
-    const restore = [...state.restore].sort((a, b) => depth(a.dataset) - depth(b.dataset));
-    for (const entry of restore) {
-      try {
-        if (entry.mountpoint === null) await exec(zfs, ['inherit', 'mountpoint', entry.dataset], releaseExecOptions(release));
-        else await exec(zfs, ['set', `mountpoint=${entry.mountpoint}`, entry.dataset], releaseExecOptions(release));
-      } catch (error) {
-        if (!force) throw error;
-        errors.push(error);
-      }
-    }
-    // restoring an inherited non-legacy mountpoint can mount again
-    await unmountEverything(handle.name, handle.root, force, errors);
-    if (errors.length > 0) throw errors[0];
-  };
-
-  const mountDatasets = async (handle: PoolHandle, mounts: readonly DatasetMount[]): Promise<MountState> => {
-    const ordered = inMountOrder(mounts).map((entry) => ({
-      dataset: inCoreName(handle, entry.dataset),
-      mount: entry.mount,
-      path: hostPath(handle.root, entry.mount),
-    }));
-    // one query for both: each extra zfs command costs a round trip to the daemon
-    const { stdout } = await exec(zfs, ['get', '-H', '-o', 'name,property,value,source', '-r', 'mountpoint,canmount', handle.name], { quiet: true });
-    const current = new Map<string, { value: string; local: boolean }>();
-    const canmount = new Map<string, string>();
-    for (const line of stdout.split('\n')) {
-      const [dataset, property, value, source] = line.split('\t');
-      // snapshots and volumes have no mountpoint ('-')
-      if (!dataset || dataset.includes('@') || value === undefined || value === '-' || source === undefined) continue;
-      if (property === 'canmount') canmount.set(dataset, value);
-      else current.set(dataset, { value, local: source === 'local' });
-    }
-    // zfs shows local paths with the altroot in front; the stored value has none
-    const stored = (value: string): string => {
-      const root = handle.root.replace(/\/+$/, '');
-      if (value === root) return '/';
-      return value.startsWith(`${root}/`) ? value.slice(root.length) : value;
-    };
-    const requested = new Set(ordered.map((entry) => entry.dataset));
-    const restore: { dataset: string; mountpoint: string | null }[] = [];
-    const mounted: { dataset: string; path: string }[] = [];
-    try {
-      // datasets without a mount would inherit a mounted ancestor's path and mount too (openzfs would not mount them): pin them
-      for (const [dataset, info] of current) {
-        if (requested.has(dataset) || info.local) continue;
-        if (![...requested].some((parent) => dataset.startsWith(`${parent}/`))) continue;
-        restore.push({ dataset, mountpoint: null });
-        await exec(zfs, ['set', 'mountpoint=legacy', dataset]);
-      }
-      for (const entry of ordered) {
-        const info = current.get(entry.dataset);
-        if (!info) throw new Error(`dataset '${entry.dataset}' does not exist in pool '${handle.name}'`);
-        restore.push({ dataset: entry.dataset, mountpoint: info.local ? stored(info.value) : null });
-        // with the altroot set, the mountpoint is the path inside the image
-        await exec(zfs, ['set', `mountpoint=${entry.mount}`, entry.dataset]);
-        // canmount=on mounts on set; noauto does not
-        if ((canmount.get(entry.dataset) ?? 'on') !== 'on') await exec(zfs, ['mount', entry.dataset]);
-        mounted.push({ dataset: entry.dataset, path: entry.path });
-      }
-      // Never install into the host folder under a dataset that did not mount there.
-      const table = await mountedDatasets(handle.name, handle.root);
-      const root = await kernelPath(handle.root);
-      const missing = ordered
-        .filter((entry) => !table.some((mount) => mount.source === entry.dataset && mount.target === hostPath(root, entry.mount)))
-        .map((entry) => `${entry.dataset} (at ${entry.path})`);
-      if (missing.length > 0) throw new Error(`zfs-fuse did not mount ${missing.join(', ')} after setting the mountpoint`);
-    } catch (error) {
-      await unmountAll(handle, { mounted, restore }, { force: true }).catch(() => undefined);
-      throw error;
-    }
-    return { mounted, restore };
-  };
+  const commands: ZfsFuseCommands = { exec, zfs };
 
   const exportPool = async (handle: PoolHandle, release: ReleaseOptions = {}): Promise<void> => {
     await exec(zpool, ['export', ...(release.force ? ['-f'] : []), handle.name], releaseExecOptions(release));
@@ -302,77 +170,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
     } catch {
       throw new Error('zfs-fuse needs /dev/fuse (modprobe fuse; in a container, pass the device, e.g. --device /dev/fuse)');
     }
-    // Another build's daemon may be shutting down and still hold the lock: retry until it is gone.
-    const lockDeadline = Date.now() + (options.stopTimeoutMs ?? 30_000);
-    let pidDir: string;
-    let pidFile: string;
-    for (;;) {
-      if (await answers()) {
-        return { started: false, stop: async () => ({ stopped: false, reason: 'zfs-fuse was already running' }) };
-      }
-      pidDir = await mkdtemp(join(tmpdir(), 'zfs-fuse-'));
-      pidFile = join(pidDir, 'zfs-fuse.pid');
-      try {
-        // it forks, and the parent exits once the daemon is listening
-        // no kstat mount: a killed daemon would leave /zfs-kstat mounted
-        // not cut short by Ctrl-C: a start stopped after the fork leaves a daemon no pid file names;
-        // so a start that hangs (a stuck /dev/fuse) has a time limit instead
-        await exec(daemon, ['--pidfile', pidFile, '--no-kstat-mount'], { ignoreAbort: true, timeoutMs: options.startTimeoutMs ?? 30_000 });
-        break;
-      } catch (error) {
-        // a daemon that forked before its start failed (a time limit) is stopped, not left behind
-        const stray = await pidIn(pidFile);
-        if (stray > 0) await stopZfsFuseProcess(stray, exec, 0);
-        await rm(pidDir, { recursive: true, force: true });
-        if (!(error instanceof CommandError) || error.failure.spawnError) throw error;
-        if (Date.now() > lockDeadline) {
-          throw new Error(`zfs-fuse did not start (${error.message}); another zfs-fuse may hold /var/lock/zfs/zfs_lock, see the system log`);
-        }
-        await sleep(500);
-      }
-    }
-    const deadline = Date.now() + (options.readyTimeoutMs ?? 15_000);
-    // do not leave a daemon nobody will stop
-    const abandon = async (error: Error): Promise<never> => {
-      const stuck = await pidIn(pidFile);
-      await stopZfsFuseProcess(stuck, exec, 0);
-      await rm(pidDir, { recursive: true, force: true });
-      throw error;
-    };
-    for (;;) {
-      let ready: boolean;
-      try {
-        ready = await answers();
-      } catch (error) {
-        // it started but hangs on its first answer
-        return abandon(error as Error);
-      }
-      if (ready) break;
-      if (Date.now() > deadline) return abandon(new Error(`zfs-fuse started but did not answer within ${options.readyTimeoutMs ?? 15_000} ms`));
-      await sleep(50);
-    }
-    const pid = Number((await readFile(pidFile, 'utf8')).trim());
-    // pools the daemon imported by itself from its cache file are not ours to wait for
-    const atStart = new Set(justListed ?? (await poolNames()));
-    let stopped = false;
-    const stop: ZfsSession['stop'] = async (stopOptions = {}) => {
-      if (stopped) return { stopped: true };
-      // another build may be using the daemon we started: never take its pools down
-      const expected = new Set([...atStart, ...(stopOptions.abandon ?? [])]);
-      const others = (await poolNames().catch(() => [])).filter((name) => !expected.has(name));
-      if (others.length > 0) {
-        return { stopped: false, reason: `zfs-fuse left running: pools still imported (${others.join(', ')})` };
-      }
-      // only the daemon the pid file names, and only while it is zfs-fuse (the file may be stale)
-      const graceMs = options.stopTimeoutMs ?? 15_000;
-      const how = await stopZfsFuseProcess(pid, exec, graceMs);
-      if (how === 'still-running') return { stopped: false, reason: `zfs-fuse (pid ${pid}) did not exit, even after SIGKILL` };
-      stopped = true;
-      await rm(pidDir, { recursive: true, force: true });
-      if (how !== 'killed') return { stopped: true };
-      return { stopped: true, reason: `killed the zfs-fuse daemon this build started (pid ${pid}): it did not exit within ${graceMs / 1000} s of SIGTERM` };
-    };
-    return { started: true, stop, pidFile };
+    return prepareDaemon({ exec, daemon, answers, poolNames, lastListed: () => justListed }, options);
   };
 
   return {
@@ -419,7 +217,7 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       }
       try {
         // zfs-fuse import has no -N: unmount what a non-legacy mountpoint mounted, as openzfs would not mount it
-        await unmountEverything(imp.pool, imp.root, false, []);
+        await unmountEverything(commands, imp.pool, imp.root, false, []);
       } catch (error) {
         await exportPool(handle, { force: true }).catch(() => undefined);
         throw error;
@@ -427,8 +225,8 @@ export function createZfsFuseDriver(options: ZfsFuseOptions = {}): ZfsDriver {
       return handle;
     },
 
-    mountDatasets,
-    unmountAll,
+    mountDatasets: (handle, mounts) => mountDatasets(commands, handle, mounts),
+    unmountAll: (handle, state, release) => unmountAll(commands, handle, state, release),
     exportPool,
 
     watch(onHung: (error: Error) => void): () => void {

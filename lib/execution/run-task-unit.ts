@@ -1,0 +1,58 @@
+import { entryOutputs } from '../caching/cache-store.ts';
+import { describeTaskFailure } from '../engine/failure.ts';
+import type { Task } from '../engine/task.ts';
+import { decide, keyAfterRun, manifestOf, markUsed, type Decision } from './decide.ts';
+import { runTask, type NodeRun, type TaskRun } from './run-node.ts';
+import { blockedBy, depOutputs, finish, pendingDep, type ScheduleState } from './schedule-state.ts';
+import type { Unit } from './units.ts';
+
+/** A node's run with the schedule's store, reporter, signal and run-end cleanups. */
+export function nodeRun(state: ScheduleState, run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun {
+  const { store, reporter, signal } = state.options;
+  return { store, reporter, signal, runEnd: state.runEnd, ...run };
+}
+
+/** Runs a unit of one plain task: skipped, taken from the cache, or run in a slot. */
+export async function runTaskUnit(state: ScheduleState, unit: Unit, node: Task<any>): Promise<void> {
+  const { options } = state;
+  const blocked = blockedBy(state, node);
+  if (blocked) return finish(state, node, { status: 'skipped', reason: blocked });
+  const pending = options.dryRun ? pendingDep(state, node.deps) : undefined;
+  if (pending) {
+    options.onManifest?.(node.id, await manifestOf(state, node));
+    return finish(state, node, { status: 'ran', reason: `dependency ${pending} will run`, pending: true });
+  }
+  const decision = await decide(state, node);
+  if (decision.entry) {
+    if (!options.dryRun) await markUsed(state, node.id, decision.fingerprint);
+    const key = keyAfterRun(node, decision.fingerprint, decision.entry.values);
+    return finish(state, node, { status: 'cached', reason: decision.why, key, ...entryOutputs(options.store, decision.entry) }, { fingerprint: decision.fingerprint });
+  }
+  if (options.dryRun) return finish(state, node, { status: 'ran', reason: decision.why, pending: true }, { fingerprint: decision.fingerprint });
+  await state.acquireSlot(unit);
+  try {
+    if (options.signal.aborted) return finish(state, node, { status: 'skipped', reason: 'build interrupted' });
+    options.reporter.event({ type: 'task', id: node.id, stage: node.stage, status: 'started', reason: decision.why });
+    const result = await runTask(node, nodeRun(state, { deps: depOutputs(state, node), resources: {}, manifest: decision.manifest, fingerprint: decision.fingerprint }));
+    await recordRun(state, node, decision, result);
+  } finally {
+    state.releaseSlot();
+  }
+}
+
+/** Records a task that ran: failed with its failure, or ran with its entry's outputs. */
+export async function recordRun(state: ScheduleState, node: Task<any>, decision: Pick<Decision, 'fingerprint' | 'why'>, result: TaskRun): Promise<void> {
+  const { fingerprint, why } = decision;
+  if (!result.ok) {
+    await finish(state, node, { status: 'failed', reason: describeTaskFailure(result.error) }, { durationMs: result.durationMs, failure: result.error, fingerprint });
+    return;
+  }
+  const { entry } = result;
+  const outputs = entry ? entryOutputs(state.options.store, entry) : { outputs: { values: result.values, paths: {} } };
+  await finish(
+    state,
+    node,
+    { status: 'ran', reason: why, key: keyAfterRun(node, fingerprint, result.values), ...outputs },
+    { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint },
+  );
+}
