@@ -1,16 +1,9 @@
 import { entryOutputs } from '../caching/cache-store.ts';
-import { describeTaskFailure } from '../engine/failure.ts';
 import type { Task } from '../engine/task.ts';
-import { decide, keyAfterRun, manifestOf, markUsed, type Decision } from './decide.ts';
-import { runTask, type NodeRun, type TaskRun } from './run-node.ts';
-import { blockedBy, depOutputs, finish, pendingDep, type ScheduleState } from './schedule-state.ts';
+import { decide, keyAfterRun, manifestOf, markUsed } from './decide.ts';
+import { runTask } from './run-node.ts';
+import { blockedBy, depOutputs, finish, nodeRun, pendingDep, recordRun, type ScheduleState } from './schedule-state.ts';
 import type { Unit } from './units.ts';
-
-/** A node's run with the schedule's store, reporter, signal and run-end cleanups. */
-export function nodeRun(state: ScheduleState, run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun {
-  const { store, reporter, signal } = state.options;
-  return { store, reporter, signal, runEnd: state.runEnd, ...run };
-}
 
 /** Runs a unit of one plain task: skipped, taken from the cache, or run in a slot. */
 export async function runTaskUnit(state: ScheduleState, unit: Unit, node: Task<any>): Promise<void> {
@@ -18,7 +11,7 @@ export async function runTaskUnit(state: ScheduleState, unit: Unit, node: Task<a
   const blocked = blockedBy(state, node);
   if (blocked) return finish(state, node, { status: 'skipped', reason: blocked });
   const pending = options.dryRun ? pendingDep(state, node.deps) : undefined;
-  if (pending) {
+  if (pending !== undefined) {
     options.onManifest?.(node.id, await manifestOf(state, node));
     return finish(state, node, { status: 'ran', reason: `dependency ${pending} will run`, pending: true });
   }
@@ -38,21 +31,4 @@ export async function runTaskUnit(state: ScheduleState, unit: Unit, node: Task<a
   } finally {
     state.releaseSlot();
   }
-}
-
-/** Records a task that ran: failed with its failure, or ran with its entry's outputs. */
-export async function recordRun(state: ScheduleState, node: Task<any>, decision: Pick<Decision, 'fingerprint' | 'why'>, result: TaskRun): Promise<void> {
-  const { fingerprint, why } = decision;
-  if (!result.ok) {
-    await finish(state, node, { status: 'failed', reason: describeTaskFailure(result.error) }, { durationMs: result.durationMs, failure: result.error, fingerprint });
-    return;
-  }
-  const { entry } = result;
-  const outputs = entry ? entryOutputs(state.options.store, entry) : { outputs: { values: result.values, paths: {} } };
-  await finish(
-    state,
-    node,
-    { status: 'ran', reason: why, key: keyAfterRun(node, fingerprint, result.values), ...outputs },
-    { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint },
-  );
 }

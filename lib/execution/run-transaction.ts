@@ -1,11 +1,10 @@
 import { entryOutputs } from '../caching/cache-store.ts';
-import { fingerprintOf } from '../caching/fingerprint.ts';
+import { fingerprintOf, type Manifest } from '../caching/fingerprint.ts';
 import { describeTaskFailure } from '../engine/failure.ts';
 import type { ResourceTask, Task } from '../engine/task.ts';
 import { decide, keyAfterRun, manifestOf, markUsed, type Decision } from './decide.ts';
 import { holdResource, runTask } from './run-node.ts';
-import { nodeRun, recordRun } from './run-task-unit.ts';
-import { blockedBy, depOutputs, finish, pendingDep, type ScheduleState } from './schedule-state.ts';
+import { blockedBy, depOutputs, finish, nodeRun, pendingDep, recordRun, type ScheduleState } from './schedule-state.ts';
 import type { Unit } from './units.ts';
 
 /** A transaction's members, decided with fingerprints chained inside the unit. */
@@ -14,7 +13,7 @@ interface Decided {
   readonly users: readonly Task<any>[];
   /** Each member's key: the resource's fingerprint, then each user's. */
   readonly keys: ReadonlyMap<string, string>;
-  readonly resourceManifest: Awaited<ReturnType<typeof manifestOf>>;
+  readonly resourceManifest: Manifest;
   readonly decisions: ReadonlyMap<string, Decision>;
 }
 
@@ -32,7 +31,7 @@ export async function runTransaction(state: ScheduleState, unit: Unit): Promise<
     return;
   }
   const pending = dryRun ? pendingDep(state, unit.deps) : undefined;
-  if (pending) {
+  if (pending !== undefined) {
     for (const id of unit.ids) {
       // explain shows each member's own changes too, beside the dependency that runs first
       onManifest?.(id, await manifestOf(state, graph.nodes.get(id)!));

@@ -1,10 +1,12 @@
-import type { CacheStore } from '../caching/cache-store.ts';
+import { entryOutputs, type CacheStore } from '../caching/cache-store.ts';
 import { exportArtifacts } from '../caching/export-artifact.ts';
 import type { HashMemo } from '../caching/file-hash.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
 import { describeTaskFailure } from '../engine/failure.ts';
 import type { Graph } from '../engine/graph.ts';
-import { isResource, type DependencyOutputs, type GraphNode, type RunNote } from '../engine/task.ts';
+import { isResource, type DependencyOutputs, type GraphNode, type RunNote, type Task } from '../engine/task.ts';
+import { keyAfterRun, type Decision } from './decide.ts';
+import type { NodeRun, TaskRun } from './run-node.ts';
 import type { Reporter, SummaryRow, TaskStatus } from '../logging/events.ts';
 import type { Unit } from './units.ts';
 
@@ -130,4 +132,27 @@ export function depOutputs(state: ScheduleState, node: GraphNode): Record<string
 /** The dependency that would run first in plan mode, if any. */
 export function pendingDep(state: ScheduleState, deps: readonly string[]): string | undefined {
   return deps.find((dep) => state.outcomes.get(dep)?.pending);
+}
+
+/** A node's run with the schedule's store, reporter, signal and run-end cleanups. */
+export function nodeRun(state: ScheduleState, run: Omit<NodeRun, 'store' | 'reporter' | 'signal' | 'runEnd'>): NodeRun {
+  const { store, reporter, signal } = state.options;
+  return { store, reporter, signal, runEnd: state.runEnd, ...run };
+}
+
+/** Records a task that ran: failed with its failure, or ran with its entry's outputs. */
+export async function recordRun(state: ScheduleState, node: Task<any>, decision: Pick<Decision, 'fingerprint' | 'why'>, result: TaskRun): Promise<void> {
+  const { fingerprint, why } = decision;
+  if (!result.ok) {
+    await finish(state, node, { status: 'failed', reason: describeTaskFailure(result.error) }, { durationMs: result.durationMs, failure: result.error, fingerprint });
+    return;
+  }
+  const { entry } = result;
+  const outputs = entry ? entryOutputs(state.options.store, entry) : { outputs: { values: result.values, paths: {} } };
+  await finish(
+    state,
+    node,
+    { status: 'ran', reason: why, key: keyAfterRun(node, fingerprint, result.values), ...outputs },
+    { durationMs: result.durationMs, bytes: entry?.bytes ?? 0, fingerprint },
+  );
 }

@@ -37,7 +37,7 @@ export async function schedule(options: ScheduleOptions): Promise<RunSummary> {
   const unitOf = new Map<string, Unit>();
   for (const unit of units) for (const id of unit.ids) unitOf.set(id, unit);
   const unitDone = new Map<Unit, Promise<void>>();
-  // a unit starts once every unit it depends on has settled, whatever their outcome
+  // a unit starts once the units it depends on are done, whatever their outcome (a unit records its own errors: failUnit)
   const startUnit = (unit: Unit): Promise<void> => {
     let promise = unitDone.get(unit);
     if (promise) return promise;

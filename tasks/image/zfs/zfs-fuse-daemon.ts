@@ -18,7 +18,7 @@ export interface DaemonClient {
   /** True when the daemon answers `zpool list`; throws when waiting on would not help (hung, Ctrl-C, no zpool). */
   answers(): Promise<boolean>;
   poolNames(): Promise<string[]>;
-  /** The pool list the last `answers` that returned true read, unless another command ran since. */
+  /** The pool list the last `answers` that returned true read, until another command or a name check uses it up. */
   lastListed(): readonly string[] | undefined;
 }
 
@@ -36,7 +36,8 @@ const sleep = (ms: number): Promise<void> => new Promise((done) => setTimeout(do
 
 /**
  * Uses the daemon that answers, or starts one and waits until it answers. The session's `stop`
- * ends a daemon this call started, once no pool it did not have at start is imported.
+ * ends a daemon this call started, unless a pool is imported that it did not have at start and
+ * that the caller does not name in `abandon`.
  */
 export async function prepareDaemon(client: DaemonClient, timeouts: DaemonTimeouts = {}): Promise<ZfsSession> {
   const started = await startUnlessAnswering(client, timeouts);

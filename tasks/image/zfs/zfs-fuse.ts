@@ -29,9 +29,9 @@ export interface ZfsFuseOptions {
   readonly zfs?: string;
   /** How long to wait for a started daemon to answer (default 15 s). */
   readonly readyTimeoutMs?: number;
-  /** How long SIGTERM may take before SIGKILL (default 15 s; it takes about 5 s). */
+  /** How long SIGTERM may take before SIGKILL (default 15 s; it takes about 5 s), and how long a start refused by another daemon's lock is retried (default 30 s). */
   readonly stopTimeoutMs?: number;
-  /** How long the daemon's own start (its fork and first listen) may take; Ctrl-C does not cut it short. */
+  /** How long the daemon's own start (its fork and first listen) may take (default 30 s); Ctrl-C does not cut it short. */
   readonly startTimeoutMs?: number;
   /** Serialises zpool and zfs commands across builds (default: the host lock, {@link zfsFuseLock}). */
   readonly lock?: HostLock;
