@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { toyProject, type ToyProject } from '../helpers/toy.ts';
@@ -344,6 +344,32 @@ describe('interruption', () => {
     expect(result.stdout).toMatch(/^interrupted: 0 entries intact, 0 damaged; 1 of 1 not checked \(run verify again\)$/m);
     expect(result.stdout).not.toMatch(/^\d+ entr(y|ies) intact/m);
     await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
+  });
+
+  it('Ctrl-C while a finished task is copied to an output folder on another file system leaves nothing there; the next build only places it', async () => {
+    // /dev/shm is a tmpfs, the cache is under /tmp: the export is a copy (512 MiB of data), not a hard link
+    const out = await mkdtemp('/dev/shm/toy-out-');
+    try {
+      await toy.configure({ diskMiB: 1024, diskDataMiB: 512, exportTo: out });
+      const run = toy.start('build', 'disk');
+      const copying = async (): Promise<boolean> => (await readdir(out).catch(() => [] as string[])).some((name) => name.startsWith('.disk.raw.partial-'));
+      await until(copying, 'the copy into the output folder to start', 60_000, 5);
+      run.kill('SIGINT');
+      const result = await run;
+      expect(result.exitCode).toBe(1);
+      expect(result.stdout).toMatch(/^interrupted in /m);
+      // an interruption, not an export failure
+      expect(result.stdout).toMatch(/^disk\s+failed\s.*\sinterrupted$/m);
+      expect(await readdir(out)).toEqual([]); // neither the file nor its partial copy
+      // the task itself had finished and was published: the next build takes it from the cache and places it
+      const again = await toy.run('build', 'disk');
+      expect(again.exitCode).toBe(0);
+      expect(again.stdout).toMatch(/^done in .*: 0 ran, 1 cached/m);
+      expect((await stat(path.join(out, 'disk.raw'))).size).toBe(1024 * 2 ** 20);
+      expect(await readdir(out)).toEqual(['disk.raw']);
+    } finally {
+      await rm(out, { recursive: true, force: true });
+    }
   });
 
   it('Ctrl-C after every task finished (during a run-end cleanup) lets the cleanup finish and reports the build done, exit 0', async () => {

@@ -3,12 +3,12 @@ import { processAlive } from '../../lib/execution/processes.ts';
 /** Resolves after `ms` milliseconds. */
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `check` every 100 ms until it holds; throws, naming `what`, after `ms`. */
-export async function until(check: () => Promise<boolean> | boolean, what: string, ms = 60_000): Promise<void> {
+/** Polls `check` every `everyMs` until it holds; throws, naming `what`, after `ms`. */
+export async function until(check: () => Promise<boolean> | boolean, what: string, ms = 60_000, everyMs = 100): Promise<void> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     if (await check()) return;
-    await sleep(100);
+    await sleep(everyMs);
   }
   throw new Error(`timed out after ${ms} ms waiting for ${what}`);
 }
