@@ -450,6 +450,10 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
     const stopHealthy = healthy.watch!((error) => hung.push(error));
     await pause(5000);
     stopHealthy();
+    // an ask the healthy watcher sent just before may still wait on the host lock behind another test
+    // file's zfs command: the lock's queue is first come, first served, so once this one answers, it has too
+    // (else it would meet the stopped daemon below, and its 3.2 s verdict would be the one reported)
+    await healthy.isImported('no-such-pool');
     expect(hung).toEqual([]);
     const watcher = createZfsFuseDriver({ exec: createExec({ killGraceMs: 200 }), commandTimeoutMs: 400 });
     process.kill(pid, 'SIGSTOP');
@@ -462,6 +466,8 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
       expect(hung[0]!.message).toMatch(/^zfs-fuse did not answer `\S*zpool list -H -o name` within 0.4 s/);
     } finally {
       process.kill(pid, 'SIGCONT');
+      // a new daemon check clears this process's hung verdict, which the tests after this one must not inherit
+      await createZfsFuseDriver({ exec }).prepare().catch(() => undefined);
     }
     // answering again: a driver with the default limit finds it (and starts no other)
     expect((await createZfsFuseDriver({ exec }).prepare()).started).toBe(false);
