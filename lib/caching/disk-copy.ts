@@ -3,6 +3,8 @@ import { realpath, statfs } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { mountHolding, readMountTable } from '../execution/mount-table.ts';
+import type { Exec } from '../execution/types.ts';
+import { formatBytes } from '../logging/format.ts';
 import { allocatedSize, ensureFreeSpace } from './free-space.ts';
 
 const run = promisify(execFile);
@@ -14,6 +16,33 @@ const run = promisify(execFile);
 export async function copyDisk(source: string, destination: string, signal?: AbortSignal): Promise<void> {
   await ensureRoomForCopy(source, destination);
   await run('cp', copyDiskArgs(source, destination), { signal });
+}
+
+/**
+ * copyDisk for a task: run through the task's `exec` (logged as a command with its status and
+ * time, stopped on abort), with progress every half second once it has taken a second: the
+ * destination's allocated bytes against the source's.
+ */
+export async function copyDiskWithProgress(
+  source: string,
+  destination: string,
+  exec: Exec,
+  progress: (fraction: number, detail: string) => void,
+): Promise<void> {
+  const needed = await ensureRoomForCopy(source, destination);
+  const started = Date.now();
+  const timer = setInterval(() => {
+    if (Date.now() - started < 1000 || needed === 0) return;
+    allocatedSize(destination).then(
+      (done) => progress(Math.min(1, done / needed), `copying ${path.basename(source)}: ${formatBytes(done)} of ${formatBytes(needed)}`),
+      () => undefined,
+    );
+  }, 500);
+  try {
+    await exec('cp', copyDiskArgs(source, destination));
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 /**

@@ -1,21 +1,16 @@
-import { createWriteStream, type WriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { safeName, type CacheEntry, type CacheStore } from '../caching/cache-store.ts';
 import type { Manifest } from '../caching/fingerprint.ts';
-import { copyDiskArgs, ensureRoomForCopy } from '../caching/disk-copy.ts';
-import { allocatedSize } from '../caching/free-space.ts';
-import { formatBytes } from '../logging/format.ts';
+import { copyDiskWithProgress } from '../caching/disk-copy.ts';
 import { mountsUnder } from './mount-table.ts';
 import { describeTaskFailure, type TaskFailure } from '../engine/failure.ts';
 import { fail, ok, type Result } from '../engine/result.ts';
 import type { DependencyOutputs, Json, ResourceTask, RunNote, Task, TaskContext } from '../engine/task.ts';
 import type { Reporter } from '../logging/events.ts';
 import { CommandError } from './command-error.ts';
-import { createExec, formatCommand } from './exec.ts';
-
-/** Logs kept per task; older ones are removed when a new run starts. */
-const LOGS_KEPT = 5;
+import { createExec } from './exec.ts';
+import { loggedExec, openTaskLog, type TaskLog } from './task-log.ts';
 
 /** Everything needed to run one node. */
 export interface NodeRun {
@@ -53,7 +48,7 @@ export type ResourceHold =
 interface Session {
   readonly ctx: TaskContext<any>;
   readonly logFile: string;
-  readonly tail: string[];
+  readonly tail: readonly string[];
   runCleanups(): Promise<string[]>;
   /** From now on commands run even though the run was aborted (release, cleanups). */
   cleanupMode(): void;
@@ -166,88 +161,47 @@ async function prepare<S extends string | undefined>(
 
 async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRun, staging: string | undefined): Promise<Session> {
   const { store, reporter } = run;
-  const logDir = store.logDir(node.id);
-  await mkdir(logDir, { recursive: true });
-  await pruneLogs(logDir);
-  // before the log is opened: a folder that cannot be made must not leave an open log behind
+  // the scratch folder before the log: a folder that cannot be made must not leave an open log behind
   await mkdir(store.workDir, { recursive: true });
   const scratch = await mkdtemp(path.join(store.workDir, `${process.pid}.${safeName(node.id)}.`));
-  const logFile = path.join(logDir, `${new Date().toISOString().replace(/[:.]/g, '-')}-${process.pid}.log`);
-  const log: WriteStream = createWriteStream(logFile, { flags: 'a' });
-  // Run-end cleanups may still log after the session closed: drop those lines rather than crash.
-  const logWrite = (text: string): void => {
-    if (!log.writableEnded) log.write(text);
-  };
+  let log: TaskLog;
+  try {
+    log = await openTaskLog(store.logDir(node.id), node.id, reporter);
+  } catch (error) {
+    await rm(scratch, { recursive: true, force: true });
+    throw error;
+  }
   // The task's own signal: the run's abort reaches it until the session closes.
   const controller = new AbortController();
   // the run's reason goes along: it names the signal that stopped the run
   const onAbort = (): void => controller.abort(run.signal.reason);
   if (run.signal.aborted) controller.abort(run.signal.reason);
   else run.signal.addEventListener('abort', onAbort, { once: true });
-  const tail: string[] = [];
-  const writeLine = (line: string): void => {
-    logWrite(`${line}\n`);
-    tail.push(line);
-    if (tail.length > 200) tail.shift();
-    reporter.event({ type: 'output', id: node.id, line });
-  };
   const cleanups: (() => Promise<void> | void)[] = [];
-  const abortable = createExec({ signal: controller.signal, onLine: writeLine });
+  const abortable = createExec({ signal: controller.signal, onLine: log.line });
   // Cleanups and releases must still run their commands after an abort (unmount, export).
-  const unabortable = createExec({ onLine: writeLine });
-  let exec = abortable;
-  // Each command's time goes into the log: it is where a slow stage is first looked into.
-  const loggedExec: typeof exec = async (file, args, options) => {
-    logWrite(`$ ${formatCommand(file, args)}\n`);
-    const started = performance.now();
-    const took = (): string => `${Math.round(performance.now() - started)} ms`;
-    try {
-      const result = await exec(file, args, options);
-      logWrite(`# exit ${result.exitCode} after ${took()}\n`);
-      return result;
-    } catch (error) {
-      // the status as README's `logs` shows it (`# exit 1 after 3 ms`), or why it did not end
-      const status = error instanceof CommandError && error.failure.signal === undefined && error.failure.exitCode >= 0 && !error.failure.spawnError
-        ? `exit ${error.failure.exitCode}`
-        : `failed (${(error as Error).message})`;
-      logWrite(`# ${status} after ${took()}\n`);
-      throw error;
-    }
-  };
+  const unabortable = createExec({ onLine: log.line });
+  let current = abortable;
+  const exec = loggedExec(() => current, log);
+  const progress = (fraction: number, detail?: string): void =>
+    reporter.event({ type: 'progress', id: node.id, fraction: Math.max(0, Math.min(1, fraction)), detail });
   const ctx: TaskContext<any> = {
     id: node.id,
     inputs: node.inputs,
     signal: controller.signal,
-    exec: loggedExec,
+    exec,
     deps: run.deps,
     staging: staging ?? scratch,
     scratch,
     resources: run.resources,
-    log: writeLine,
-    progress: (fraction, detail) => reporter.event({ type: 'progress', id: node.id, fraction: Math.max(0, Math.min(1, fraction)), detail }),
+    log: log.line,
+    progress,
     cleanup: (fn) => {
       cleanups.push(fn);
     },
-    copyDisk: async (source, destination) => {
-      const needed = await ensureRoomForCopy(source, destination);
-      // Progress for copies that take a while: the destination's allocated bytes against the source's.
-      const started = Date.now();
-      const timer = setInterval(() => {
-        if (Date.now() - started < 1000 || needed === 0) return;
-        allocatedSize(destination).then(
-          (done) => reporter.event({ type: 'progress', id: node.id, fraction: Math.min(1, done / needed), detail: `copying ${path.basename(source)}: ${formatBytes(done)} of ${formatBytes(needed)}` }),
-          () => undefined,
-        );
-      }, 500);
-      try {
-        // through the task's exec: logged as a command with its status and time, stopped on abort
-        await loggedExec('cp', copyDiskArgs(source, destination));
-      } finally {
-        clearInterval(timer);
-      }
-    },
+    copyDisk: (source, destination) => copyDiskWithProgress(source, destination, exec, progress),
     warn: (message) => {
-      writeLine(`warning: ${message}`);
+      log.line(`warning: ${message}`);
       reporter.event({ type: 'notice', level: 'warn', message: `${node.id}: ${message}` });
     },
     atRunEnd: (key, fn) => {
@@ -261,13 +215,13 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
   };
   return {
     ctx,
-    logFile,
-    tail,
+    logFile: log.file,
+    tail: log.tail,
     cleanupMode() {
-      exec = unabortable;
+      current = unabortable;
     },
     async runCleanups() {
-      exec = unabortable;
+      current = unabortable;
       const errors: string[] = [];
       while (cleanups.length > 0) {
         const fn = cleanups.pop()!;
@@ -275,7 +229,7 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
           await fn();
         } catch (error) {
           const message = (error as Error).message;
-          writeLine(`cleanup failed: ${message}`);
+          log.line(`cleanup failed: ${message}`);
           errors.push(message);
         }
       }
@@ -286,12 +240,12 @@ async function openSession(node: Task<any> | ResourceTask<any, any>, run: NodeRu
       // Never delete through a mount: a bound /dev or a mounted pool would lose host or image data.
       const mounts = await mountsUnder(scratch);
       if (mounts.length > 0) {
-        writeLine(`not removing ${scratch}: still mounted at ${mounts.join(', ')}`);
+        log.line(`not removing ${scratch}: still mounted at ${mounts.join(', ')}`);
         reporter.event({ type: 'notice', level: 'warn', message: `${node.id}: left ${scratch} in place, still mounted at ${mounts.join(', ')}; the next run cleans it up` });
       } else {
         await rm(scratch, { recursive: true, force: true });
       }
-      await new Promise<void>((resolve) => log.end(resolve));
+      await log.close();
     },
   };
 }
@@ -305,13 +259,6 @@ function toFailure(thrown: unknown, session: Session, signal: AbortSignal): Task
   const message = thrown instanceof Error ? thrown.message : String(thrown);
   session.ctx.log(`error: ${message}`);
   return { reason: 'threw', message, tail: session.tail.slice(-20), logFile: session.logFile };
-}
-
-async function pruneLogs(logDir: string): Promise<void> {
-  const names = (await readdir(logDir)).filter((n) => n.endsWith('.log')).sort();
-  for (const name of names.slice(0, Math.max(0, names.length - (LOGS_KEPT - 1)))) {
-    await rm(path.join(logDir, name), { force: true });
-  }
 }
 
 async function exists(file: string): Promise<boolean> {
