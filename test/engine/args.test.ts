@@ -1,7 +1,7 @@
 // The command line's own words for mistakes: a guess at what was meant, never node:util's advice
 // to put an option after `--` (which passes words to `shell` here).
 import { describe, expect, it } from 'vitest';
-import { parseCli } from '../../lib/cli/args.ts';
+import { parseCli, parseSize } from '../../lib/cli/args.ts';
 import { describeGraphError } from '../../lib/engine/failure.ts';
 import { closest } from '../../lib/engine/suggest.ts';
 
@@ -49,5 +49,21 @@ describe('closest', () => {
     expect(closest('gx', ['gc', 'graph'])).toBe('gc'); // one edit away
     expect(closest('xyz', ['gc', 'graph'])).toBeUndefined();
     expect(closest('--verbsoe', ['--verbose', '--version'])).toBe('--verbose');
+  });
+});
+
+describe('--max-size', () => {
+  it('takes K, M, G and T in powers of 1024, with B or iB after them, and fractions', () => {
+    expect(parseSize('500M')).toBe(500 * 2 ** 20);
+    expect(parseSize('1.5G')).toBe(1.5 * 2 ** 30);
+    expect(parseSize('2GiB')).toBe(2 ** 31);
+    expect(parseSize('1KB')).toBe(1024);
+    expect(parseSize('1t')).toBe(2 ** 40);
+    expect(parseSize('4096')).toBe(4096);
+  });
+
+  it('refuses what is not a size, and the command line says what it wants', () => {
+    for (const text of ['lots', '-5M', '1.5.2G', '2P', 'G', '']) expect(parseSize(text), text).toBeUndefined();
+    expect(error('gc', '--max-size', 'lots')).toMatch(/--max-size/);
   });
 });

@@ -42,6 +42,18 @@ describe('the cache lock', () => {
     await first.value.release();
   });
 
+  it('takes over a lock written before the last reboot, even though its pid is alive now', async () => {
+    // pid 1 is always alive; after a reboot it is not the run that wrote the lock
+    await writeFile(path.join(dir, 'lock'), JSON.stringify({ pid: 1, command: 'build', since: 'before the reboot', boot: 'another-boot-id' }));
+    const taken = await lockCache(dir, { command: 'build', noWait: true });
+    expect(taken.ok).toBe(true);
+    if (taken.ok) await taken.value.release();
+    // the same pid with this boot's id is a live holder: refused
+    const boot = (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+    await writeFile(path.join(dir, 'lock'), JSON.stringify({ pid: 1, command: 'build', since: 'now', boot }));
+    expect(await lockCache(dir, { command: 'build', noWait: true })).toMatchObject({ ok: false, error: { reason: 'busy' } });
+  });
+
   it('release leaves a lock that names another run alone', async () => {
     const taken = await lockCache(dir, { command: 'build' });
     if (!taken.ok) throw new Error('not taken');

@@ -1,7 +1,7 @@
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { lstat, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { toyProject, type ToyProject } from '../helpers/toy.ts';
@@ -296,6 +296,44 @@ describe('build, cache and resume', () => {
     // emptied cache growing by the folders and the stamp file its index check wrote)
     expect((await toy.run('clean')).exitCode).toBe(0);
     expect((await toy.run('gc')).stdout).toContain('gc: 0 B -> 0 B; evicted 0 entries');
+  });
+
+  it('gc removes an artifact folder no index record names, says so, and keeps the entries', async () => {
+    expect((await toy.run('build', 'a')).exitCode).toBe(0);
+    const orphan = path.join(toy.cache, 'artifacts', 'deadbeef');
+    await mkdir(orphan, { recursive: true });
+    await writeFile(path.join(orphan, 'out.txt'), 'left by a run killed while publishing');
+    const gc = await toy.run('gc', '--max-size', '1G');
+    expect(gc.exitCode, gc.stderr).toBe(0);
+    expect(gc.stdout).toMatch(/evicted 0 entries, 1 orphan folder\(s\)$/m);
+    expect(existsSync(orphan)).toBe(false);
+    expect((await toy.run('build', 'a')).stdout).toMatch(/0 ran, 1 cached/);
+  });
+
+  it('keeps five logs per task, and gc keeps only the newest', async () => {
+    await toy.configure({ diskMiB: 64 });
+    for (let i = 0; i < 7; i++) expect((await toy.run('run', 'disk-copy', '--force')).exitCode).toBe(0);
+    const logs = path.join(toy.cache, 'logs', 'disk-copy');
+    const names = (await readdir(logs)).sort();
+    expect(names).toHaveLength(5);
+    const newest = names.at(-1)!;
+    // the newest one is what `logs` prints, after its path
+    expect((await toy.run('logs', 'disk-copy')).stdout.trimEnd()).toBe(`==> ${path.join(logs, newest)} <==\n${(await readFile(path.join(logs, newest), 'utf8')).trimEnd()}`);
+    expect((await toy.run('gc')).exitCode).toBe(0);
+    expect(await readdir(logs)).toEqual([newest]);
+  });
+
+  it('-v prints every line of every command, prefixed with its task', async () => {
+    await toy.configure({ text: 'hello' });
+    const quiet = await toy.run('build', 'b');
+    expect(quiet.stdout).not.toMatch(/^ {2}b\| /m);
+    const loud = await toy.run('run', 'b', '--force', '-v');
+    expect(loud.exitCode).toBe(0);
+    // the toy's b writes its output file with cat and echo; its `sh -c` lines show under its name
+    await toy.configure({ text: 'hello', fail: 'b' });
+    const failing = await toy.run('run', 'b', '-v');
+    expect(failing.stdout).toMatch(/^ {2}b\| about to fail$/m);
+    expect(failing.stdout).toMatch(/^ {2}b\| b broke$/m);
   });
 });
 
