@@ -1,7 +1,7 @@
 // End to end: real qemu-img, parted, mkfs.vfat, mtools, zfs-fuse and nix build an image pair,
 // then tools the project does not provide check it.
 import { execa } from 'execa';
-import { copyFile, lstat, mkdtemp, readFile, readlink, rm, stat } from 'node:fs/promises';
+import { copyFile, lstat, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -294,6 +294,54 @@ describe('incremental rebuilds', () => {
     } finally {
       await execa('pkill', ['-f', marker], { reject: false });
       await project.configure({ postVM: '' });
+    }
+  });
+
+  it('a postVM hook that exits non-zero fails post-vm and the build, and leaves the new set in place, its image-info.json matching', async () => {
+    await project.configure({ postVM: 'echo "hook broke" >&2; exit 3' });
+    try {
+      const result = await project.build();
+      expect(result.exitCode).toBe(1);
+      expect(result.statuses['post-vm']).toBe('failed');
+      expect((await project.run('logs', 'post-vm')).stdout).toContain('hook broke');
+      const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { disks: Record<string, { file: string; sha256: string }> };
+      for (const disk of Object.values(info.disks)) {
+        expect(disk.sha256).toBe((await execa('sha256sum', [path.join(project.out, disk.file)])).stdout.split(' ')[0]);
+      }
+    } finally {
+      await project.configure({ postVM: '' });
+    }
+    // the failed post-vm published nothing: without the hook, the earlier entry is used again
+    const again = await project.build();
+    expect(again.exitCode, again.stderr).toBe(0);
+    expect(ran(again.statuses)).toEqual([]);
+  });
+
+  it('build convert alone converts into the cache and leaves the output folder alone; files no longer produced stay there', async () => {
+    const listing = async (): Promise<Record<string, string>> => {
+      const out: Record<string, string> = {};
+      for (const name of (await readdir(project.out)).sort()) {
+        const info = await stat(path.join(project.out, name));
+        out[name] = `${info.ino} ${info.size} ${info.mtimeMs}`;
+      }
+      return out;
+    };
+    const before = await listing();
+    expect(Object.keys(before)).toContain('nixos.root.qcow2');
+    await project.configure({ format: 'vpc' });
+    try {
+      const converted = await project.run('build', 'convert');
+      expect(converted.exitCode, converted.stderr).toBe(0);
+      expect(await listing()).toEqual(before);
+      expect((await project.build()).exitCode).toBe(0);
+      const after = await listing();
+      expect(Object.keys(after)).toEqual(expect.arrayContaining(['nixos.boot.vhd', 'nixos.root.vhd', 'nixos.boot.qcow2', 'nixos.root.qcow2']));
+      // the earlier qcow2 files are untouched; image-info.json describes the vhd pair
+      expect(after['nixos.root.qcow2']).toBe(before['nixos.root.qcow2']);
+      const info = JSON.parse(await readFile(path.join(project.out, 'image-info.json'), 'utf8')) as { format: string };
+      expect(info.format).toBe('vpc');
+    } finally {
+      await project.configure({ format: 'qcow2' });
     }
   });
 

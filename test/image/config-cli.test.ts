@@ -105,6 +105,39 @@ describe('config errors on the command line', () => {
     expect(help.stdout).toMatch(/^Usage: /);
   });
 
+  it('the cache commands ignore a broken config and a bad ZFS_DRIVER; doctor reads neither and says what is missing', async () => {
+    const file = path.join(dir, 'broken.json');
+    await writeFile(file, '{ "format": raw');
+    const cache = path.join(dir, 'maint-cache');
+    await mkdir(cache);
+    const run = (args: string[], env: Record<string, string> = {}) =>
+      execa(process.execPath, ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args, '--config', file, '--cache-dir', cache], {
+        reject: false,
+        cwd: ROOT,
+        env: { CI: '1', ZFS_DRIVER: 'bogus', ...env },
+      });
+    try {
+      for (const command of ['gc', 'verify', 'clean']) {
+        const result = await run([command]);
+        expect(result.exitCode, `${command}: ${result.stderr}`).toBe(0);
+        expect(result.stderr, command).not.toMatch(/config|ZFS_DRIVER/);
+      }
+      const doctor = await run(['doctor']);
+      expect(doctor.exitCode, doctor.stderr).toBe(0);
+      // a tool missing from PATH: exit 1, naming it (node itself is found by its absolute path)
+      const missing = await execa(process.execPath, ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), 'doctor'], {
+        reject: false,
+        cwd: ROOT,
+        env: { CI: '1', PATH: '/nonexistent' },
+        extendEnv: false,
+      });
+      expect(missing.exitCode).toBe(1);
+      expect(missing.stdout).toMatch(/^MISSING\s+qemu-img/m);
+    } finally {
+      await rm(cache, { recursive: true, force: true });
+    }
+  });
+
   it('names the file, line and column of malformed JSON', async () => {
     const result = await buildWith('{\n  "name": "x",\n  "format": raw\n}\n');
     expect(result.exitCode).toBe(2);

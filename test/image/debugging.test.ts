@@ -1,7 +1,7 @@
 // The debugging tools on a real image: shell, logs, doctor, graph, plan, summary.
 import { execa } from 'execa';
 import { createHash } from 'node:crypto';
-import { lstat, readdir, readFile } from 'node:fs/promises';
+import { lstat, readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, type ImageProject } from '../helpers/image.ts';
@@ -333,5 +333,39 @@ describe('logs, doctor, graph, plan and the summary', () => {
     expect(result.stdout).toMatch(/^ {2}convert:root: 100% root disk$/m);
     const install = (await project.run('logs', 'install')).stdout;
     expect(install).toMatch(/copied 2 store paths \(\d+(\.\d)? MiB\)/);
+  });
+});
+
+// last in this file: clean empties the cache the tests above share
+describe('a shell left open', () => {
+  it('does not hold the cache lock: a build on the same cache runs; clean keeps the shell\'s mounted copy and says so, and leaves the output folder alone', async () => {
+    expect((await project.build()).exitCode).toBe(0);
+    const marker = `sleep 295.${process.pid}`;
+    const shell = project.start('shell', 'export-pool', '--', 'sh', '-c', `cd "$IMAGE_ROOT/etc" && ${marker}`);
+    try {
+      await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the command inside the shell');
+      const build = await project.run('build', '--no-wait');
+      expect(build.exitCode, build.stderr).toBe(0);
+      expect(build.stdout).toMatch(/^done in .*: 0 ran, 11 cached, 1 skipped, 0 failed$/m);
+      const outBefore = await snapshot(project.out);
+      // as in this repository's own cache/ folder
+      await writeFile(path.join(project.cache, '.gitignore'), '*\n');
+      const [copy] = await readdir(path.join(project.cache, 'work'));
+      expect(copy).toMatch(/^\d+\.shell\./);
+      const clean = await project.run('clean', '--no-wait');
+      expect(clean.exitCode, clean.stderr).toBe(0);
+      expect(clean.stdout).toMatch(/^cleaned .*; kept .*work\/\d+\.shell\.\S+ \(still mounted: a shell is open on it\)$/m);
+      expect((await readdir(project.cache)).sort()).toEqual(['.gitignore', 'work']);
+      expect(await readdir(path.join(project.cache, 'work'))).toEqual([copy]);
+      expect(await readFile(path.join(project.cache, 'work', copy!, 'root', 'etc', 'motd'), 'utf8')).toContain('hello from the image');
+      expect(await snapshot(project.out)).toEqual(outBefore);
+    } finally {
+      await execa('pkill', ['-f', `^${marker}`], { reject: false });
+      await shell;
+    }
+    // the shell still releases its stage once its command ends
+    expect(await readFile('/proc/mounts', 'utf8')).not.toContain(project.dir);
+    expect((await execa('zpool', ['list', '-H', '-o', 'name'], { reject: false })).stdout).not.toContain(POOL);
+    expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
   });
 });
