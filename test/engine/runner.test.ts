@@ -65,6 +65,19 @@ describe('build, cache and resume', () => {
     expect(counts).toEqual({ a: 1, b: 2, c: 1, d: 1 });
   });
 
+  it('a task that ends without writing an artifact it declares fails with missing-artifact, and nothing is published', async () => {
+    await toy.configure({ noOutput: 'a' });
+    const result = await toy.run('build', 'b', '--json');
+    expect(result.exitCode).toBe(1);
+    const events = result.stdout.trim().split('\n').map((line) => JSON.parse(line) as { type: string; id?: string; status?: string; reason?: string; failure?: { reason: string; artifact?: string; message?: string } });
+    const a = events.find((e) => e.type === 'task' && e.id === 'a' && e.status === 'failed');
+    expect(a?.failure).toEqual({ reason: 'missing-artifact', artifact: 'out.txt', message: 'a did not write file "out.txt"' });
+    expect(events.find((e) => e.type === 'task' && e.id === 'b' && e.status !== 'started')).toMatchObject({ status: 'skipped', reason: 'dependency a failed' });
+    expect(await readdir(path.join(toy.cache, 'artifacts')).catch(() => [])).toEqual([]);
+    await toy.configure({});
+    expect((await toy.run('build', 'b')).stdout).toMatch(/2 ran, 0 cached/);
+  });
+
   it('logs a disk copy as a command, and a failed one with cp\'s own message and status', async () => {
     await toy.configure({ diskMiB: 64 });
     expect((await toy.run('build', 'disk-copy')).exitCode).toBe(0);
@@ -422,6 +435,22 @@ describe('interruption', () => {
     expect(result.exitCode).toBe(0);
     expect(existsSync(path.join(toy.markers, 'run-end.finished'))).toBe(true);
     expect((await toy.run('build', 'a')).stdout).toMatch(/^done in .*: 0 ran, 1 cached/m);
+  });
+
+  it('a second Ctrl-C while the build cleans up is ignored: the cleanup finishes, the message is printed once, exit 1', async () => {
+    // a finishes and registers a 2 s run-end cleanup; c hangs until the first Ctrl-C
+    await toy.configure({ hang: 'c', slowRunEnd: 2 });
+    const run = toy.start('build', 'a', 'c');
+    await waitForGrandchild();
+    run.kill('SIGINT');
+    await until(() => existsSync(path.join(toy.markers, 'run-end.started')), 'the run-end cleanup to start', 20_000);
+    run.kill('SIGINT');
+    const result = await run;
+    expect(result.exitCode).toBe(1);
+    expect(result.stdout).toMatch(/^interrupted in /m);
+    expect(result.stderr.match(/SIGINT: stopping running tasks/g)).toHaveLength(1);
+    expect(existsSync(path.join(toy.markers, 'run-end.finished'))).toBe(true);
+    await expect(stat(path.join(toy.cache, 'lock'))).rejects.toThrow();
   });
 
   it('a closed terminal (SIGHUP) stops the build like Ctrl-C, cleans up and exits 1', async () => {

@@ -65,6 +65,18 @@ describe('config errors on the command line', () => {
     });
   }
 
+  it('shows what the ZFS driver refuses only once the rest of the config is valid', async () => {
+    const zstd = { rootPoolFilesystemProperties: { compression: 'zstd', mountpoint: 'legacy' } };
+    const both = await buildWith(patched({ ...zstd, rootSize: -5 }));
+    expect(both.exitCode).toBe(2);
+    expect(both.stderr).toMatch(/^error: config: rootSize: /m);
+    expect(both.stderr).not.toMatch(/zstd/);
+    const driverOnly = await buildWith(patched(zstd));
+    expect(driverOnly.exitCode).toBe(2);
+    expect(driverOnly.stderr).toMatch(/compression=zstd: .*zfs-fuse/);
+    expect(driverOnly.created).toEqual([]);
+  });
+
   it('lets plan and logs look at a config whose toplevel is gone from the store (nix-collect-garbage), while build refuses it', async () => {
     const file = path.join(dir, 'gone.json');
     const gone = `/nix/store/${'0'.repeat(32)}-collected`;

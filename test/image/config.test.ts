@@ -151,6 +151,14 @@ describe('sizes', () => {
     expect(issueAt({ [field]: value }, field).message).toMatch(/MiB/);
   });
 
+  it('a value that is not an integer gets both bounds of its field', () => {
+    for (const value of ['64', null, true, 1.5, 1e400]) {
+      expect(issueAt({ bootSize: value }, 'bootSize').message, String(value)).toBe('must be an integer number of MiB, at least 36 and at most 2097152');
+      expect(issueAt({ rootSize: value }, 'rootSize').message, String(value)).toBe('must be an integer number of MiB, at least 64 and at most 8589934592');
+    }
+    expect(issueAt({ memSize: 'lots' }, 'memSize').message).toBe('must be an integer number of MiB, at least 256 and at most 8589934592');
+  });
+
   it('gives the smallest bootSize in the message', () => {
     expect(MIN_BOOT_SIZE_MIB).toBe(36);
     expect(issueAt({ bootSize: 35 }, 'bootSize').message).toContain('at least 36 MiB');
