@@ -54,7 +54,8 @@ export function installTask(config: ImageConfig): Task {
       channelSource: config.includeChannel ? (config.channelSource ?? null) : null,
     },
     inputFiles,
-    version: 1,
+    // 2: writes with umask 022 (an entry made under a stricter umask has folders its users cannot read)
+    version: 2,
     // nixos-install and nixos-enter change how install works when they appear on PATH (hashed as "missing" until then)
     tools: ['nix-store', 'nix-env', 'chroot', 'cp', 'nixos-install', 'nixos-enter'],
     artifacts: [
@@ -65,6 +66,11 @@ export function installTask(config: ImageConfig): Task {
       const image = ctx.resources['mount'] as MountedImage;
       const system = ctx.deps['system']!.values as unknown as SystemValues;
       const root = image.root;
+      // Everything goes into the image as nixos-install writes it, with umask 022: the runner's own
+      // (077 for a careful root) would leave /etc and the contents' new parent folders unreadable to
+      // the image's users. Process-wide until install ends; tasks beside it get the ordinary 022 too.
+      const umask = process.umask(0o022);
+      ctx.cleanup(() => void process.umask(umask));
       await writeNixosConfig(root, config);
       await installContents(ctx, root, config);
       // what install writes next from the host must not pass through a link the contents made
