@@ -503,6 +503,45 @@ describe('interruption', () => {
     expect(await readdir(path.join(toy.cache, 'work'))).toEqual([]);
   });
 
+  it('never deletes a dead run\'s folder through a mount: it is left in place and said so, and removed once unmounted', async () => {
+    const dead = Number((await execa('sh', ['-c', 'echo $$'])).stdout);
+    const folder = path.join(toy.cache, 'work', `${dead}.a.left`);
+    // as a killed build's bound /dev: deleting through it would delete the host's files
+    const mounted = path.join(folder, 'root', 'dev');
+    await mkdir(mounted, { recursive: true });
+    await execa('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', mounted]);
+    try {
+      await writeFile(path.join(mounted, 'host-file'), 'must survive');
+      const result = await toy.run('build', 'a');
+      expect(result.exitCode, result.stderr).toBe(0);
+      expect(result.stderr).toContain(`cleanup: left ${folder} in place: still mounted at ${mounted} (unmount by hand, then rerun)`);
+      expect(await readFile(path.join(mounted, 'host-file'), 'utf8')).toBe('must survive');
+    } finally {
+      await execa('umount', [mounted], { reject: false });
+    }
+    const again = await toy.run('build', 'a');
+    expect(again.stderr).toMatch(new RegExp(`cleanup: removed work/${dead}\\.a\\.left left by dead run ${dead}`));
+    expect(existsSync(folder)).toBe(false);
+  });
+
+  it('plan, explain, graph and logs take no lock: they answer while a build holds it', async () => {
+    expect((await toy.run('build', 'a')).exitCode).toBe(0);
+    await toy.configure({ hang: 'c' });
+    const build = toy.start('build', 'c');
+    try {
+      await until(async () => (await readFile(path.join(toy.markers, 'grandchild.pid'), 'utf8').catch(() => '')).trim().length > 0, 'the hanging task', 20_000);
+      expect(existsSync(path.join(toy.cache, 'lock'))).toBe(true);
+      for (const args of [['plan'], ['explain', 'a'], ['graph'], ['logs', 'a']]) {
+        const result = await toy.run(...args);
+        expect(result.exitCode, `${args.join(' ')}: ${result.stderr}`).toBe(0);
+        expect(result.stderr, args.join(' ')).not.toMatch(/waiting|busy|lock/);
+      }
+    } finally {
+      build.kill('SIGINT');
+      await build;
+    }
+  });
+
   it('a second build on the same cache waits, or refuses with --no-wait', async () => {
     await toy.configure({ hang: 'c' });
     const first = toy.start('build', 'c');

@@ -108,6 +108,41 @@ describe('scheduler', () => {
     expect(cleaned).toEqual(['daemon stopped']);
   });
 
+  it('run-end cleanups run last registered first; one that throws becomes a warning, the next still runs, and the build stays ok', async () => {
+    const order: string[] = [];
+    const graph = buildGraph([
+      task('first', [], async (ctx) => {
+        ctx.atRunEnd('zfs:zfs-fuse', () => {
+          order.push('zfs');
+        });
+        ctx.atRunEnd('zfs:zfs-fuse', () => {
+          order.push('registered twice'); // the first registration of a key wins
+        });
+        return { out: 1 };
+      }),
+      task('second', ['first'], async (ctx) => {
+        ctx.atRunEnd('broken', () => {
+          order.push('broken');
+          throw new Error('boom');
+        });
+        return { out: 2 };
+      }),
+    ]);
+    if (!graph.ok) throw new Error('bad graph');
+    const notices: string[] = [];
+    const reporter: Reporter = {
+      begin: () => undefined,
+      event: (event: RunEvent) => {
+        if (event.type === 'notice') notices.push(`${event.level} ${event.message}`);
+      },
+      end: () => undefined,
+    };
+    const summary = await schedule({ graph: graph.value, ids: ['first', 'second'], store: openCache(path.join(dir, 'cache')), reporter, concurrency: 1, signal: new AbortController().signal });
+    expect(summary.ok).toBe(true);
+    expect(order).toEqual(['broken', 'zfs']);
+    expect(notices).toEqual(['warn run cleanup "broken" failed: boom']);
+  });
+
   it('an engine error inside a transaction fails one member and skips the others, which never started', async () => {
     const store = openCache(path.join(dir, 'cache'));
     let broken = false;

@@ -43,6 +43,14 @@ describe('a fresh build of the image pair', () => {
     expect(names).toEqual(['image-info.json', 'nixos.boot.img', 'nixos.root.img']); // no partial files
   });
 
+  it('warns of each seed default zfs-fuse cannot set (a --json notice)', () => {
+    const notices = first.stdout.split('\n').filter(Boolean).map((line) => JSON.parse(line) as { type: string; level?: string; message?: string })
+      .filter((event) => event.type === 'notice' && event.level === 'warn').map((event) => event.message);
+    for (const property of ['acltype=posixacl', 'xattr=sa']) {
+      expect(notices.some((message) => message?.includes(`create-pool: zfs-fuse: dropped the default rootPoolFilesystemProperties.${property}`)), property).toBe(true);
+    }
+  });
+
   it('qemu-img sees two raw disks of the configured sizes', async () => {
     for (const [file, mib] of [['nixos.boot.img', 40], ['nixos.root.img', 128]] as const) {
       const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(project.out, file)])).stdout) as { format: string; 'virtual-size': number };

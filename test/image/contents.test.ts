@@ -1,11 +1,13 @@
 // contents in a real build (real tools, as root, zfs-fuse): modes and owners as asked, and, since the
 // build writes into the image from the host, nothing a link in the image points at written on the host.
+import { execa } from 'execa';
 import { execFileSync } from 'node:child_process';
 import { lstat, mkdir, readFile, readlink, readdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { imageProject, withImportedPool, type ImageProject } from '../helpers/image.ts';
 import { uniquePool } from '../helpers/reliability.ts';
+import { ROOT } from '../helpers/toy.ts';
 
 const POOL = uniquePool('ltank');
 const MOUNTS = { [`${POOL}/root`]: '/', [`${POOL}/root/var`]: '/var', [`${POOL}/nix`]: '/nix', [`${POOL}/home`]: '/home' };
@@ -112,5 +114,35 @@ describe('contents with symbolic links', () => {
     expect(failed?.reason).toContain(`contents put a symbolic link at ${where} (to ${hostFolder}) in the image`);
     expect(await readdir(hostFolder)).toEqual([]);
     expect(await readFile('/proc/self/mountinfo', 'utf8')).not.toContain(hostFolder); // nothing bound onto it
+  });
+});
+
+describe('the runner\'s umask', () => {
+  it('does not reach the image: under umask 077 what the build creates there is 0755 (folders) and 0644 (files), as nixos-install makes it', async () => {
+    await project.configure({ contents: [{ source: 'motd', target: '/opt/a/b/motd' }] });
+    // the package's command, as users run it, under a strict umask (as root with umask 077 would)
+    const argv = [path.join(ROOT, 'bin/zfs-image.js'), 'build', '--config', project.configFile, '--cache-dir', project.cache, '--out', project.out];
+    const build = await execa('sh', ['-c', 'umask 077 && exec "$0" "$@"', process.execPath, ...argv], { reject: false, cwd: ROOT, env: { CI: '1' } });
+    expect(build.exitCode, build.stderr).toBe(0);
+    await withImportedPool(path.join(project.out, 'nixos.root.img'), POOL, MOUNTS, async (root) => {
+      const modes: Record<string, string> = {};
+      for (const inImage of ['opt', 'opt/a', 'opt/a/b', 'etc', 'etc/nixos', 'etc/nixos/configuration.nix', 'etc/NIXOS', 'var', 'home', 'nix', 'nix/var/nix/profiles', 'nix/var/nix/db']) {
+        modes[inImage] = ((await stat(path.join(root, inImage))).mode & 0o777).toString(8);
+      }
+      expect(modes).toEqual({
+        opt: '755',
+        'opt/a': '755',
+        'opt/a/b': '755',
+        etc: '755',
+        'etc/nixos': '755',
+        'etc/nixos/configuration.nix': '644',
+        'etc/NIXOS': '644',
+        var: '755',
+        home: '755',
+        nix: '755',
+        'nix/var/nix/profiles': '755',
+        'nix/var/nix/db': '755',
+      });
+    });
   });
 });

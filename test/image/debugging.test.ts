@@ -162,6 +162,8 @@ describe('shell <stage> -- CMD', () => {
       await until(async () => (await execa('pgrep', ['-f', `^${marker}`], { reject: false })).exitCode === 0, 'the job in the image');
       process.kill(pid, 'SIGTERM');
       await until(async () => !(await running(pid)), 'the runner to exit', 60_000);
+      // tmux learns of the pane's end a moment after the process is gone
+      await until(async () => (await tmux('display-message', '-p', '-t', 'shell', '#{pane_dead}')).stdout.trim() === '1', 'tmux to see the pane end', 10_000, 20);
       const status = (await tmux('display-message', '-p', '-t', 'shell', '#{pane_dead_status}')).stdout.trim();
       expect(status).toBe('129'); // bash ended by SIGHUP, and the runner returns its status
       expect((await screen()).replace(/\n/g, '')).toContain('SIGTERM: passed on to /bin/bash as SIGHUP and to what else runs in the copy; export-pool is released when they end');

@@ -450,9 +450,9 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
     const stopHealthy = healthy.watch!((error) => hung.push(error));
     await pause(5000);
     stopHealthy();
-    // an ask the healthy watcher sent just before may still wait on the host lock behind another test
-    // file's zfs command: the lock's queue is first come, first served, so once this one answers, it has too
-    // (else it would meet the stopped daemon below, and its 3.2 s verdict would be the one reported)
+    // an ask the healthy watcher sent just before may still be under way (or waiting its turn on the host
+    // lock): the lock's queue is first come, first served, so once this one answers, it has too (else it
+    // would meet the stopped daemon below, and its 3.2 s verdict would be the one reported)
     await healthy.isImported('no-such-pool');
     expect(hung).toEqual([]);
     const watcher = createZfsFuseDriver({ exec: createExec({ killGraceMs: 200 }), commandTimeoutMs: 400 });
