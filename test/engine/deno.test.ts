@@ -106,12 +106,21 @@ describe('Deno', () => {
     }
   });
 
-  it('builds a small graph, and Node finds it all cached', async () => {
+  it('builds a small graph that Node then finds all cached, and the reverse, input files and tools included', async () => {
+    const input = path.join(toy.dir, 'input.txt');
+    await writeFile(input, 'one');
+    await toy.configure({ inputFile: input, tools: true });
     const config = ['--config', path.join(toy.dir, 'config.json'), '--cache-dir', toy.cache];
     const built = await deno(['test/fixtures/toy-taskfile.ts', 'build', ...config]);
     expect(built.exitCode, built.stderr).toBe(0);
     expect((await toy.runs()).sort()).toEqual(['a', 'b', 'c', 'd']);
     const again = await toy.run('build');
     expect(again.stdout).toMatch(/0 ran, 4 cached/);
+    // Node builds after a change; Deno finds that fresh
+    await writeFile(input, 'two');
+    expect((await toy.run('build')).stdout).toMatch(/3 ran, 1 cached/);
+    const onDeno = await deno(['test/fixtures/toy-taskfile.ts', 'build', ...config]);
+    expect(onDeno.exitCode, onDeno.stderr).toBe(0);
+    expect(onDeno.stdout).toMatch(/0 ran, 4 cached/);
   });
 });

@@ -92,6 +92,26 @@ describe('zfs-fuse commands (recorded)', () => {
     ]);
   });
 
+  it('leaves alone a pool of the same name after a create that failed with an error (it may be another build\'s), and exports it after one Ctrl-C stopped', async () => {
+    const run = async (failure: CommandError): Promise<string[][]> => {
+      const calls: string[][] = [];
+      let listed = 0;
+      const exec: Exec = async (file, args) => {
+        calls.push([file, ...args]);
+        if (args[0] === 'create') throw failure;
+        // the name check before the create finds nothing; the pool is there once the create failed
+        if (args[0] === 'list') return { command: file, exitCode: 0, stdout: listed++ === 0 ? '' : 'tank\n', stderr: '' };
+        return { command: file, exitCode: 0, stdout: '', stderr: '' };
+      };
+      await expect(createZfsFuseDriver({ exec }).createPool({ pool: 'tank', vdev: '/w/root.raw', root: '/w/mnt', poolProperties: {}, filesystemProperties: { mountpoint: 'legacy' } })).rejects.toBe(failure);
+      return calls;
+    };
+    const failed = await run(new CommandError({ command: 'zpool create', exitCode: 1, tail: ['cannot create'] }));
+    expect(failed.map((call) => call.slice(0, 2).join(' '))).toEqual(['zpool list', 'zpool create']);
+    const stopped = await run(new CommandError({ command: 'zpool create', exitCode: -1, signal: 'SIGTERM', tail: [], aborted: true }));
+    expect(stopped.map((call) => call.slice(0, 3).join(' '))).toEqual(['zpool list -H', 'zpool create -R', 'zpool list -H', 'zpool export -f']);
+  });
+
   it('runs every zpool and zfs command alone under the host lock, one hold each', async () => {
     const calls: string[] = [];
     let held = false;
