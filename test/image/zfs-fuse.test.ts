@@ -15,6 +15,7 @@ import { adaptPropertiesForZfsFuse } from '../../tasks/image/zfs/zfs-fuse-proper
 import { zfsCommandTimeoutMs } from '../../tasks/image/zfs/zfs-fuse-host.ts';
 import { findProgram } from '../../lib/execution/which.ts';
 import { selectDriver } from '../../tasks/image/zfs/select-driver.ts';
+import { prepareDaemon, type DaemonClient } from '../../tasks/image/zfs/zfs-fuse-daemon.ts';
 import { otherZfsUsers, STARTER_FILE, useZfs, ZFS_USERS_DIR, ZFS_USERS_LOCK_FILE } from '../../tasks/image/stages/zfs-session.ts';
 import { execa } from 'execa';
 
@@ -158,6 +159,50 @@ describe('zfs command time limit', () => {
         `ZFS_IMAGE_ZFS_TIMEOUT: must be a number of seconds from 0 (no limit) to 2147483, not "${bad}"`,
       );
     }
+  });
+});
+
+describe('the daemon a build starts (recorded)', () => {
+  /** A client whose daemon starts at once and then lists `pools()`; the start writes the pid file as zfs-fuse does. */
+  const client = (pools: () => string[]): DaemonClient & { started: string[][] } => {
+    let up = false;
+    const started: string[][] = [];
+    return {
+      started,
+      daemon: 'zfs-fuse',
+      exec: async (file, args) => {
+        if (file === 'zfs-fuse') {
+          started.push([...args]);
+          await writeFile(args[1]!, '999999999\n'); // no such process: stopping it finds nothing to signal
+          up = true;
+        }
+        return { command: file, exitCode: 0, stdout: '', stderr: '' };
+      },
+      answers: async () => up,
+      poolNames: async () => pools(),
+      lastListed: () => undefined,
+    };
+  };
+
+  it('is left running while a pool it did not have at start is imported, and says which; abandoned pools do not count', async () => {
+    let pools = ['host-pool']; // imported by the daemon from its cache file as it started: not ours to wait for
+    const fake = client(() => pools);
+    const session = await prepareDaemon(fake, { readyTimeoutMs: 1000 });
+    expect(session.started).toBe(true);
+    expect(fake.started).toHaveLength(1);
+    pools = ['host-pool', 'tank', 'other'];
+    expect(await session.stop({ abandon: ['tank'] })).toEqual({ stopped: false, reason: 'zfs-fuse left running: pools still imported (other)' });
+    pools = ['host-pool', 'tank'];
+    expect(await session.stop({ abandon: ['tank'] })).toEqual({ stopped: true });
+    expect(existsSync(session.pidFile!)).toBe(false); // its folder goes with it
+  });
+
+  it('uses a daemon that already answers and never stops it', async () => {
+    const fake = { ...client(() => []), answers: async () => true };
+    const session = await prepareDaemon(fake);
+    expect(session.started).toBe(false);
+    expect(fake.started).toEqual([]);
+    expect(await session.stop()).toEqual({ stopped: false, reason: 'zfs-fuse was already running' });
   });
 });
 
@@ -544,6 +589,39 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
       await rm(STARTER_FILE, { force: true });
       await rm(leftover, { recursive: true, force: true });
       await rm(fresh, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('a build that started the daemon leaves it running while other builds are registered, says so, and keeps the starter record', async (ctx) => {
+    // the host's real starter record: left alone when a real build has one
+    if (existsSync(STARTER_FILE)) return ctx.skip();
+    const other = execa('sleep', ['120']); // stands in for another build: a live pid registered as a ZFS user
+    const otherMarker = join(ZFS_USERS_DIR, String(other.pid));
+    let stops = 0;
+    const stub: ZfsDriver = {
+      ...driver,
+      prepare: async () => ({
+        started: true,
+        stop: async () => {
+          stops += 1;
+          return { stopped: true };
+        },
+      }),
+    };
+    try {
+      const use = await useZfs(stub, exec, () => undefined);
+      await writeFile(otherMarker, 'x');
+      const notes: string[] = [];
+      await use.release((level, message) => notes.push(`${level} ${message}`));
+      expect(stops).toBe(0);
+      expect(notes).toEqual([`info left the zfs-fuse daemon running: builds ${other.pid} still use it`]);
+      // the last of those builds finds the record and stops the daemon once this process has ended
+      expect(readFileSync(STARTER_FILE, 'utf8').split('\n')[0]).toBe(String(process.pid));
+    } finally {
+      other.kill();
+      await other.catch(() => undefined);
+      await rm(otherMarker, { force: true });
+      await rm(STARTER_FILE, { force: true });
     }
   }, 60_000);
 
