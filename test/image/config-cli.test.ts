@@ -150,6 +150,22 @@ describe('config errors on the command line', () => {
     }
   });
 
+  it('every command that loads the graph refuses an unknown ZFS_DRIVER with exit 2, creating nothing', async () => {
+    const file = path.join(dir, 'config.json');
+    await writeFile(file, patched({}));
+    const cache = path.join(dir, 'driver-cache');
+    for (const args of [['plan'], ['run', 'system'], ['explain', 'install'], ['graph'], ['logs', 'install'], ['shell', 'install', '--', 'true']]) {
+      const result = await execa(process.execPath, ['--import', 'tsx', path.join(ROOT, 'Taskfile.ts'), ...args, '--config', file, '--cache-dir', cache], {
+        reject: false,
+        cwd: ROOT,
+        env: { CI: '1', ZFS_DRIVER: 'bogus' },
+      });
+      expect(result.exitCode, `${args[0]}: ${result.stderr}`).toBe(2);
+      expect(result.stderr, args[0]).toContain('error: ZFS_DRIVER: must be one of auto, openzfs, zfs-fuse, not "bogus"');
+    }
+    expect((await readdir(dir)).filter((name) => name === 'driver-cache')).toEqual([]);
+  });
+
   it('names the file, line and column of malformed JSON', async () => {
     const result = await buildWith('{\n  "name": "x",\n  "format": raw\n}\n');
     expect(result.exitCode).toBe(2);
