@@ -80,6 +80,16 @@ describe('shell <stage> -- CMD', () => {
     }
   });
 
+  it('on a stage after both disks are final (post-vm) opens export-pool\'s root disk and the ESP as install:esp wrote it into the FAT', async () => {
+    const result = await project.run('shell', 'post-vm', '--', 'sh', '-c', 'test -f etc/NIXOS && echo installed; ls "$IMAGE_ESP/loader/entries"');
+    expect(result.exitCode, result.stderr).toBe(0);
+    expect(result.stdout).toContain('installed');
+    expect(result.stdout).toContain('nixos-demo.conf');
+    expect(result.stderr).toMatch(/copying export-pool's root disk/);
+    expect(result.stderr).toMatch(/install:esp: /);
+    expect(await readdir(path.join(project.cache, 'work'))).toEqual([]);
+  });
+
   it('tells a command that could not start (127) and one killed by a signal (128 + its number) from one that exited 1', async () => {
     const missing = await project.run('shell', 'partition', '--', '/nonexistent/cmd');
     expect(missing.exitCode).toBe(127);
