@@ -143,6 +143,34 @@ describe('scheduler', () => {
     expect(notices).toEqual(['warn run cleanup "broken" failed: boom']);
   });
 
+  it('a task\'s cleanups run last registered first, before it is published, after a failure too', async () => {
+    const order: string[] = [];
+    const graph = buildGraph([
+      task('ok', [], async (ctx) => {
+        ctx.cleanup(() => void order.push('ok: first registered'));
+        ctx.cleanup(() => void order.push('ok: second registered'));
+        return { out: 1 };
+      }),
+      task('fails', ['ok'], async (ctx) => {
+        ctx.cleanup(() => void order.push('fails: cleanup'));
+        throw new Error('broke');
+      }),
+    ]);
+    if (!graph.ok) throw new Error('bad graph');
+    const published: string[] = [];
+    const reporter: Reporter = {
+      begin: () => undefined,
+      event: (event: RunEvent) => {
+        if (event.type === 'task' && event.status !== 'started') published.push(`${event.id} ${event.status} after ${order.length} cleanups`);
+      },
+      end: () => undefined,
+    };
+    const summary = await schedule({ graph: graph.value, ids: ['ok', 'fails'], store: openCache(path.join(dir, 'cache')), reporter, concurrency: 1, signal: new AbortController().signal });
+    expect(summary.ok).toBe(false);
+    expect(order).toEqual(['ok: second registered', 'ok: first registered', 'fails: cleanup']);
+    expect(published).toEqual(['ok ran after 2 cleanups', 'fails failed after 3 cleanups']);
+  });
+
   it('an engine error inside a transaction fails one member and skips the others, which never started', async () => {
     const store = openCache(path.join(dir, 'cache'));
     let broken = false;

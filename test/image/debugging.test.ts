@@ -52,6 +52,18 @@ describe('run mount --force', () => {
   });
 });
 
+describe('the mount transaction\'s copies', () => {
+  it('copies create-pool\'s checkpoint once (in mount), and export-pool publishes the disk without a second copy', async () => {
+    // the transaction that ran last: run mount --force above
+    const mount = (await project.run('logs', 'mount')).stdout;
+    expect(mount.match(/^\$ cp --reflink=auto --sparse=always -- \S+\/root\.raw \S+\/root\.raw$/gm)).toHaveLength(1);
+    // the release export-pool asks for (unmount, export) is the mount's, and logged there
+    expect(mount).toMatch(/^\$ \S*zpool export /m);
+    const exported = (await project.run('logs', 'export-pool')).stdout;
+    expect(exported).not.toMatch(/^\$ (cp|dd|qemu-img) /m);
+  });
+});
+
 describe('shell <stage> -- CMD', () => {
   it('runs the command in the mounted image and releases everything, leaving the cache untouched', async () => {
     const before = await snapshot(project.cache);
