@@ -38,6 +38,11 @@ export async function processAlive(pid: number): Promise<boolean> {
   return state !== undefined && state !== 'Z';
 }
 
+/** A process's command name (/proc/<pid>/comm, at most 15 characters), or '' for one that is gone. */
+export async function processName(pid: number): Promise<string> {
+  return (await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim();
+}
+
 /** Sends a signal to a process that may have exited since it was looked at. */
 export function signalProcess(pid: number, name: NodeJS.Signals): void {
   try {

@@ -1,12 +1,12 @@
 import { execa } from 'execa';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { constants as osConstants } from 'node:os';
 import path from 'node:path';
 import { entryOutputs, type CacheStore } from '../../caching/cache-store.ts';
 import { fingerprintOf } from '../../caching/fingerprint.ts';
 import type { Sweeper } from '../../caching/sweep.ts';
 import { mountsUnder } from '../../execution/mount-table.ts';
-import { processesUsing, processTree, signalProcess } from '../../execution/processes.ts';
+import { processesUsing, processName, processTree, signalProcess } from '../../execution/processes.ts';
 import type { Graph } from '../../engine/graph.ts';
 import type { ShellProvider, ShellSession } from '../../engine/shell.ts';
 import { isResource, type DependencyOutputs } from '../../engine/task.ts';
@@ -23,8 +23,8 @@ import { interruptSignal } from '../interrupt.ts';
 async function jobsInCopy(opened: ShellSession, commandPid: number): Promise<number[]> {
   const [using, tree] = await Promise.all([processesUsing(copyFolder(opened)), processTree(commandPid)]);
   const pids = using.filter((pid) => tree.has(pid));
-  const names = await Promise.all(pids.map((pid) => readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')));
-  return pids.filter((_, i) => names[i]!.trim() !== 'zfs-fuse');
+  const names = await Promise.all(pids.map(processName));
+  return pids.filter((_, i) => names[i] !== 'zfs-fuse');
 }
 
 /** Where the opened copy is: what keeps it busy works in there. */

@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { createHostLock, type HostLock } from '../../../lib/execution/host-lock.ts';
 import { readMountTable } from '../../../lib/execution/mount-table.ts';
-import { processAlive, signalProcess } from '../../../lib/execution/processes.ts';
+import { processAlive, processName, signalProcess } from '../../../lib/execution/processes.ts';
 import type { Exec } from '../../../lib/execution/types.ts';
 
 /** The default limit for one zpool or zfs command: they answer in well under a second when the daemon is healthy. */
@@ -88,8 +88,7 @@ export async function pidIn(pidFile: string): Promise<number> {
 /** Whether `pid` is a live zfs-fuse process: a pid file may be stale, and its pid reused. */
 export async function isZfsFuseProcess(pid: number): Promise<boolean> {
   if (!(Number.isInteger(pid) && pid > 0)) return false;
-  const comm = await readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '');
-  return comm.trim() === 'zfs-fuse' && (await processAlive(pid));
+  return (await processName(pid)) === 'zfs-fuse' && (await processAlive(pid));
 }
 
 /** How {@link stopZfsFuseProcess} went. */
