@@ -1,11 +1,11 @@
 // The cache lock under races: a dead run's lock taken over by two runs at once, and release.
-import { execFileSync } from 'node:child_process';
 import { getEventListeners } from 'node:events';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lockCache, removeIfStill } from '../../lib/caching/lock.ts';
+import { deadPid } from '../helpers/wait.ts';
 
 let dir: string;
 beforeEach(async () => {
@@ -13,8 +13,6 @@ beforeEach(async () => {
 });
 afterEach(() => rm(dir, { recursive: true, force: true }));
 
-/** The pid of a process that has exited. */
-const deadPid = (): number => Number(execFileSync('sh', ['-c', 'sh -c "echo \\$\\$"'], { encoding: 'utf8' }).trim());
 
 describe('the cache lock', () => {
   it('goes to exactly one of two runs that find a dead run\'s lock at the same moment', async () => {

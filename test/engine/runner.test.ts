@@ -5,7 +5,7 @@ import { lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { toyProject, type ToyProject } from '../helpers/toy.ts';
-import { running, until } from '../helpers/wait.ts';
+import { deadPid, running, until } from '../helpers/wait.ts';
 
 let toy: ToyProject;
 beforeEach(async () => {
@@ -504,7 +504,7 @@ describe('interruption', () => {
   });
 
   it('never deletes a dead run\'s folder through a mount: it is left in place and said so, and removed once unmounted', async () => {
-    const dead = Number((await execa('sh', ['-c', 'echo $$'])).stdout);
+    const dead = deadPid();
     const folder = path.join(toy.cache, 'work', `${dead}.a.left`);
     // as a killed build's bound /dev: deleting through it would delete the host's files
     const mounted = path.join(folder, 'root', 'dev');

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { processAlive } from '../../lib/execution/processes.ts';
 
 /** Resolves after `ms` milliseconds. */
@@ -15,3 +16,6 @@ export async function until(check: () => Promise<boolean> | boolean, what: strin
 
 /** True while a process exists and is not a zombie (a dead child nobody reaped yet counts as gone). */
 export const running = processAlive;
+
+/** The pid of a process that has exited (a dead run's pid, for leftovers and stale locks). */
+export const deadPid = (): number => Number(execFileSync('sh', ['-c', 'sh -c "echo \\$\\$"'], { encoding: 'utf8' }).trim());

@@ -18,6 +18,7 @@ import { selectDriver } from '../../tasks/image/zfs/select-driver.ts';
 import { prepareDaemon, type DaemonClient } from '../../tasks/image/zfs/zfs-fuse-daemon.ts';
 import { otherZfsUsers, STARTER_FILE, useZfs, ZFS_USERS_DIR, ZFS_USERS_LOCK_FILE } from '../../tasks/image/stages/zfs-session.ts';
 import { execa } from 'execa';
+import { deadPid } from '../helpers/wait.ts';
 
 const SEED_DEFAULTS = {
   pool: { autoexpand: 'on' },
@@ -572,7 +573,7 @@ describe.skipIf(skipReason !== '')(`zfs-fuse driver on a real pool${skipReason ?
   it('removes the pid-file folder a build killed while stopping its daemon left behind, once a new daemon starts', async (ctx) => {
     // the host's real starter record: left alone when a real build has one
     if (existsSync(STARTER_FILE)) return ctx.skip();
-    const dead = Number(execFileSync('sh', ['-c', 'sh -c "echo \\$\\$"'], { encoding: 'utf8' }).trim());
+    const dead = deadPid();
     const leftover = await mkdtemp(join(tmpdir(), 'zfs-fuse-'));
     await writeFile(join(leftover, 'zfs-fuse.pid'), `${dead}\n`);
     await writeFile(STARTER_FILE, `${dead}\n${join(leftover, 'zfs-fuse.pid')}\n`);
